@@ -1,0 +1,528 @@
+//! The GraphQL schema: queries over the graph and the index, and mutations that validate input and
+//! produce events to Kafka (never writing the store).
+
+mod inputs;
+mod types;
+
+use crate::errors::{ApiError, ErrorKind};
+use crate::read::{self, check_id, ListFilter};
+use crate::AppState;
+use async_graphql::{
+    Context, EmptySubscription, InputObject, Object, Result, Schema, SimpleObject, ID,
+};
+use coalition_events::Kind;
+use coalition_search::SearchFilter;
+pub use inputs::*;
+pub use types::*;
+
+pub type CoalitionSchema = Schema<QueryRoot, MutationRoot, EmptySubscription>;
+
+/// Per-schema context.
+#[derive(Clone)]
+pub struct AppCtx {
+    pub state: AppState,
+}
+
+/// Runs blocking store or index work off the async runtime.
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f).await.map_err(ApiError::internal)?
+}
+
+pub fn build_schema(state: AppState) -> CoalitionSchema {
+    let limits = state.config.clone();
+    let mut builder = Schema::build(QueryRoot, MutationRoot, EmptySubscription)
+        .data(AppCtx { state })
+        .limit_depth(limits.max_depth)
+        .limit_complexity(limits.max_complexity);
+    if !limits.introspection {
+        builder = builder.disable_introspection();
+    }
+    builder.finish()
+}
+
+/// The schema's SDL, as committed at `schema/graphql/schema.graphql`.
+pub fn sdl() -> String {
+    Schema::build(QueryRoot, MutationRoot, EmptySubscription).finish().sdl()
+}
+
+/// Filters a policy team applies to lists.
+#[derive(InputObject, Default, Clone)]
+pub struct Filter {
+    /// ISO 3166-1 alpha-2 country code, e.g. "GB".
+    pub country: Option<String>,
+    /// Audience group (dialogues, activities) or evidence group, e.g. "lgbtq".
+    pub group: Option<String>,
+    /// Partner id: leading, organising, affiliated or submitting.
+    pub partner: Option<ID>,
+    /// Recommendation id: implemented, informed, supported or (for outcomes) implemented by what they measure.
+    pub recommendation: Option<ID>,
+    /// Inclusive start date.
+    pub from: Option<chrono::NaiveDate>,
+    /// Inclusive end date.
+    pub to: Option<chrono::NaiveDate>,
+}
+
+impl From<Option<Filter>> for ListFilter {
+    fn from(f: Option<Filter>) -> Self {
+        let f = f.unwrap_or_default();
+        ListFilter {
+            country: f.country,
+            group: f.group,
+            partner: f.partner.map(|p| p.0),
+            recommendation: f.recommendation.map(|r| r.0),
+            from: f.from,
+            to: f.to,
+        }
+    }
+}
+
+macro_rules! page_type {
+    ($name:ident, $item:ident) => {
+        /// A page of results.
+        #[derive(SimpleObject)]
+        pub struct $name {
+            pub items: Vec<$item>,
+            /// Number of items matching, over all pages.
+            pub total_count: usize,
+            pub offset: usize,
+            pub has_next_page: bool,
+        }
+    };
+}
+page_type!(RecommendationPage, Recommendation);
+page_type!(CaseStudyPage, CaseStudy);
+page_type!(ActivityPage, Activity);
+page_type!(OutcomePage, Outcome);
+page_type!(DialoguePage, Dialogue);
+page_type!(PartnerPage, Partner);
+page_type!(PersonPage, Person);
+page_type!(ProgrammePage, Programme);
+page_type!(EvidencePage, EvidenceStatistic);
+page_type!(SourcePage, SourceDocument);
+
+struct Paged {
+    items: Vec<read::Entity>,
+    total: usize,
+    offset: usize,
+}
+
+async fn page(ctx: &Context<'_>, kind: Kind, filter: Option<Filter>, first: i32, offset: i32) -> Result<Paged> {
+    let state = &ctx.data::<AppCtx>()?.state;
+    let max = state.config.max_page_size;
+    if first < 0 || first as usize > max {
+        return Err(ApiError::bad_input("first", format!("must be between 0 and {max}")).into());
+    }
+    if offset < 0 {
+        return Err(ApiError::bad_input("offset", "must not be negative").into());
+    }
+    let (first, offset) = (first as usize, offset as usize);
+    let filter = ListFilter::from(filter);
+    let store = state.store.clone();
+    let (ids, total, items) = blocking(move || {
+        let p = read::list(&store, kind, &filter, first, offset)?;
+        let items = read::load_many(&store, kind, &p.ids)?;
+        Ok((p.ids, p.total, items))
+    })
+    .await?;
+    let _ = ids;
+    Ok(Paged { items, total, offset })
+}
+
+macro_rules! to_page {
+    ($paged:expr, $page:ident, $item:ident) => {{
+        let p = $paged;
+        let has_next_page = p.offset + p.items.len() < p.total;
+        $page {
+            total_count: p.total,
+            offset: p.offset,
+            has_next_page,
+            items: p.items.into_iter().map($item).collect(),
+        }
+    }};
+}
+
+async fn get(ctx: &Context<'_>, kind: Kind, id: &ID) -> Result<Option<read::Entity>> {
+    check_id("id", &id.0)?;
+    let store = ctx.data::<AppCtx>()?.state.store.clone();
+    let id = id.0.clone();
+    Ok(blocking(move || read::load(&store, kind, &id)).await?)
+}
+
+/// Filters for `search`, applied inside the index query.
+#[derive(InputObject, Default, Clone)]
+pub struct SearchFilterInput {
+    /// Kinds of document: recommendation, case-study, activity, outcome, dialogue, quote, partner, person, programme, evidence, source.
+    pub kinds: Option<Vec<String>>,
+    pub country: Option<String>,
+    pub group: Option<String>,
+    pub partner: Option<ID>,
+    pub recommendation: Option<ID>,
+}
+
+/// One search hit, with the entity it belongs to.
+#[derive(SimpleObject)]
+pub struct SearchHit {
+    /// IRI of the matching node (an entity, or a quote inside a dialogue).
+    pub iri: String,
+    pub kind: String,
+    pub entity_id: ID,
+    pub title: String,
+    pub score: f32,
+    /// HTML snippet, matches in `<b>`.
+    pub snippet: String,
+    pub language: String,
+    /// The entity the hit belongs to (for a quote, its dialogue).
+    pub entity: Option<Node>,
+}
+
+#[derive(SimpleObject)]
+pub struct SearchPage {
+    pub total_count: usize,
+    pub hits: Vec<SearchHit>,
+}
+
+/// Per partition, the next offset each sink will apply.
+#[derive(SimpleObject)]
+pub struct PartitionOffset {
+    pub topic: String,
+    pub partition: i32,
+    pub next_offset: i64,
+}
+
+/// How far the graph and the index have applied the log.
+#[derive(SimpleObject)]
+pub struct Freshness {
+    pub graph: Vec<PartitionOffset>,
+    pub index: Vec<PartitionOffset>,
+    /// True once the materializer caught up with the log as it stood at start.
+    pub caught_up: bool,
+    /// When the last batch was committed (RFC 3339).
+    pub committed_at: Option<String>,
+}
+
+fn offsets_list(o: &coalition_mapping::Offsets) -> Vec<PartitionOffset> {
+    o.0.iter()
+        .map(|(tp, next)| PartitionOffset { topic: tp.topic.clone(), partition: tp.partition, next_offset: *next })
+        .collect()
+}
+
+pub struct QueryRoot;
+
+#[Object]
+impl QueryRoot {
+    /// Recommendations, ordered by number. `filter.recommendation` selects one and its narrower ones.
+    async fn recommendations(
+        &self,
+        ctx: &Context<'_>,
+        filter: Option<Filter>,
+        #[graphql(default = 50)] first: i32,
+        #[graphql(default = 0)] offset: i32,
+    ) -> Result<RecommendationPage> {
+        Ok(to_page!(page(ctx, Kind::Recommendation, filter, first, offset).await?, RecommendationPage, Recommendation))
+    }
+
+    async fn recommendation(&self, ctx: &Context<'_>, id: ID) -> Result<Option<Recommendation>> {
+        Ok(get(ctx, Kind::Recommendation, &id).await?.map(Recommendation))
+    }
+
+    async fn case_studies(
+        &self,
+        ctx: &Context<'_>,
+        filter: Option<Filter>,
+        #[graphql(default = 50)] first: i32,
+        #[graphql(default = 0)] offset: i32,
+    ) -> Result<CaseStudyPage> {
+        Ok(to_page!(page(ctx, Kind::CaseStudy, filter, first, offset).await?, CaseStudyPage, CaseStudy))
+    }
+
+    async fn case_study(&self, ctx: &Context<'_>, id: ID) -> Result<Option<CaseStudy>> {
+        Ok(get(ctx, Kind::CaseStudy, &id).await?.map(CaseStudy))
+    }
+
+    async fn activities(
+        &self,
+        ctx: &Context<'_>,
+        filter: Option<Filter>,
+        #[graphql(default = 50)] first: i32,
+        #[graphql(default = 0)] offset: i32,
+    ) -> Result<ActivityPage> {
+        Ok(to_page!(page(ctx, Kind::Activity, filter, first, offset).await?, ActivityPage, Activity))
+    }
+
+    async fn activity(&self, ctx: &Context<'_>, id: ID) -> Result<Option<Activity>> {
+        Ok(get(ctx, Kind::Activity, &id).await?.map(Activity))
+    }
+
+    async fn outcomes(
+        &self,
+        ctx: &Context<'_>,
+        filter: Option<Filter>,
+        #[graphql(default = 50)] first: i32,
+        #[graphql(default = 0)] offset: i32,
+    ) -> Result<OutcomePage> {
+        Ok(to_page!(page(ctx, Kind::Outcome, filter, first, offset).await?, OutcomePage, Outcome))
+    }
+
+    async fn outcome(&self, ctx: &Context<'_>, id: ID) -> Result<Option<Outcome>> {
+        Ok(get(ctx, Kind::Outcome, &id).await?.map(Outcome))
+    }
+
+    async fn dialogues(
+        &self,
+        ctx: &Context<'_>,
+        filter: Option<Filter>,
+        #[graphql(default = 50)] first: i32,
+        #[graphql(default = 0)] offset: i32,
+    ) -> Result<DialoguePage> {
+        Ok(to_page!(page(ctx, Kind::Dialogue, filter, first, offset).await?, DialoguePage, Dialogue))
+    }
+
+    async fn dialogue(&self, ctx: &Context<'_>, id: ID) -> Result<Option<Dialogue>> {
+        Ok(get(ctx, Kind::Dialogue, &id).await?.map(Dialogue))
+    }
+
+    async fn partners(
+        &self,
+        ctx: &Context<'_>,
+        filter: Option<Filter>,
+        #[graphql(default = 50)] first: i32,
+        #[graphql(default = 0)] offset: i32,
+    ) -> Result<PartnerPage> {
+        Ok(to_page!(page(ctx, Kind::Partner, filter, first, offset).await?, PartnerPage, Partner))
+    }
+
+    async fn partner(&self, ctx: &Context<'_>, id: ID) -> Result<Option<Partner>> {
+        Ok(get(ctx, Kind::Partner, &id).await?.map(Partner))
+    }
+
+    async fn people(
+        &self,
+        ctx: &Context<'_>,
+        filter: Option<Filter>,
+        #[graphql(default = 50)] first: i32,
+        #[graphql(default = 0)] offset: i32,
+    ) -> Result<PersonPage> {
+        Ok(to_page!(page(ctx, Kind::Person, filter, first, offset).await?, PersonPage, Person))
+    }
+
+    async fn programmes(
+        &self,
+        ctx: &Context<'_>,
+        filter: Option<Filter>,
+        #[graphql(default = 50)] first: i32,
+        #[graphql(default = 0)] offset: i32,
+    ) -> Result<ProgrammePage> {
+        Ok(to_page!(page(ctx, Kind::Programme, filter, first, offset).await?, ProgrammePage, Programme))
+    }
+
+    /// Evidence statistics (polling figures). `filter.group` matches the statistic's group.
+    async fn evidence(
+        &self,
+        ctx: &Context<'_>,
+        filter: Option<Filter>,
+        #[graphql(default = 50)] first: i32,
+        #[graphql(default = 0)] offset: i32,
+    ) -> Result<EvidencePage> {
+        Ok(to_page!(page(ctx, Kind::Evidence, filter, first, offset).await?, EvidencePage, EvidenceStatistic))
+    }
+
+    async fn sources(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default = 50)] first: i32,
+        #[graphql(default = 0)] offset: i32,
+    ) -> Result<SourcePage> {
+        Ok(to_page!(page(ctx, Kind::Source, None, first, offset).await?, SourcePage, SourceDocument))
+    }
+
+    /// Any entity by `kind/id` (e.g. `activity/pfp-allyship-session-2024`) or by IRI.
+    async fn node(&self, ctx: &Context<'_>, id: ID) -> Result<Option<Node>> {
+        let (kind, entity_id) = if let Some(parsed) = coalition_mapping::parse_entity_iri(&id.0) {
+            parsed
+        } else {
+            let (slug, rest) = id
+                .0
+                .split_once('/')
+                .ok_or_else(|| ApiError::bad_input("id", "expected kind/id, e.g. activity/my-activity, or an entity IRI"))?;
+            let kind = Kind::from_slug(slug).ok_or_else(|| ApiError::bad_input("id", format!("unknown kind \"{slug}\"")))?;
+            (kind, rest.to_owned())
+        };
+        Ok(get(ctx, kind, &ID(entity_id)).await?.and_then(Node::from_entity))
+    }
+
+    /// Full-text search (BM25, titles boosted) with filters applied inside the index query.
+    async fn search(
+        &self,
+        ctx: &Context<'_>,
+        query: String,
+        filter: Option<SearchFilterInput>,
+        #[graphql(default = 20)] first: i32,
+        #[graphql(default = 0)] offset: i32,
+    ) -> Result<SearchPage> {
+        let state = ctx.data::<AppCtx>()?.state.clone();
+        let max = state.config.max_page_size;
+        if first < 0 || first as usize > max || offset < 0 {
+            return Err(ApiError::bad_input("first", format!("first must be between 0 and {max}, offset not negative")).into());
+        }
+        let f = filter.unwrap_or_default();
+        let filter = SearchFilter {
+            kinds: f.kinds.unwrap_or_default(),
+            country: f.country,
+            group: f.group,
+            partner: f.partner.map(|p| p.0),
+            recommendation: f.recommendation.map(|r| r.0),
+        };
+        let (results, entities) = blocking(move || {
+            let results = state.index.search(&query, &filter, first as usize, offset as usize)?;
+            let mut entities = Vec::new();
+            for hit in &results.hits {
+                let entity = match coalition_mapping::parse_entity_iri(&hit.entity_iri) {
+                    Some((kind, id)) => read::load(&state.store, kind, &id)?,
+                    None => None,
+                };
+                entities.push(entity);
+            }
+            Ok((results, entities))
+        })
+        .await?;
+        let hits = results
+            .hits
+            .into_iter()
+            .zip(entities)
+            .map(|(h, e)| SearchHit {
+                iri: h.iri,
+                kind: h.kind,
+                entity_id: ID(h.entity_id),
+                title: h.title,
+                score: h.score,
+                snippet: h.snippet,
+                language: h.language,
+                entity: e.and_then(Node::from_entity),
+            })
+            .collect();
+        Ok(SearchPage { total_count: results.total, hits })
+    }
+
+    /// How far the graph and the index have applied the log.
+    async fn freshness(&self, ctx: &Context<'_>) -> Result<Freshness> {
+        let w = ctx.data::<AppCtx>()?.state.watermark.borrow().clone();
+        Ok(Freshness {
+            graph: offsets_list(&w.graph),
+            index: offsets_list(&w.index),
+            caught_up: w.caught_up,
+            committed_at: w.committed_at.map(|t| t.to_rfc3339()),
+        })
+    }
+}
+
+pub struct MutationRoot;
+
+#[Object]
+impl MutationRoot {
+    /// A partner submits an activity it led.
+    async fn submit_activity(&self, ctx: &Context<'_>, partner_id: ID, input: ActivityInput) -> Result<Receipt> {
+        let payload = input.into_payload(&partner_id);
+        submit(ctx, partner_id, payload).await
+    }
+
+    /// A partner submits a dialogue (listening event) with what participants said.
+    async fn submit_dialogue(&self, ctx: &Context<'_>, partner_id: ID, input: DialogueInput) -> Result<Receipt> {
+        let payload = input.into_payload(&partner_id);
+        submit(ctx, partner_id, payload).await
+    }
+
+    /// A partner submits a measured outcome of a case study or activity.
+    async fn submit_outcome(&self, ctx: &Context<'_>, partner_id: ID, input: OutcomeInput) -> Result<Receipt> {
+        let payload = input.into_payload(&partner_id);
+        submit(ctx, partner_id, payload).await
+    }
+
+    /// A partner submits a case study it leads.
+    async fn submit_case_study(&self, ctx: &Context<'_>, partner_id: ID, input: CaseStudyInput) -> Result<Receipt> {
+        let payload = input.into_payload(&partner_id);
+        submit(ctx, partner_id, payload).await
+    }
+
+    /// A policy team links a case study or activity to a recommendation it implements.
+    async fn link_to_recommendation(&self, ctx: &Context<'_>, partner_id: ID, input: LinkInput) -> Result<Receipt> {
+        let payload = input.into_payload(&partner_id);
+        submit(ctx, partner_id, payload).await
+    }
+}
+
+/// Proof that the broker has the event.
+#[derive(SimpleObject)]
+pub struct Receipt {
+    pub event_id: String,
+    pub entity_id: ID,
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    /// True if the event was already applied to the graph and index when the receipt was issued.
+    pub applied: bool,
+}
+
+async fn submit(ctx: &Context<'_>, partner_id: ID, payload: Result<coalition_events::Payload, ApiError>) -> Result<Receipt> {
+    let state = ctx.data::<AppCtx>()?.state.clone();
+    let payload = payload?;
+    check_id("partnerId", &partner_id.0)?;
+    if let Err(e) = coalition_events::validate_payload(&payload) {
+        return Err(schema_error(e).into());
+    }
+    let refs = inputs::references(&payload);
+    let partner = partner_id.0.clone();
+    let store = state.store.clone();
+    blocking(move || {
+        if read::load(&store, Kind::Partner, &partner)?.is_none() {
+            return Err(ApiError::bad_input("partnerId", format!("no partner \"{partner}\" in the graph")));
+        }
+        for (field, kind, id) in refs {
+            if read::load(&store, kind, &id)?.is_none() {
+                return Err(ApiError::bad_input(&field, format!("no {} \"{id}\" in the graph", kind.slug())));
+            }
+        }
+        Ok(())
+    })
+    .await?;
+    let event = coalition_events::Event::new(
+        coalition_events::PartnerId(partner_id.0.clone()),
+        format!("/partners/{}", partner_id.0),
+        payload,
+    );
+    let receipt = state.producer.publish(&event).await.map_err(ApiError::from)?;
+    let mut applied = false;
+    if state.config.ack_after_apply {
+        let mut w = state.watermark.clone();
+        coalition_ingest::wait_applied(&mut w, &receipt.topic, receipt.partition, receipt.offset, state.config.apply_timeout)
+            .await
+            .map_err(ApiError::from)?;
+        applied = true;
+    }
+    Ok(Receipt {
+        event_id: receipt.event_id,
+        entity_id: ID(event.subject.0),
+        topic: receipt.topic,
+        partition: receipt.partition,
+        offset: receipt.offset,
+        applied,
+    })
+}
+
+/// Turns schema violations into field-level errors named after the GraphQL input.
+fn schema_error(e: coalition_events::EventError) -> ApiError {
+    let coalition_events::EventError::Schema { errors, .. } = &e else {
+        return ApiError::new(ErrorKind::BadUserInput, e.to_string());
+    };
+    let fields: Vec<crate::errors::FieldError> = errors
+        .iter()
+        .map(|v| {
+            let path = v.pointer.strip_prefix("/data").unwrap_or(&v.pointer);
+            let field = format!("input{}", path.replace('/', "."));
+            crate::errors::FieldError { field, message: v.message.clone() }
+        })
+        .collect();
+    let summary = fields.iter().map(|f| format!("field \"{}\": {}", f.field, f.message)).collect::<Vec<_>>().join("; ");
+    ApiError { kind: ErrorKind::BadUserInput, message: format!("invalid input: {summary}"), fields }
+}

@@ -1,0 +1,177 @@
+//! The HTTP API: GraphQL at `/graphql` (GraphiQL on GET), a read-only SPARQL 1.1 Protocol endpoint
+//! at `/sparql`, `/healthz`, `/readyz` and Prometheus `/metrics`.
+//!
+//! Guarantees: reads come from the graph and index only; mutations validate their input, then
+//! produce an event to Kafka and return its receipt — they never write the store. Every error
+//! carries a code from one table ([`errors::ErrorKind`]), the same over GraphQL and HTTP.
+//! [`app`] returns a `Router` that can be tested without a socket.
+
+pub mod errors;
+pub mod graphql;
+pub mod read;
+pub mod sparql;
+
+use async_graphql::http::GraphiQLSource;
+use async_graphql_axum::{GraphQLRequest, GraphQLResponse};
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use coalition_ingest::{EventProducer, Watermark};
+use coalition_search::SearchIndex;
+use coalition_store::GraphStore;
+use prometheus::{Encoder, HistogramOpts, HistogramVec, Registry, TextEncoder};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+use tracing::Instrument;
+
+/// Limits and behaviour of the API.
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    /// Acknowledge a mutation only once its event is applied (required when the log is in memory).
+    pub ack_after_apply: bool,
+    pub apply_timeout: Duration,
+    pub sparql_timeout: Duration,
+    pub max_result_rows: usize,
+    pub max_query_bytes: usize,
+    pub max_page_size: usize,
+    pub max_depth: usize,
+    pub max_complexity: usize,
+    pub max_body_bytes: usize,
+    pub introspection: bool,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            ack_after_apply: false,
+            apply_timeout: Duration::from_secs(10),
+            sparql_timeout: Duration::from_secs(10),
+            max_result_rows: 100_000,
+            max_query_bytes: 64 * 1024,
+            max_page_size: 500,
+            max_depth: 12,
+            max_complexity: 5_000,
+            max_body_bytes: 1024 * 1024,
+            introspection: true,
+        }
+    }
+}
+
+/// API metric names, in one place.
+#[derive(Clone, Debug)]
+pub struct ApiMetrics {
+    /// Request latency by route and status.
+    pub request_seconds: HistogramVec,
+}
+
+impl ApiMetrics {
+    pub fn register(registry: &Registry) -> prometheus::Result<Self> {
+        let request_seconds = HistogramVec::new(
+            HistogramOpts::new("coalition_http_request_seconds", "HTTP request latency")
+                .buckets(vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0]),
+            &["route", "method", "status"],
+        )?;
+        registry.register(Box::new(request_seconds.clone()))?;
+        Ok(ApiMetrics { request_seconds })
+    }
+}
+
+/// Everything a request needs.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: GraphStore,
+    pub index: Arc<SearchIndex>,
+    pub producer: EventProducer,
+    pub watermark: watch::Receiver<Watermark>,
+    pub registry: Registry,
+    pub metrics: ApiMetrics,
+    pub config: ApiConfig,
+}
+
+/// The whole HTTP application.
+pub fn app(state: AppState) -> Router {
+    let schema = graphql::build_schema(state.clone());
+    let body_limit = state.config.max_body_bytes;
+    Router::new()
+        .route("/graphql", get(graphiql).post(graphql_handler))
+        .route("/sparql", get(sparql::get).post(sparql::post))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/", get(index))
+        .layer(axum::Extension(schema))
+        .layer(middleware::from_fn_with_state(state.clone(), observe))
+        .layer(axum::extract::DefaultBodyLimit::max(body_limit))
+        .with_state(state)
+}
+
+async fn graphql_handler(
+    axum::Extension(schema): axum::Extension<graphql::CoalitionSchema>,
+    request: GraphQLRequest,
+) -> GraphQLResponse {
+    schema.execute(request.into_inner()).await.into()
+}
+
+async fn graphiql() -> Html<String> {
+    Html(GraphiQLSource::build().endpoint("/graphql").title("Coalition Graph").finish())
+}
+
+async fn index() -> Json<serde_json::Value> {
+    Json(serde_json::json!({
+        "name": "coalition-graph",
+        "graphql": "/graphql",
+        "sparql": "/sparql",
+        "health": "/healthz",
+        "ready": "/readyz",
+        "metrics": "/metrics",
+    }))
+}
+
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+/// Ready once the materializer has caught up with the log as it stood at start.
+async fn readyz(State(state): State<AppState>) -> Response {
+    let w = state.watermark.borrow().clone();
+    let body = serde_json::json!({
+        "ready": w.caught_up,
+        "graph": w.graph,
+        "index": w.index,
+        "applied": w.applied,
+        "deadLettered": w.dead_lettered,
+        "committedAt": w.committed_at.map(|t| t.to_rfc3339()),
+    });
+    let status = if w.caught_up { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, Json(body)).into_response()
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    let mut buf = Vec::new();
+    if let Err(e) = TextEncoder::new().encode(&state.registry.gather(), &mut buf) {
+        return errors::ApiError::internal(e).into_response();
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], buf).into_response()
+}
+
+async fn observe(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let method = request.method().to_string();
+    let started = Instant::now();
+    let span = tracing::info_span!("request", %route, %method);
+    let response = next.run(request).instrument(span).await;
+    state
+        .metrics
+        .request_seconds
+        .with_label_values(&[route.as_str(), method.as_str(), response.status().as_str()])
+        .observe(started.elapsed().as_secs_f64());
+    response
+}

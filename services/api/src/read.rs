@@ -1,0 +1,314 @@
+//! The read model behind GraphQL: loads an entity from its named graph, finds entities by
+//! filters and reverse links, and reads provenance. Every value interpolated into SPARQL is either
+//! a validated id or an escaped literal.
+
+use crate::errors::ApiError;
+use coalition_events::Kind;
+use coalition_mapping::vocab::{self, coal, dcterms, prov};
+use coalition_mapping::{entity_iri, graph_iri, parse_entity_iri};
+use coalition_store::{literal, GraphStore, Row};
+use oxigraph::model::{NamedOrBlankNode, Term};
+use std::collections::BTreeMap;
+
+/// An entity as stored: its IRI and every (predicate → objects) of its node, plus nested nodes
+/// (dialogue quotes) by IRI.
+#[derive(Debug, Clone, Default)]
+pub struct Entity {
+    pub kind: Option<Kind>,
+    pub id: String,
+    pub iri: String,
+    pub props: BTreeMap<String, Vec<Term>>,
+    pub nested: BTreeMap<String, BTreeMap<String, Vec<Term>>>,
+}
+
+fn lexical(t: &Term) -> String {
+    match t {
+        Term::Literal(l) => l.value().to_owned(),
+        Term::NamedNode(n) => n.as_str().to_owned(),
+        Term::BlankNode(b) => b.as_str().to_owned(),
+    }
+}
+
+pub fn props_str(props: &BTreeMap<String, Vec<Term>>, p: &str) -> Option<String> {
+    props.get(p).and_then(|v| v.first()).map(lexical)
+}
+
+impl Entity {
+    pub fn str(&self, p: &str) -> Option<String> {
+        props_str(&self.props, p)
+    }
+
+    pub fn req(&self, p: &str) -> String {
+        self.str(p).unwrap_or_default()
+    }
+
+    pub fn strs(&self, p: &str) -> Vec<String> {
+        let mut v: Vec<String> = self.props.get(p).map(|v| v.iter().map(lexical).collect()).unwrap_or_default();
+        v.sort();
+        v
+    }
+
+    pub fn int(&self, p: &str) -> Option<i64> {
+        self.str(p).and_then(|v| v.parse().ok())
+    }
+
+    pub fn float(&self, p: &str) -> Option<f64> {
+        self.str(p).and_then(|v| v.parse().ok())
+    }
+
+    /// Ids of referenced entities under `p`.
+    pub fn refs(&self, p: &str) -> Vec<String> {
+        self.strs(p).iter().filter_map(|iri| parse_entity_iri(iri).map(|(_, id)| id)).collect()
+    }
+
+    pub fn language(&self, p: &str) -> Option<String> {
+        match self.props.get(p)?.first()? {
+            Term::Literal(l) => l.language().map(str::to_owned),
+            _ => None,
+        }
+    }
+}
+
+/// Validates an id before it goes into a query.
+pub fn check_id(field: &str, id: &str) -> Result<(), ApiError> {
+    let ok = !id.is_empty()
+        && id.len() <= 128
+        && id.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !id.starts_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::bad_input(field, format!("\"{id}\" is not an id (lowercase letters, digits and dashes)")))
+    }
+}
+
+/// A SPARQL string literal with every special character escaped.
+pub fn sparql_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// Loads the entity of `kind` with `id`, or `None` if the graph holds no such entity.
+pub fn load(store: &GraphStore, kind: Kind, id: &str) -> Result<Option<Entity>, ApiError> {
+    let iri = entity_iri(kind, id);
+    let quads = store.graph(&graph_iri(kind, id))?;
+    if quads.is_empty() {
+        return Ok(None);
+    }
+    let mut e = Entity { kind: Some(kind), id: id.to_owned(), iri: iri.as_str().to_owned(), ..Entity::default() };
+    for q in quads {
+        let subject = match &q.subject {
+            NamedOrBlankNode::NamedNode(n) => n.as_str().to_owned(),
+            NamedOrBlankNode::BlankNode(b) => b.as_str().to_owned(),
+        };
+        let target = if subject == e.iri { &mut e.props } else { e.nested.entry(subject).or_default() };
+        target.entry(q.predicate.as_str().to_owned()).or_default().push(q.object);
+    }
+    if !e.props.contains_key(vocab::RDF_TYPE) {
+        return Ok(None);
+    }
+    Ok(Some(e))
+}
+
+/// Loads many entities of one kind, skipping ids that do not exist.
+pub fn load_many(store: &GraphStore, kind: Kind, ids: &[String]) -> Result<Vec<Entity>, ApiError> {
+    let mut out = Vec::with_capacity(ids.len());
+    for id in ids {
+        if let Some(e) = load(store, kind, id)? {
+            out.push(e);
+        }
+    }
+    Ok(out)
+}
+
+/// Ids of entities of `kind` whose `predicate` points at `target` (a reverse link).
+pub fn referrers(store: &GraphStore, kind: Kind, predicate: &str, target: &str) -> Result<Vec<String>, ApiError> {
+    let class = class_of(kind);
+    let rows = store.select(&format!(
+        "SELECT DISTINCT ?e WHERE {{ ?e <{predicate}> <{target}> . ?e a <{class}> }} ORDER BY ?e"
+    ))?;
+    Ok(ids_of(&rows, "e"))
+}
+
+pub fn ids_of(rows: &[Row], var: &str) -> Vec<String> {
+    rows.iter()
+        .filter_map(|r| literal(r, var))
+        .filter_map(|iri| parse_entity_iri(&iri).map(|(_, id)| id))
+        .collect()
+}
+
+pub fn class_of(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Partner => coal::PARTNER,
+        Kind::Person => vocab::schema::PERSON,
+        Kind::Programme => coal::PROGRAMME,
+        Kind::Dialogue => coal::DIALOGUE,
+        Kind::Recommendation => coal::RECOMMENDATION,
+        Kind::CaseStudy => coal::CASE_STUDY,
+        Kind::Activity => coal::ACTIVITY,
+        Kind::Outcome => coal::OUTCOME,
+        Kind::Evidence => coal::EVIDENCE_STATISTIC,
+        Kind::Source => coal::SOURCE_DOCUMENT,
+        Kind::Link => coal::LINK,
+    }
+}
+
+/// Filters a policy team applies to lists.
+#[derive(Debug, Clone, Default)]
+pub struct ListFilter {
+    pub country: Option<String>,
+    pub group: Option<String>,
+    pub partner: Option<String>,
+    pub recommendation: Option<String>,
+    pub from: Option<chrono::NaiveDate>,
+    pub to: Option<chrono::NaiveDate>,
+}
+
+/// A page of ids and the total matching.
+#[derive(Debug, Clone)]
+pub struct IdPage {
+    pub ids: Vec<String>,
+    pub total: usize,
+}
+
+/// Lists entities of `kind` matching `filter`, ordered by date (where the kind has one) then id.
+pub fn list(store: &GraphStore, kind: Kind, filter: &ListFilter, limit: usize, offset: usize) -> Result<IdPage, ApiError> {
+    let class = class_of(kind);
+    let mut patterns = vec![format!("?e a <{class}> .")];
+    if let Some(c) = &filter.country {
+        if c.len() != 2 || !c.chars().all(|ch| ch.is_ascii_uppercase()) {
+            return Err(ApiError::bad_input("filter.country", format!("\"{c}\" is not an ISO 3166 alpha-2 code like GB")));
+        }
+        patterns.push(format!("?e <{}> \"{c}\" .", coal::COUNTRY));
+    }
+    if let Some(g) = &filter.group {
+        let p = if kind == Kind::Evidence { coal::GROUP } else { coal::AUDIENCE_GROUP };
+        patterns.push(format!("?e <{p}> {} .", sparql_string(g)));
+    }
+    if let Some(p) = &filter.partner {
+        check_id("filter.partner", p)?;
+        let partner = entity_iri(Kind::Partner, p);
+        let pred = match kind {
+            Kind::Activity | Kind::CaseStudy => coal::LED_BY,
+            Kind::Dialogue | Kind::Programme => coal::PARTNER_PROP,
+            Kind::Person => vocab::org::MEMBER_OF,
+            _ => prov::WAS_ATTRIBUTED_TO,
+        };
+        if pred == prov::WAS_ATTRIBUTED_TO {
+            patterns.push(format!(
+                "GRAPH <{}> {{ ?g <{}> ?e ; <{pred}> <{partner}> }}",
+                vocab::PROVENANCE_GRAPH,
+                coal::DESCRIBES
+            ));
+        } else {
+            patterns.push(format!("?e <{pred}> <{partner}> ."));
+        }
+    }
+    if let Some(r) = &filter.recommendation {
+        check_id("filter.recommendation", r)?;
+        let rec = entity_iri(Kind::Recommendation, r);
+        let pred = match kind {
+            Kind::Dialogue => coal::INFORMS,
+            Kind::Evidence => coal::SUPPORTS,
+            Kind::Outcome => "",
+            _ => coal::IMPLEMENTS,
+        };
+        if kind == Kind::Outcome {
+            patterns.push(format!("?e <{}> ?m . ?m <{}> <{rec}> .", coal::MEASURES, coal::IMPLEMENTS));
+        } else if kind == Kind::Recommendation {
+            patterns.push(format!("{{ BIND(<{rec}> AS ?e) }} UNION {{ ?e <{}> <{rec}> }}", vocab::skos::BROADER));
+        } else {
+            patterns.push(format!("?e <{pred}> <{rec}> ."));
+        }
+    }
+    let date_pred = match kind {
+        Kind::Dialogue | Kind::Activity | Kind::Outcome => Some(dcterms::DATE),
+        Kind::CaseStudy | Kind::Programme => Some(vocab::schema::START_DATE),
+        _ => None,
+    };
+    let mut order = "?e".to_owned();
+    if let Some(dp) = date_pred {
+        patterns.push(format!("OPTIONAL {{ ?e <{dp}> ?date }}"));
+        if let Some(from) = filter.from {
+            patterns.push(format!("FILTER(BOUND(?date) && ?date >= \"{from}\"^^<{}>)", vocab::xsd::DATE));
+        }
+        if let Some(to) = filter.to {
+            patterns.push(format!("FILTER(BOUND(?date) && ?date <= \"{to}\"^^<{}>)", vocab::xsd::DATE));
+        }
+        order = "?date ?e".to_owned();
+    } else if kind == Kind::Recommendation {
+        patterns.push(format!("OPTIONAL {{ ?e <{}> ?n }}", coal::RECOMMENDATION_NUMBER));
+        order = "?n ?e".to_owned();
+    }
+    let body = patterns.join("\n");
+    let count_rows = store.select(&format!("SELECT (COUNT(DISTINCT ?e) AS ?n) WHERE {{ {body} }}"))?;
+    let total = count_rows
+        .first()
+        .and_then(|r| literal(r, "n"))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    let rows = store.select(&format!(
+        "SELECT DISTINCT ?e WHERE {{ {body} }} ORDER BY {order} LIMIT {limit} OFFSET {offset}"
+    ))?;
+    Ok(IdPage { ids: ids_of(&rows, "e"), total })
+}
+
+/// One event in an entity's provenance.
+#[derive(Debug, Clone)]
+pub struct ProvenanceRecord {
+    pub event_id: String,
+    pub event_type: String,
+    pub partner_id: String,
+    pub time: String,
+    pub source: String,
+    pub topic: String,
+    pub partition: i64,
+    pub offset: i64,
+}
+
+/// Every event that described the entity, oldest first.
+pub fn provenance(store: &GraphStore, entity: &str) -> Result<Vec<ProvenanceRecord>, ApiError> {
+    let rows = store.select(&format!(
+        "SELECT ?id ?type ?partner ?time ?source ?topic ?partition ?offset WHERE {{ GRAPH <{g}> {{
+           ?ev <{describes}> <{entity}> ; <{eid}> ?id ; <{ety}> ?type ; <{assoc}> ?partner ;
+               <{time}> ?time ; <{src}> ?source ; <{topic}> ?topic ; <{part}> ?partition ; <{off}> ?offset }} }}
+         ORDER BY ?time ?id",
+        g = vocab::PROVENANCE_GRAPH,
+        describes = coal::DESCRIBES,
+        eid = coal::EVENT_ID,
+        ety = coal::EVENT_TYPE,
+        assoc = prov::WAS_ASSOCIATED_WITH,
+        time = prov::STARTED_AT_TIME,
+        src = coal::SOURCE_URI,
+        topic = coal::TOPIC,
+        part = coal::PARTITION,
+        off = coal::OFFSET_PROP,
+    ))?;
+    Ok(rows
+        .iter()
+        .map(|r| ProvenanceRecord {
+            event_id: literal(r, "id").unwrap_or_default(),
+            event_type: literal(r, "type").unwrap_or_default(),
+            partner_id: literal(r, "partner")
+                .and_then(|p| parse_entity_iri(&p).map(|(_, id)| id))
+                .unwrap_or_default(),
+            time: literal(r, "time").unwrap_or_default(),
+            source: literal(r, "source").unwrap_or_default(),
+            topic: literal(r, "topic").unwrap_or_default(),
+            partition: literal(r, "partition").and_then(|v| v.parse().ok()).unwrap_or_default(),
+            offset: literal(r, "offset").and_then(|v| v.parse().ok()).unwrap_or_default(),
+        })
+        .collect())
+}

@@ -1,0 +1,199 @@
+//! The read-only SPARQL 1.1 Protocol endpoint: GET `?query=`, POST form, POST
+//! `application/sparql-query`. Results by content negotiation (JSON, XML, CSV, TSV; Turtle,
+//! N-Triples, RDF/XML for graphs), serialized by Oxigraph's own serializers. The default graph
+//! is the union of all named graphs. Updates are refused with 403; each query runs on a blocking
+//! thread under a timeout that cancels its evaluation.
+
+use crate::errors::{ApiError, ErrorKind};
+use crate::AppState;
+use axum::body::Bytes;
+use axum::extract::{Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use oxigraph::io::{RdfFormat, RdfSerializer};
+use oxigraph::sparql::results::{QueryResultsFormat, QueryResultsSerializer};
+use oxigraph::sparql::{CancellationToken, QueryResults, SparqlEvaluator};
+use serde::Deserialize;
+
+#[derive(Debug, Deserialize, Default)]
+pub struct Params {
+    query: Option<String>,
+    update: Option<String>,
+    #[serde(rename = "default-graph-uri")]
+    default_graph_uri: Option<String>,
+}
+
+pub async fn get(State(state): State<AppState>, Query(params): Query<Params>, headers: HeaderMap) -> Response {
+    respond(state, params, &headers).await
+}
+
+pub async fn post(State(state): State<AppState>, Query(url): Query<Params>, headers: HeaderMap, body: Bytes) -> Response {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    let params = match content_type.as_str() {
+        "application/sparql-query" => match String::from_utf8(body.to_vec()) {
+            Ok(q) => Params { query: Some(q), ..url },
+            Err(_) => return ApiError::new(ErrorKind::BadUserInput, "query body is not UTF-8").into_response(),
+        },
+        "application/sparql-update" => Params { update: Some(String::new()), ..url },
+        "application/x-www-form-urlencoded" => match serde_urlencoded::from_bytes::<Params>(&body) {
+            Ok(p) => p,
+            Err(e) => return ApiError::new(ErrorKind::BadUserInput, format!("invalid form body: {e}")).into_response(),
+        },
+        other => {
+            return ApiError::new(
+                ErrorKind::BadUserInput,
+                format!("unsupported content type \"{other}\": use application/sparql-query or a form with query="),
+            )
+            .into_response()
+        }
+    };
+    respond(state, params, &headers).await
+}
+
+async fn respond(state: AppState, params: Params, headers: &HeaderMap) -> Response {
+    match run(state, params, headers).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    }
+}
+
+fn read_only() -> ApiError {
+    ApiError::new(ErrorKind::ReadOnly, "this SPARQL endpoint is read-only: updates are not accepted; changes go through GraphQL mutations and Kafka events")
+}
+
+async fn run(state: AppState, params: Params, headers: &HeaderMap) -> Result<Response, ApiError> {
+    if params.update.is_some() {
+        return Err(read_only());
+    }
+    if params.default_graph_uri.is_some() {
+        return Err(ApiError::new(ErrorKind::BadUserInput, "default-graph-uri is not supported: the default graph is the union of all graphs; use FROM or GRAPH in the query"));
+    }
+    let Some(query) = params.query else {
+        return Err(ApiError::bad_input("query", "missing SPARQL query (parameter \"query\")"));
+    };
+    if query.len() > state.config.max_query_bytes {
+        return Err(ApiError::new(ErrorKind::TooLarge, format!("query is {} bytes; the limit is {}", query.len(), state.config.max_query_bytes)));
+    }
+    let token = CancellationToken::new();
+    let mut prepared = match SparqlEvaluator::new().with_cancellation_token(token.clone()).parse_query(&query) {
+        Ok(p) => p,
+        Err(e) => {
+            if SparqlEvaluator::new().parse_update(&query).is_ok() {
+                return Err(read_only());
+            }
+            return Err(ApiError::new(ErrorKind::BadUserInput, format!("invalid SPARQL query: {e}")));
+        }
+    };
+    if prepared.dataset().is_default_dataset() {
+        prepared.dataset_mut().set_default_graph_as_union();
+    }
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+    let store = state.store.clone();
+    let max_rows = state.config.max_result_rows;
+    let work = tokio::task::spawn_blocking(move || -> Result<(Vec<u8>, &'static str), ApiError> {
+        let results = prepared.on_store(store.oxigraph()).execute().map_err(eval_error)?;
+        serialize(results, &accept, max_rows)
+    });
+    let (body, content_type) = match tokio::time::timeout(state.config.sparql_timeout, work).await {
+        Ok(joined) => joined.map_err(ApiError::internal)??,
+        Err(_) => {
+            token.cancel();
+            return Err(ApiError::new(
+                ErrorKind::Timeout,
+                format!("query exceeded the {:?} SPARQL timeout and was cancelled", state.config.sparql_timeout),
+            ));
+        }
+    };
+    Ok((StatusCode::OK, [(header::CONTENT_TYPE, content_type)], body).into_response())
+}
+
+fn eval_error(e: oxigraph::sparql::QueryEvaluationError) -> ApiError {
+    let text = e.to_string();
+    if text.to_ascii_lowercase().contains("cancel") {
+        ApiError::new(ErrorKind::Timeout, format!("query cancelled: {text}"))
+    } else if text.to_ascii_lowercase().contains("service") {
+        ApiError::new(ErrorKind::Forbidden, format!("SERVICE (federated query) is disabled: {text}"))
+    } else {
+        ApiError::new(ErrorKind::BadUserInput, format!("query evaluation failed: {text}"))
+    }
+}
+
+fn pick<T: Copy>(accept: &str, options: &[(&str, T)], default: T) -> T {
+    for part in accept.split(',') {
+        let media = part.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+        if let Some((_, v)) = options.iter().find(|(m, _)| *m == media) {
+            return *v;
+        }
+    }
+    default
+}
+
+fn serialize(results: QueryResults<'_>, accept: &str, max_rows: usize) -> Result<(Vec<u8>, &'static str), ApiError> {
+    let io = |e: std::io::Error| ApiError::internal(format!("cannot serialize results: {e}"));
+    match results {
+        QueryResults::Graph(triples) => {
+            let format = pick(
+                accept,
+                &[
+                    ("text/turtle", RdfFormat::Turtle),
+                    ("application/n-triples", RdfFormat::NTriples),
+                    ("application/rdf+xml", RdfFormat::RdfXml),
+                    ("application/n-quads", RdfFormat::NQuads),
+                ],
+                RdfFormat::Turtle,
+            );
+            let mut ser = RdfSerializer::from_format(format).for_writer(Vec::new());
+            for (i, t) in triples.enumerate() {
+                if i >= max_rows {
+                    return Err(too_many(max_rows));
+                }
+                ser.serialize_triple(&t.map_err(eval_error)?).map_err(io)?;
+            }
+            Ok((ser.finish().map_err(io)?, format.media_type()))
+        }
+        other => {
+            let format = pick(
+                accept,
+                &[
+                    ("application/sparql-results+json", QueryResultsFormat::Json),
+                    ("application/json", QueryResultsFormat::Json),
+                    ("application/sparql-results+xml", QueryResultsFormat::Xml),
+                    ("application/xml", QueryResultsFormat::Xml),
+                    ("text/csv", QueryResultsFormat::Csv),
+                    ("text/tab-separated-values", QueryResultsFormat::Tsv),
+                ],
+                QueryResultsFormat::Json,
+            );
+            let serializer = QueryResultsSerializer::from_format(format);
+            let body = match other {
+                QueryResults::Boolean(b) => serializer.serialize_boolean_to_writer(Vec::new(), b).map_err(io)?,
+                QueryResults::Solutions(solutions) => {
+                    let mut w = serializer
+                        .serialize_solutions_to_writer(Vec::new(), solutions.variables().to_vec())
+                        .map_err(io)?;
+                    for (i, s) in solutions.enumerate() {
+                        if i >= max_rows {
+                            return Err(too_many(max_rows));
+                        }
+                        w.serialize(&s.map_err(eval_error)?).map_err(io)?;
+                    }
+                    w.finish().map_err(io)?
+                }
+                QueryResults::Graph(_) => unreachable!("handled above"),
+            };
+            Ok((body, format.media_type()))
+        }
+    }
+}
+
+fn too_many(max_rows: usize) -> ApiError {
+    ApiError::new(ErrorKind::TooLarge, format!("result exceeds the limit of {max_rows} rows; add LIMIT or narrow the query"))
+}

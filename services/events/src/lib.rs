@@ -1,0 +1,270 @@
+//! Coalition events: the CloudEvents 1.0 envelope, the payload of every event type, the topic each
+//! kind lives on, and validation of raw bytes against the JSON Schemas in `schema/events/v1`.
+//!
+//! Guarantees: an [`Event`] returned by [`decode`] has passed its type's JSON Schema and carries a
+//! typed payload; every rejection is an [`EventError`] naming the reason and the offending field.
+//! Never does I/O: the schemas are compiled into the crate.
+
+mod schemas;
+mod types;
+
+pub use schemas::{schema_for, schema_names, SchemaError, Violation};
+pub use types::*;
+
+use serde::{Deserialize, Serialize};
+
+/// The CloudEvents spec version every event carries.
+pub const SPEC_VERSION: &str = "1.0";
+/// Content type of a structured-mode CloudEvent on Kafka.
+pub const CONTENT_TYPE: &str = "application/cloudevents+json; charset=UTF-8";
+/// The dead-letter topic: per-record rejects with their reason and original bytes.
+pub const DEAD_LETTER_TOPIC: &str = "coalition.deadletter.v1";
+
+/// Every kind of entity (and the link relation) the coalition tracks, one topic each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Kind {
+    Partner,
+    Person,
+    Programme,
+    Dialogue,
+    Recommendation,
+    CaseStudy,
+    Activity,
+    Outcome,
+    Evidence,
+    Source,
+    Link,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 11] = [
+        Kind::Partner,
+        Kind::Person,
+        Kind::Programme,
+        Kind::Dialogue,
+        Kind::Recommendation,
+        Kind::CaseStudy,
+        Kind::Activity,
+        Kind::Outcome,
+        Kind::Evidence,
+        Kind::Source,
+        Kind::Link,
+    ];
+
+    /// Path segment used in IRIs, topic names and event types.
+    pub fn slug(self) -> &'static str {
+        match self {
+            Kind::Partner => "partner",
+            Kind::Person => "person",
+            Kind::Programme => "programme",
+            Kind::Dialogue => "dialogue",
+            Kind::Recommendation => "recommendation",
+            Kind::CaseStudy => "case-study",
+            Kind::Activity => "activity",
+            Kind::Outcome => "outcome",
+            Kind::Evidence => "evidence",
+            Kind::Source => "source",
+            Kind::Link => "link",
+        }
+    }
+
+    pub fn from_slug(slug: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| k.slug() == slug)
+    }
+
+    /// The Kafka topic holding this kind's events.
+    pub fn topic(self) -> &'static str {
+        match self {
+            Kind::Partner => "coalition.partners.v1",
+            Kind::Person => "coalition.people.v1",
+            Kind::Programme => "coalition.programmes.v1",
+            Kind::Dialogue => "coalition.dialogues.v1",
+            Kind::Recommendation => "coalition.recommendations.v1",
+            Kind::CaseStudy => "coalition.case-studies.v1",
+            Kind::Activity => "coalition.activities.v1",
+            Kind::Outcome => "coalition.outcomes.v1",
+            Kind::Evidence => "coalition.evidence.v1",
+            Kind::Source => "coalition.sources.v1",
+            Kind::Link => "coalition.links.v1",
+        }
+    }
+
+    /// The CloudEvents `type` of a submission of this kind.
+    pub fn event_type(self) -> &'static str {
+        match self {
+            Kind::Partner => "org.coalition.partner.submitted.v1",
+            Kind::Person => "org.coalition.person.submitted.v1",
+            Kind::Programme => "org.coalition.programme.submitted.v1",
+            Kind::Dialogue => "org.coalition.dialogue.submitted.v1",
+            Kind::Recommendation => "org.coalition.recommendation.submitted.v1",
+            Kind::CaseStudy => "org.coalition.case-study.submitted.v1",
+            Kind::Activity => "org.coalition.activity.submitted.v1",
+            Kind::Outcome => "org.coalition.outcome.submitted.v1",
+            Kind::Evidence => "org.coalition.evidence.submitted.v1",
+            Kind::Source => "org.coalition.source.submitted.v1",
+            Kind::Link => "org.coalition.link.created.v1",
+        }
+    }
+
+    pub fn from_event_type(ty: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| k.event_type() == ty)
+    }
+
+    /// Every topic the materializer consumes.
+    pub fn topics() -> Vec<&'static str> {
+        Kind::ALL.iter().map(|k| k.topic()).collect()
+    }
+}
+
+/// A CloudEvents 1.0 structured-mode event as it travels on Kafka.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Envelope {
+    pub specversion: String,
+    pub id: EventId,
+    /// URI reference of the producer, e.g. `/partners/nachw` or `/coalition/seed`.
+    pub source: String,
+    #[serde(rename = "type")]
+    pub ty: String,
+    /// The entity id; also the Kafka key.
+    pub subject: EntityId,
+    pub time: chrono::DateTime<chrono::Utc>,
+    pub datacontenttype: String,
+    /// Extension attribute: the partner organisation that submitted the event.
+    pub partnerid: PartnerId,
+    pub data: serde_json::Value,
+}
+
+/// A validated event with its typed payload.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    pub id: EventId,
+    pub kind: Kind,
+    pub source: String,
+    pub subject: EntityId,
+    pub time: chrono::DateTime<chrono::Utc>,
+    pub partner: PartnerId,
+    pub payload: Payload,
+}
+
+impl Event {
+    /// Builds an event for `payload`, submitted by `partner`, with a fresh time-ordered id.
+    pub fn new(partner: PartnerId, source: impl Into<String>, payload: Payload) -> Event {
+        Event {
+            id: EventId(uuid::Uuid::now_v7().to_string()),
+            kind: payload.kind(),
+            source: source.into(),
+            subject: payload.subject(),
+            time: chrono::Utc::now(),
+            partner,
+            payload,
+        }
+    }
+
+    pub fn envelope(&self) -> Envelope {
+        Envelope {
+            specversion: SPEC_VERSION.to_owned(),
+            id: self.id.clone(),
+            source: self.source.clone(),
+            ty: self.kind.event_type().to_owned(),
+            subject: self.subject.clone(),
+            time: self.time,
+            datacontenttype: "application/json".to_owned(),
+            partnerid: self.partner.clone(),
+            data: self.payload.to_json(),
+        }
+    }
+
+    /// Structured-mode JSON bytes, as produced to Kafka.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        serde_json::to_vec(&self.envelope()).expect("events always serialize")
+    }
+}
+
+/// Why an event was rejected. `code()` is the stable reason code written to the dead-letter topic.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum EventError {
+    #[error("event is not valid JSON: {0}")]
+    NotJson(String),
+    #[error("event is not a CloudEvents 1.0 envelope: {0}")]
+    NotCloudEvent(String),
+    #[error("unknown event type \"{0}\"")]
+    UnknownType(String),
+    #[error("invalid event {id}: {}", errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    Schema { id: String, errors: Vec<Violation> },
+    #[error("invalid event {id}: subject \"{subject}\" does not match data id \"{data_id}\"")]
+    SubjectMismatch { id: String, subject: String, data_id: String },
+    #[error("invalid event {id}: {message}")]
+    Payload { id: String, message: String },
+}
+
+impl EventError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            EventError::NotJson(_) => "not_json",
+            EventError::NotCloudEvent(_) => "not_cloudevent",
+            EventError::UnknownType(_) => "unknown_type",
+            EventError::Schema { .. } => "schema_violation",
+            EventError::SubjectMismatch { .. } => "subject_mismatch",
+            EventError::Payload { .. } => "payload_invalid",
+        }
+    }
+}
+
+/// Parses and validates raw structured-mode bytes into an [`Event`].
+pub fn decode(bytes: &[u8]) -> Result<Event, EventError> {
+    let value: serde_json::Value =
+        serde_json::from_slice(bytes).map_err(|e| EventError::NotJson(e.to_string()))?;
+    let ty = value
+        .get("type")
+        .and_then(|t| t.as_str())
+        .ok_or_else(|| EventError::NotCloudEvent("missing string attribute \"type\"".into()))?;
+    let id = value.get("id").and_then(|t| t.as_str()).unwrap_or("?").to_owned();
+    if value.get("specversion").and_then(|v| v.as_str()) != Some(SPEC_VERSION) {
+        return Err(EventError::NotCloudEvent(format!(
+            "event {id}: attribute \"specversion\" must be \"{SPEC_VERSION}\""
+        )));
+    }
+    let kind = Kind::from_event_type(ty).ok_or_else(|| EventError::UnknownType(ty.to_owned()))?;
+    let errors = schemas::validate(kind, &value);
+    if !errors.is_empty() {
+        return Err(EventError::Schema { id, errors });
+    }
+    let envelope: Envelope = serde_json::from_value(value)
+        .map_err(|e| EventError::NotCloudEvent(format!("event {id}: {e}")))?;
+    let payload = Payload::from_json(kind, envelope.data.clone())
+        .map_err(|e| EventError::Payload { id: id.clone(), message: e.to_string() })?;
+    let data_id = payload.subject();
+    if data_id != envelope.subject {
+        return Err(EventError::SubjectMismatch {
+            id,
+            subject: envelope.subject.0,
+            data_id: data_id.0,
+        });
+    }
+    Ok(Event {
+        id: envelope.id,
+        kind,
+        source: envelope.source,
+        subject: envelope.subject,
+        time: envelope.time,
+        partner: envelope.partnerid,
+        payload,
+    })
+}
+
+/// Validates only the `data` of a would-be event of `kind`, as a mutation does before producing.
+/// Errors name the JSON pointer of each offending field.
+pub fn validate_payload(payload: &Payload) -> Result<(), EventError> {
+    let probe = Event::new(PartnerId("validation".into()), "/validation", payload.clone());
+    let value = serde_json::to_value(probe.envelope()).expect("envelope serializes");
+    let errors = schemas::validate(probe.kind, &value);
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(EventError::Schema { id: probe.id.0, errors })
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,409 @@
+//! The materializer: consumes every coalition topic and applies each batch to the graph and then
+//! to the index, each sink committing its own offsets with its data.
+//!
+//! Partitions are assigned explicitly (no consumer-group rebalancing): every replica materializes
+//! the whole log, and positions live in the sinks, not in Kafka's committed offsets.
+
+use crate::{DeadLetter, EventProducer, IngestError, IngestMetrics, KafkaConfig};
+use coalition_events::{Kind, DEAD_LETTER_TOPIC};
+use coalition_mapping::{LogPosition, Offsets, SearchDoc, TopicPartition};
+use coalition_search::SearchIndex;
+use coalition_store::{Applicable, GraphStore};
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Headers, Message, OwnedMessage};
+use rdkafka::{Offset, TopicPartitionList};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
+const LAG_REFRESH: Duration = Duration::from_secs(5);
+
+/// What each sink has applied, published after every commit.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Watermark {
+    /// Next offset per partition committed to the graph.
+    pub graph: Offsets,
+    /// Next offset per partition committed to the index.
+    pub index: Offsets,
+    /// True once the materializer has applied the log up to where it stood at start.
+    pub caught_up: bool,
+    /// When the last batch was committed.
+    pub committed_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// Total events applied since start (not counting duplicates and dead letters).
+    pub applied: u64,
+    /// Total dead letters since start.
+    pub dead_lettered: u64,
+}
+
+impl Watermark {
+    /// True when both sinks have applied the record at `topic/partition/offset`.
+    pub fn has_applied(&self, topic: &str, partition: i32, offset: i64) -> bool {
+        let done = |o: &Offsets| o.next(topic, partition).is_some_and(|next| next > offset);
+        done(&self.graph) && done(&self.index)
+    }
+}
+
+pub struct Materializer {
+    pub kafka: KafkaConfig,
+    /// Identifies the log the stored offsets refer to (one per Kafka cluster).
+    pub log: String,
+    pub store: GraphStore,
+    pub index: Arc<SearchIndex>,
+    pub dead_letters: EventProducer,
+    pub metrics: IngestMetrics,
+    pub batch_max: usize,
+    pub linger: Duration,
+}
+
+/// Owner of a running materializer.
+#[derive(Debug)]
+pub struct MaterializerHandle {
+    watermark: watch::Receiver<Watermark>,
+    task: JoinHandle<Result<(), IngestError>>,
+}
+
+impl MaterializerHandle {
+    pub fn watermark(&self) -> watch::Receiver<Watermark> {
+        self.watermark.clone()
+    }
+
+    /// Waits for the materializer to stop (after its cancellation token fired).
+    pub async fn join(self) -> Result<(), IngestError> {
+        self.task.await.map_err(|_| IngestError::Stopped)?
+    }
+}
+
+/// Waits until both sinks have applied the record at `topic/partition/offset`.
+pub async fn wait_applied(
+    watermark: &mut watch::Receiver<Watermark>,
+    topic: &str,
+    partition: i32,
+    offset: i64,
+    timeout: Duration,
+) -> Result<(), IngestError> {
+    let wait = watermark.wait_for(|w| w.has_applied(topic, partition, offset));
+    match tokio::time::timeout(timeout, wait).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(_)) => Err(IngestError::Stopped),
+        Err(_) => Err(IngestError::ApplyTimeout(timeout)),
+    }
+}
+
+struct Classified {
+    graph: Vec<Applicable>,
+    /// Per entity IRI, the documents of the last event in the batch.
+    docs: BTreeMap<String, (String, Vec<SearchDoc>)>,
+    dead: Vec<DeadLetter>,
+    graph_offsets: Offsets,
+    index_offsets: Offsets,
+    count: usize,
+}
+
+impl Materializer {
+    /// Starts the materializer on the runtime; it stops when `cancel` fires, after the batch in
+    /// flight has committed.
+    pub async fn spawn(self, cancel: CancellationToken) -> Result<MaterializerHandle, IngestError> {
+        let (graph, index) = {
+            let store = self.store.clone();
+            let search = self.index.clone();
+            let log = self.log.clone();
+            tokio::task::spawn_blocking(move || -> Result<_, IngestError> {
+                Ok((store.offsets(&log)?, search.offsets()?))
+            })
+            .await
+            .map_err(|_| IngestError::Stopped)??
+        };
+        let (tx, rx) = watch::channel(Watermark { graph, index, ..Watermark::default() });
+        let span = tracing::info_span!("materializer", log = %self.log);
+        let task = tokio::spawn(self.run(cancel, tx).instrument(span));
+        Ok(MaterializerHandle { watermark: rx, task })
+    }
+
+    async fn run(self, cancel: CancellationToken, tx: watch::Sender<Watermark>) -> Result<(), IngestError> {
+        let consumer: Arc<StreamConsumer> = Arc::new(
+            self.kafka
+                .client()
+                .set("group.id", &self.kafka.consumer_group)
+                .set("enable.auto.commit", "false")
+                .set("enable.auto.offset.store", "false")
+                .set("enable.partition.eof", "true")
+                .set("auto.offset.reset", "earliest")
+                .set("session.timeout.ms", "6000")
+                .set("fetch.wait.max.ms", "50")
+                .set("isolation.level", "read_committed")
+                .create()?,
+        );
+        let start = {
+            let w = tx.borrow();
+            let mut start = w.graph.clone();
+            // Resume from the sink that is furthest behind; each sink skips what it already has.
+            for (tp, next) in &w.index.0 {
+                let e = start.0.entry(tp.clone()).or_insert(*next);
+                *e = (*e).min(*next);
+            }
+            for tp in w.graph.0.keys() {
+                if !w.index.0.contains_key(tp) {
+                    start.0.remove(tp);
+                }
+            }
+            start
+        };
+        let (partitions, highs) = {
+            let c = consumer.clone();
+            let cancel = cancel.clone();
+            tokio::task::spawn_blocking(move || discover(&c, &cancel))
+                .await
+                .map_err(|_| IngestError::Stopped)??
+        };
+        let mut tpl = TopicPartitionList::new();
+        for tp in &partitions {
+            let offset = match start.next(&tp.topic, tp.partition) {
+                Some(next) => Offset::Offset(next),
+                None => Offset::Beginning,
+            };
+            tpl.add_partition_offset(&tp.topic, tp.partition, offset)?;
+        }
+        consumer.assign(&tpl)?;
+        tracing::info!(partitions = partitions.len(), "assigned; consuming");
+        let mut eof_partitions = 0usize;
+        let mut last_lag = Instant::now() - LAG_REFRESH;
+        self.update_caught_up(&tx, &highs, eof_partitions >= partitions.len());
+        loop {
+            let first = tokio::select! {
+                _ = cancel.cancelled() => break,
+                m = consumer.recv() => m,
+            };
+            let mut batch = Vec::new();
+            match first {
+                Ok(m) => batch.push(m.detach()),
+                Err(KafkaError::PartitionEOF(_)) => eof_partitions += 1,
+                Err(e) => {
+                    tracing::warn!(error = %e, "consumer error");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+            let deadline = tokio::time::Instant::now() + self.linger;
+            while !batch.is_empty() && batch.len() < self.batch_max {
+                match tokio::time::timeout_at(deadline, consumer.recv()).await {
+                    Ok(Ok(m)) => batch.push(m.detach()),
+                    Ok(Err(KafkaError::PartitionEOF(_))) => eof_partitions += 1,
+                    Ok(Err(e)) => tracing::warn!(error = %e, "consumer error"),
+                    Err(_) => break,
+                }
+            }
+            if !batch.is_empty() {
+                self.process(batch, &tx).await?;
+            }
+            self.update_caught_up(&tx, &highs, eof_partitions >= partitions.len());
+            if last_lag.elapsed() >= LAG_REFRESH {
+                last_lag = Instant::now();
+                self.refresh_lag(&consumer, &partitions, &tx);
+            }
+        }
+        tracing::info!("materializer stopped");
+        Ok(())
+    }
+
+    fn update_caught_up(&self, tx: &watch::Sender<Watermark>, highs: &Offsets, all_eof: bool) {
+        if tx.borrow().caught_up {
+            return;
+        }
+        let reached = {
+            let w = tx.borrow();
+            highs.0.iter().all(|(tp, high)| {
+                *high == 0 || w.graph.next(&tp.topic, tp.partition).is_some_and(|n| n >= *high)
+            })
+        };
+        if reached || all_eof {
+            tracing::info!(reached_start_high_watermarks = reached, all_eof, "caught up with the log");
+            tx.send_modify(|w| w.caught_up = true);
+        }
+    }
+
+    fn refresh_lag(&self, consumer: &Arc<StreamConsumer>, partitions: &[TopicPartition], tx: &watch::Sender<Watermark>) {
+        let consumer = consumer.clone();
+        let partitions = partitions.to_vec();
+        let applied = tx.borrow().graph.clone();
+        let lag = self.metrics.lag.clone();
+        // Fire-and-forget is acceptable here: the closure owns its data, ends within the timeout,
+        // and only sets gauges.
+        tokio::task::spawn_blocking(move || {
+            for tp in partitions {
+                if let Ok((_, high)) = consumer.fetch_watermarks(&tp.topic, tp.partition, Duration::from_secs(2)) {
+                    let next = applied.next(&tp.topic, tp.partition).unwrap_or(0);
+                    lag.with_label_values(&[tp.topic.as_str(), &tp.partition.to_string()])
+                        .set((high - next).max(0));
+                }
+            }
+        });
+    }
+
+    fn classify(&self, batch: Vec<OwnedMessage>, w: &Watermark) -> Classified {
+        let mut out = Classified {
+            graph: Vec::new(),
+            docs: BTreeMap::new(),
+            dead: Vec::new(),
+            graph_offsets: w.graph.clone(),
+            index_offsets: w.index.clone(),
+            count: 0,
+        };
+        for msg in batch {
+            let pos = LogPosition { topic: msg.topic().to_owned(), partition: msg.partition(), offset: msg.offset() };
+            self.metrics.consumed.with_label_values(&[pos.topic.as_str()]).inc();
+            let behind = |o: &Offsets| o.next(&pos.topic, pos.partition).is_none_or(|n| pos.offset >= n);
+            let need_graph = behind(&w.graph);
+            let need_index = behind(&w.index);
+            if !need_graph && !need_index {
+                continue;
+            }
+            out.count += 1;
+            match decode_and_map(&msg, &pos) {
+                Ok((event_id, mapped)) => {
+                    if need_index {
+                        out.docs.insert(mapped.entity.as_str().to_owned(), (event_id.clone(), mapped.docs.clone()));
+                    }
+                    if need_graph {
+                        out.graph.push(Applicable { event_id, mapped });
+                    }
+                }
+                Err((reason, message)) => {
+                    tracing::warn!(topic = %pos.topic, partition = pos.partition, offset = pos.offset, reason, %message, "dead-lettering record");
+                    if need_graph {
+                        out.dead.push(DeadLetter {
+                            reason: reason.to_owned(),
+                            message,
+                            source: pos.clone(),
+                            key: msg.key().map(<[u8]>::to_vec),
+                            value: msg.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+                            headers: headers(&msg),
+                            time: chrono::Utc::now(),
+                        });
+                    }
+                }
+            }
+            if need_graph {
+                out.graph_offsets.advance(&pos);
+            }
+            if need_index {
+                out.index_offsets.advance(&pos);
+            }
+        }
+        out
+    }
+
+    async fn process(&self, batch: Vec<OwnedMessage>, tx: &watch::Sender<Watermark>) -> Result<(), IngestError> {
+        let current = tx.borrow().clone();
+        let c = self.classify(batch, &current);
+        if c.count == 0 {
+            return Ok(());
+        }
+        let span = tracing::info_span!("batch", events = c.count, dead = c.dead.len());
+        async {
+            // Dead letters first: the offsets that skip them are committed only after the broker has them.
+            for d in &c.dead {
+                let key = d.key.as_deref().map(String::from_utf8_lossy).unwrap_or_default();
+                self.dead_letters
+                    .send(DEAD_LETTER_TOPIC, &key, &d.value, "dead-letter", d.record_headers())
+                    .await?;
+                self.metrics.dead_lettered.with_label_values(&[d.reason.as_str()]).inc();
+            }
+            let started = Instant::now();
+            let (store, log, items, offsets) = (self.store.clone(), self.log.clone(), c.graph, c.graph_offsets.clone());
+            let applied_count = items.len();
+            let stats = tokio::task::spawn_blocking(move || store.apply(&log, &items, &offsets))
+                .await
+                .map_err(|_| IngestError::Stopped)??;
+            self.metrics.commit_seconds.with_label_values(&["graph"]).observe(started.elapsed().as_secs_f64());
+            let duplicates: BTreeSet<String> = stats.duplicate_ids.iter().cloned().collect();
+            self.metrics.duplicates.inc_by(duplicates.len() as u64);
+            self.metrics.applied.inc_by(stats.applied as u64);
+            self.metrics.batch_size.observe(applied_count as f64);
+
+            let started = Instant::now();
+            let mut replaced = Vec::new();
+            let mut docs = Vec::new();
+            for (entity, (event_id, entity_docs)) in c.docs {
+                if duplicates.contains(&event_id) {
+                    continue;
+                }
+                replaced.push(entity);
+                docs.extend(entity_docs);
+            }
+            let (index, offsets) = (self.index.clone(), c.index_offsets.clone());
+            tokio::task::spawn_blocking(move || index.apply(&replaced, &docs, &offsets))
+                .await
+                .map_err(|_| IngestError::Stopped)??;
+            self.metrics.commit_seconds.with_label_values(&["index"]).observe(started.elapsed().as_secs_f64());
+            tx.send_modify(|w| {
+                w.graph = c.graph_offsets;
+                w.index = c.index_offsets;
+                w.applied += stats.applied as u64;
+                w.dead_lettered += c.dead.len() as u64;
+                w.committed_at = Some(chrono::Utc::now());
+            });
+            Ok(())
+        }
+        .instrument(span)
+        .await
+    }
+}
+
+fn headers(msg: &OwnedMessage) -> Vec<(String, Vec<u8>)> {
+    msg.headers()
+        .map(|h| {
+            h.iter()
+                .map(|header| (header.key.to_owned(), header.value.map(<[u8]>::to_vec).unwrap_or_default()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Decodes, validates and maps one record; on failure returns (reason code, message).
+fn decode_and_map(
+    msg: &OwnedMessage,
+    pos: &LogPosition,
+) -> Result<(String, coalition_mapping::Mapped), (&'static str, String)> {
+    let Some(bytes) = msg.payload() else {
+        return Err(("empty_record", format!("record at {}/{}/{} has no value", pos.topic, pos.partition, pos.offset)));
+    };
+    let event = coalition_events::decode(bytes).map_err(|e| (e.code(), e.to_string()))?;
+    if event.kind.topic() != pos.topic {
+        return Err((
+            "wrong_topic",
+            format!("event {} of type {} belongs on topic {}, not {}", event.id, event.kind.event_type(), event.kind.topic(), pos.topic),
+        ));
+    }
+    let mapped = coalition_mapping::map_event(&event, pos).map_err(|e| (e.code(), e.to_string()))?;
+    Ok((event.id.0, mapped))
+}
+
+/// Finds every partition of every coalition topic and its high watermark at start.
+fn discover(consumer: &StreamConsumer, cancel: &CancellationToken) -> Result<(Vec<TopicPartition>, Offsets), IngestError> {
+    let mut partitions = Vec::new();
+    let mut highs = Offsets::default();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for topic in Kind::topics() {
+        let count = loop {
+            let md = consumer.fetch_metadata(Some(topic), METADATA_TIMEOUT)?;
+            let count = md.topics().first().map(|t| t.partitions().len()).unwrap_or(0);
+            if count > 0 || Instant::now() > deadline || cancel.is_cancelled() {
+                break count;
+            }
+            tracing::info!(topic, "waiting for topic to exist");
+            std::thread::sleep(Duration::from_millis(500));
+        };
+        for p in 0..count as i32 {
+            let tp = TopicPartition { topic: topic.to_owned(), partition: p };
+            let (_, high) = consumer.fetch_watermarks(topic, p, METADATA_TIMEOUT)?;
+            highs.0.insert(tp.clone(), high);
+            partitions.push(tp);
+        }
+    }
+    Ok((partitions, highs))
+}

@@ -1,0 +1,276 @@
+//! The text index: Tantivy over every text-bearing entity (names, narratives, recommendation
+//! texts, descriptions, dialogue summaries and quotes).
+//!
+//! Guarantees: each commit carries, as its payload, the offsets of the events it covers, so after
+//! a crash the index knows exactly where it stands and the materializer replays only what is
+//! missing. An entity's documents are replaced as a whole when a new event for it arrives.
+//! Calls are blocking; async callers go through `spawn_blocking`.
+
+use coalition_mapping::{Offsets, SearchDoc};
+use std::path::Path;
+use std::sync::Mutex;
+use tantivy::collector::{Count, TopDocs};
+use tantivy::directory::MmapDirectory;
+use tantivy::query::{BooleanQuery, Occur, Query, QueryParser, TermQuery};
+use tantivy::schema::{
+    Field, IndexRecordOption, Schema, TextFieldIndexing, TextOptions, Value, STORED, STRING,
+};
+use tantivy::snippet::SnippetGenerator;
+use tantivy::tokenizer::{AsciiFoldingFilter, LowerCaser, SimpleTokenizer, TextAnalyzer};
+use tantivy::{doc, Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Term};
+
+const TOKENIZER: &str = "coalition_text";
+const WRITER_HEAP_BYTES: usize = 64 * 1024 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SearchError {
+    #[error("search index error: {0}")]
+    Tantivy(#[from] tantivy::TantivyError),
+    #[error("cannot open index directory: {0}")]
+    Directory(#[from] tantivy::directory::error::OpenDirectoryError),
+    #[error("invalid search query \"{query}\": {message}")]
+    Query { query: String, message: String },
+    #[error("search index i/o error: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("index commit payload is corrupt: {0}")]
+    Payload(String),
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Fields {
+    iri: Field,
+    entity_iri: Field,
+    kind: Field,
+    entity_id: Field,
+    title: Field,
+    body: Field,
+    language: Field,
+    country: Field,
+    groups: Field,
+    partners: Field,
+    recommendations: Field,
+}
+
+fn schema() -> (Schema, Fields) {
+    let mut b = Schema::builder();
+    let text = TextOptions::default()
+        .set_indexing_options(
+            TextFieldIndexing::default()
+                .set_tokenizer(TOKENIZER)
+                .set_index_option(IndexRecordOption::WithFreqsAndPositions),
+        )
+        .set_stored();
+    let fields = Fields {
+        iri: b.add_text_field("iri", STRING | STORED),
+        entity_iri: b.add_text_field("entity_iri", STRING | STORED),
+        kind: b.add_text_field("kind", STRING | STORED),
+        entity_id: b.add_text_field("entity_id", STRING | STORED),
+        title: b.add_text_field("title", text.clone()),
+        body: b.add_text_field("body", text),
+        language: b.add_text_field("language", STRING | STORED),
+        country: b.add_text_field("country", STRING | STORED),
+        groups: b.add_text_field("group", STRING | STORED),
+        partners: b.add_text_field("partner", STRING | STORED),
+        recommendations: b.add_text_field("recommendation", STRING | STORED),
+    };
+    (b.build(), fields)
+}
+
+/// Filters applied inside the search (not after paging).
+#[derive(Debug, Clone, Default)]
+pub struct SearchFilter {
+    pub kinds: Vec<String>,
+    pub country: Option<String>,
+    pub group: Option<String>,
+    pub partner: Option<String>,
+    pub recommendation: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Hit {
+    pub iri: String,
+    pub entity_iri: String,
+    pub kind: String,
+    pub entity_id: String,
+    pub title: String,
+    pub score: f32,
+    /// HTML snippet with matches in `<b>`.
+    pub snippet: String,
+    pub language: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SearchResults {
+    pub total: usize,
+    pub hits: Vec<Hit>,
+}
+
+pub struct SearchIndex {
+    index: Index,
+    reader: IndexReader,
+    writer: Mutex<IndexWriter>,
+    fields: Fields,
+}
+
+impl std::fmt::Debug for SearchIndex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SearchIndex").finish_non_exhaustive()
+    }
+}
+
+impl SearchIndex {
+    /// Opens (or creates) the index in `dir`.
+    pub fn open(dir: &Path) -> Result<Self, SearchError> {
+        std::fs::create_dir_all(dir)?;
+        let (schema, fields) = schema();
+        let index = Index::open_or_create(MmapDirectory::open(dir)?, schema)?;
+        Self::from_index(index, fields)
+    }
+
+    /// An index in memory, for tests.
+    pub fn in_memory() -> Result<Self, SearchError> {
+        let (schema, fields) = schema();
+        Self::from_index(Index::create_in_ram(schema), fields)
+    }
+
+    fn from_index(index: Index, fields: Fields) -> Result<Self, SearchError> {
+        let analyzer = TextAnalyzer::builder(SimpleTokenizer::default())
+            .filter(LowerCaser)
+            .filter(AsciiFoldingFilter)
+            .build();
+        index.tokenizers().register(TOKENIZER, analyzer);
+        let writer = index.writer(WRITER_HEAP_BYTES)?;
+        let reader = index.reader_builder().reload_policy(ReloadPolicy::Manual).try_into()?;
+        Ok(SearchIndex { index, reader, writer: Mutex::new(writer), fields })
+    }
+
+    /// The offsets covered by the last commit.
+    pub fn offsets(&self) -> Result<Offsets, SearchError> {
+        let metas = self.index.load_metas()?;
+        match metas.payload {
+            None => Ok(Offsets::default()),
+            Some(p) => serde_json::from_str(&p).map_err(|e| SearchError::Payload(e.to_string())),
+        }
+    }
+
+    /// Replaces the documents of each entity in `replaced` with `docs`, then commits with `offsets`
+    /// as payload and makes the result visible to searches.
+    pub fn apply(&self, replaced: &[String], docs: &[SearchDoc], offsets: &Offsets) -> Result<(), SearchError> {
+        let f = self.fields;
+        let mut writer = self.writer.lock().expect("index writer lock poisoned");
+        for entity in replaced {
+            writer.delete_term(Term::from_field_text(f.entity_iri, entity));
+        }
+        for d in docs {
+            let mut document = doc!(
+                f.iri => d.iri.as_str(),
+                f.entity_iri => d.entity_iri.as_str(),
+                f.kind => d.kind.as_str(),
+                f.entity_id => d.entity_id.as_str(),
+                f.title => d.title.as_str(),
+                f.body => d.body.as_str(),
+                f.language => d.language.as_str(),
+            );
+            if let Some(c) = &d.country {
+                document.add_text(f.country, c);
+            }
+            for g in &d.groups {
+                document.add_text(f.groups, g);
+            }
+            for p in &d.partners {
+                document.add_text(f.partners, p);
+            }
+            for r in &d.recommendations {
+                document.add_text(f.recommendations, r);
+            }
+            writer.add_document(document)?;
+        }
+        let payload = serde_json::to_string(offsets).map_err(|e| SearchError::Payload(e.to_string()))?;
+        let mut prepared = writer.prepare_commit()?;
+        prepared.set_payload(&payload);
+        prepared.commit()?;
+        drop(writer);
+        self.reader.reload()?;
+        Ok(())
+    }
+
+    /// Number of documents visible to searches.
+    pub fn num_docs(&self) -> u64 {
+        self.reader.searcher().num_docs()
+    }
+
+    /// Every visible document's (iri, entity iri), for consistency checks.
+    pub fn all_iris(&self) -> Result<Vec<(String, String)>, SearchError> {
+        let searcher = self.reader.searcher();
+        let mut out = Vec::new();
+        for segment in searcher.segment_readers() {
+            let store = segment.get_store_reader(16)?;
+            for doc_id in segment.doc_ids_alive() {
+                let d: TantivyDocument = store.get(doc_id)?;
+                out.push((text(&d, self.fields.iri), text(&d, self.fields.entity_iri)));
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// BM25 search over titles (boosted) and bodies, with filters applied inside the query.
+    pub fn search(&self, query: &str, filter: &SearchFilter, limit: usize, offset: usize) -> Result<SearchResults, SearchError> {
+        let f = self.fields;
+        let mut parser = QueryParser::for_index(&self.index, vec![f.title, f.body]);
+        parser.set_field_boost(f.title, 2.0);
+        parser.set_conjunction_by_default();
+        let text_query = parser.parse_query(query).map_err(|e| SearchError::Query {
+            query: query.to_owned(),
+            message: e.to_string(),
+        })?;
+        let mut clauses: Vec<(Occur, Box<dyn Query>)> = vec![(Occur::Must, text_query.box_clone())];
+        let term = |field: Field, value: &str| -> Box<dyn Query> {
+            Box::new(TermQuery::new(Term::from_field_text(field, value), IndexRecordOption::Basic))
+        };
+        if !filter.kinds.is_empty() {
+            let any: Vec<(Occur, Box<dyn Query>)> =
+                filter.kinds.iter().map(|k| (Occur::Should, term(f.kind, k))).collect();
+            clauses.push((Occur::Must, Box::new(BooleanQuery::new(any))));
+        }
+        for (field, value) in [
+            (f.country, &filter.country),
+            (f.groups, &filter.group),
+            (f.partners, &filter.partner),
+            (f.recommendations, &filter.recommendation),
+        ] {
+            if let Some(v) = value {
+                clauses.push((Occur::Must, term(field, v)));
+            }
+        }
+        let combined = BooleanQuery::new(clauses);
+        let searcher = self.reader.searcher();
+        let (top, total) =
+            searcher.search(&combined, &(TopDocs::with_limit(limit.max(1)).and_offset(offset), Count))?;
+        let snippets = SnippetGenerator::create(&searcher, &*text_query, f.body)?;
+        let mut hits = Vec::with_capacity(top.len());
+        for (score, address) in top.into_iter().take(limit) {
+            let d: TantivyDocument = searcher.doc(address)?;
+            let mut snippet = snippets.snippet_from_doc(&d);
+            snippet.set_snippet_prefix_postfix("<b>", "</b>");
+            hits.push(Hit {
+                iri: text(&d, f.iri),
+                entity_iri: text(&d, f.entity_iri),
+                kind: text(&d, f.kind),
+                entity_id: text(&d, f.entity_id),
+                title: text(&d, f.title),
+                score,
+                snippet: snippet.to_html(),
+                language: text(&d, f.language),
+            });
+        }
+        Ok(SearchResults { total, hits })
+    }
+}
+
+fn text(d: &TantivyDocument, field: Field) -> String {
+    d.get_first(field).and_then(|v| v.as_str()).unwrap_or_default().to_owned()
+}
+
+#[cfg(test)]
+mod tests;

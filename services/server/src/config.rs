@@ -1,0 +1,94 @@
+//! Command-line and environment configuration, in one place. Every option has a
+//! `COALITION_…` environment variable and a default that works on one machine.
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Debug, Parser)]
+#[command(name = "coalition", version, about = "Coalition Graph: an event-streamed knowledge graph for a health-equity coalition")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run broker (embedded unless --kafka-brokers), materializer and API.
+    Serve(ServeArgs),
+    /// Publish a JSON Lines file of CloudEvents to Kafka.
+    Import {
+        path: PathBuf,
+        #[command(flatten)]
+        kafka: KafkaArgs,
+        /// Create missing topics first.
+        #[arg(long, env = "COALITION_CREATE_TOPICS", default_value_t = false)]
+        create_topics: bool,
+    },
+    /// Publish the built-in dataset to external Kafka.
+    Seed {
+        #[command(flatten)]
+        kafka: KafkaArgs,
+    },
+    /// Write the graph (all named graphs, provenance included) as sorted N-Quads.
+    Dump {
+        #[arg(long, env = "COALITION_DATA_DIR", default_value = "./data")]
+        data_dir: PathBuf,
+        /// Output file (default: stdout).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Print the GraphQL schema (SDL).
+    Schema,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct KafkaArgs {
+    /// Kafka bootstrap servers; absent = the embedded in-process broker.
+    #[arg(long, env = "COALITION_KAFKA_BROKERS")]
+    pub kafka_brokers: Option<String>,
+    /// Consumer group of this replica's materializer.
+    #[arg(long, env = "COALITION_CONSUMER_GROUP", default_value = "coalition-materializer")]
+    pub consumer_group: String,
+    /// Extra librdkafka property, KEY=VALUE (repeatable), e.g. sasl.mechanism=SCRAM-SHA-512.
+    #[arg(long = "kafka-property", env = "COALITION_KAFKA_PROPERTIES", value_delimiter = ',')]
+    pub kafka_property: Vec<String>,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "COALITION_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: String,
+    /// Where the graph store and search index live.
+    #[arg(long, env = "COALITION_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    /// Do not load the built-in dataset on first start (embedded broker).
+    #[arg(long, env = "COALITION_NO_SEED", default_value_t = false)]
+    pub no_seed: bool,
+    /// Publish the built-in dataset at start even with external Kafka.
+    #[arg(long, env = "COALITION_SEED", default_value_t = false)]
+    pub seed: bool,
+    /// Create missing topics on external Kafka at start.
+    #[arg(long, env = "COALITION_CREATE_TOPICS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub create_topics: bool,
+    /// Partitions per topic when creating topics.
+    #[arg(long, env = "COALITION_PARTITIONS", default_value_t = 3)]
+    pub partitions: i32,
+    /// Replication factor when creating topics on external Kafka.
+    #[arg(long, env = "COALITION_REPLICATION", default_value_t = 1)]
+    pub replication: i32,
+    /// Acknowledge mutations only after the event is applied (always on with the embedded broker).
+    #[arg(long, env = "COALITION_ACK_AFTER_APPLY", default_value_t = false)]
+    pub ack_after_apply: bool,
+    /// Most events per materializer batch.
+    #[arg(long, env = "COALITION_BATCH_MAX", default_value_t = 2000)]
+    pub batch_max: usize,
+    /// How long a batch waits for more events, in milliseconds.
+    #[arg(long, env = "COALITION_LINGER_MS", default_value_t = 20)]
+    pub linger_ms: u64,
+    /// SPARQL query timeout in seconds.
+    #[arg(long, env = "COALITION_SPARQL_TIMEOUT_S", default_value_t = 10)]
+    pub sparql_timeout_s: u64,
+}

@@ -1,0 +1,221 @@
+//! `coalition`: the Coalition Graph binary. `serve` runs broker (embedded, unless
+//! `--kafka-brokers` names real Kafka), materializer and API; `import` publishes event files;
+//! `dump` writes the graph as N-Quads; `schema` prints the GraphQL SDL.
+//!
+//! Shutdown: Ctrl-C (or SIGTERM) stops accepting requests, lets the materializer commit the batch
+//! in flight, then exits.
+
+mod config;
+
+use anyhow::Context as _;
+use clap::Parser;
+use coalition_api::{ApiConfig, ApiMetrics, AppState};
+use coalition_ingest::{EventProducer, IngestMetrics, KafkaConfig, Materializer};
+use coalition_search::SearchIndex;
+use coalition_store::GraphStore;
+use config::{Cli, Command, KafkaArgs, ServeArgs};
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::DefaultProducerContext;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// The built-in dataset: the coalition's recommendations, case studies, dialogues and evidence,
+/// as events that go through the same path as any partner's.
+const SEED: &str = include_str!("../seed/coalition-seed.jsonl");
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,rdkafka=warn,tantivy=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Serve(args) => serve(args).await,
+            Command::Import { path, kafka, create_topics } => import(&path, kafka, create_topics).await,
+            Command::Seed { kafka } => seed(kafka).await,
+            Command::Dump { data_dir, out } => dump(&data_dir, out.as_deref()),
+            Command::Schema => {
+                print!("{}", coalition_api::graphql::sdl());
+                Ok(())
+            }
+        }
+    })
+}
+
+/// A Kafka-protocol broker held for the life of the process when no external one is configured.
+struct Broker {
+    brokers: String,
+    log_id: String,
+    embedded: Option<MockCluster<'static, DefaultProducerContext>>,
+}
+
+async fn start_broker(args: &ServeArgs) -> anyhow::Result<Broker> {
+    match &args.kafka.kafka_brokers {
+        Some(brokers) => {
+            let config = kafka_config(&args.kafka, brokers);
+            if args.create_topics {
+                coalition_ingest::ensure_topics(&config, args.partitions, args.replication)
+                    .await
+                    .context("creating topics")?;
+            }
+            Ok(Broker { brokers: brokers.clone(), log_id: "kafka".to_owned(), embedded: None })
+        }
+        None => {
+            let cluster = MockCluster::new(1).context("starting the embedded broker")?;
+            let mut topics = coalition_events::Kind::topics();
+            topics.push(coalition_events::DEAD_LETTER_TOPIC);
+            for topic in topics {
+                cluster.create_topic(topic, args.partitions, 1)?;
+            }
+            // The embedded log lives in memory: offsets from an earlier run refer to another log.
+            let log_id = format!("embedded-{}", uuid::Uuid::now_v7().simple());
+            Ok(Broker { brokers: cluster.bootstrap_servers(), log_id, embedded: Some(cluster) })
+        }
+    }
+}
+
+fn kafka_config(args: &KafkaArgs, brokers: &str) -> KafkaConfig {
+    let mut c = KafkaConfig::new(brokers);
+    c.consumer_group = args.consumer_group.clone();
+    c.extra = args
+        .kafka_property
+        .iter()
+        .filter_map(|kv| kv.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())))
+        .collect();
+    c
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&args.data_dir).with_context(|| format!("creating {}", args.data_dir.display()))?;
+    let store = GraphStore::open(&args.data_dir.join("graph")).context("opening the graph store")?;
+    let index = Arc::new(SearchIndex::open(&args.data_dir.join("index")).context("opening the search index")?);
+    let registry = prometheus::Registry::new();
+    let ingest_metrics = IngestMetrics::register(&registry)?;
+    let api_metrics = ApiMetrics::register(&registry)?;
+
+    let broker = start_broker(&args).await?;
+    let embedded = broker.embedded.is_some();
+    let kafka = kafka_config(&args.kafka, &broker.brokers);
+    let producer = EventProducer::new(&kafka, Some(ingest_metrics.clone()))?;
+    let cancel = CancellationToken::new();
+    let fresh = store.is_empty()?;
+    let materializer = Materializer {
+        kafka: kafka.clone(),
+        log: broker.log_id.clone(),
+        store: store.clone(),
+        index: index.clone(),
+        dead_letters: producer.clone(),
+        metrics: ingest_metrics.clone(),
+        batch_max: args.batch_max,
+        linger: Duration::from_millis(args.linger_ms),
+    }
+    .spawn(cancel.clone())
+    .await?;
+
+    let load_seed = (embedded && fresh && !args.no_seed) || args.seed;
+    if load_seed {
+        let report = coalition_ingest::import_file(&producer, SEED, false).await?;
+        anyhow::ensure!(report.rejected.is_empty(), "built-in dataset has invalid events: {:?}", report.rejected);
+        let mut w = materializer.watermark();
+        for r in &report.receipts {
+            coalition_ingest::wait_applied(&mut w, &r.topic, r.partition, r.offset, Duration::from_secs(60)).await?;
+        }
+        tracing::info!(events = report.published, "built-in dataset loaded");
+    }
+
+    let state = AppState {
+        store,
+        index,
+        producer,
+        watermark: materializer.watermark(),
+        registry,
+        metrics: api_metrics,
+        config: ApiConfig {
+            // With the in-memory embedded log, the store is the only durable copy: acknowledge
+            // a mutation only once it is committed there.
+            ack_after_apply: embedded || args.ack_after_apply,
+            sparql_timeout: Duration::from_secs(args.sparql_timeout_s),
+            ..ApiConfig::default()
+        },
+    };
+    let listener = tokio::net::TcpListener::bind(&args.listen)
+        .await
+        .with_context(|| format!("binding {}", args.listen))?;
+    let addr = listener.local_addr()?;
+    println!("Coalition Graph is running ({})", if embedded { "embedded broker" } else { "external Kafka" });
+    println!("  GraphQL   http://{addr}/graphql");
+    println!("  SPARQL    http://{addr}/sparql");
+    println!("  health    http://{addr}/healthz");
+    println!("  ready     http://{addr}/readyz");
+    println!("  metrics   http://{addr}/metrics");
+    println!("  kafka     {}", broker.brokers);
+    println!("  data dir  {}", args.data_dir.display());
+    let shutdown = cancel.clone();
+    axum::serve(listener, coalition_api::app(state))
+        .with_graceful_shutdown(async move {
+            wait_for_signal().await;
+            tracing::info!("shutting down");
+            shutdown.cancel();
+        })
+        .await?;
+    cancel.cancel();
+    materializer.join().await?;
+    drop(broker);
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing the SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+async fn import(path: &std::path::Path, kafka: KafkaArgs, create_topics: bool) -> anyhow::Result<()> {
+    let brokers = kafka.kafka_brokers.clone().context("import needs --kafka-brokers (or COALITION_KAFKA_BROKERS)")?;
+    let config = kafka_config(&kafka, &brokers);
+    if create_topics {
+        coalition_ingest::ensure_topics(&config, 3, 1).await?;
+    }
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let producer = EventProducer::new(&config, None)?;
+    let report = coalition_ingest::import_file(&producer, &text, true).await?;
+    for (line, error) in &report.rejected {
+        eprintln!("{}:{line}: {error}", path.display());
+    }
+    println!("published {} events, rejected {}", report.published, report.rejected.len());
+    anyhow::ensure!(report.rejected.is_empty(), "{} line(s) rejected", report.rejected.len());
+    Ok(())
+}
+
+async fn seed(kafka: KafkaArgs) -> anyhow::Result<()> {
+    let brokers = kafka.kafka_brokers.clone().context("seed needs --kafka-brokers")?;
+    let producer = EventProducer::new(&kafka_config(&kafka, &brokers), None)?;
+    let report = coalition_ingest::import_file(&producer, SEED, true).await?;
+    println!("published {} built-in events", report.published);
+    Ok(())
+}
+
+fn dump(data_dir: &std::path::Path, out: Option<&std::path::Path>) -> anyhow::Result<()> {
+    let store = GraphStore::open_read_only(&data_dir.join("graph")).context("opening the graph store read-only")?;
+    let n = match out {
+        Some(path) => store.dump_nquads(&mut std::io::BufWriter::new(std::fs::File::create(path)?))?,
+        None => store.dump_nquads(&mut std::io::stdout().lock())?,
+    };
+    eprintln!("dumped {n} quads");
+    Ok(())
+}

@@ -1,0 +1,266 @@
+//! The graph store: Oxigraph (RocksDB on disk) holding one named graph per entity, the PROV-O
+//! provenance graph, and the consumed offsets.
+//!
+//! Guarantees: [`GraphStore::apply`] writes a batch's facts, provenance and offsets in one
+//! transaction — all or nothing — so the offsets in the store are exactly the events it holds.
+//! Events are idempotent by event id: an event already applied is skipped and counted.
+//! Calls are blocking; async callers go through `spawn_blocking`.
+
+use coalition_mapping::vocab::{self, coal};
+use coalition_mapping::{Mapped, Offsets, TopicPartition};
+use oxigraph::io::{RdfFormat, RdfSerializer};
+use oxigraph::model::{
+    GraphName, GraphNameRef, Literal, NamedNode, NamedNodeRef, NamedOrBlankNodeRef, Quad, QuadRef,
+    Term, TermRef,
+};
+use oxigraph::sparql::{QueryResults, QuerySolution, SparqlEvaluator};
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::Path;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("graph storage error: {0}")]
+    Storage(#[from] oxigraph::store::StorageError),
+    #[error("invalid SPARQL query: {0}")]
+    Syntax(String),
+    #[error("SPARQL evaluation failed: {0}")]
+    Evaluation(String),
+    #[error("cannot write dump: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// One event ready to apply: its id and what it maps to.
+#[derive(Debug, Clone)]
+pub struct Applicable {
+    pub event_id: String,
+    pub mapped: Mapped,
+}
+
+/// What a batch did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ApplyStats {
+    pub applied: usize,
+    pub quads: usize,
+    /// Ids of events skipped because they had been applied before.
+    pub duplicate_ids: Vec<String>,
+}
+
+/// A row of a SELECT query: variable name to bound term.
+pub type Row = BTreeMap<String, Term>;
+
+#[derive(Clone)]
+pub struct GraphStore {
+    db: oxigraph::store::Store,
+}
+
+impl std::fmt::Debug for GraphStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GraphStore").finish_non_exhaustive()
+    }
+}
+
+fn nn(s: &str) -> NamedNodeRef<'_> {
+    NamedNodeRef::new_unchecked(s)
+}
+
+fn offset_node(log: &str, tp: &TopicPartition) -> NamedNode {
+    NamedNode::new_unchecked(format!(
+        "{}offset/{}/{}/{}",
+        vocab::ID,
+        log,
+        tp.topic,
+        tp.partition
+    ))
+}
+
+impl GraphStore {
+    /// Opens (or creates) the on-disk store at `path`.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        Ok(GraphStore { db: oxigraph::store::Store::open(path)? })
+    }
+
+    /// Opens an existing store read-only (e.g. to dump it while a server holds it open).
+    pub fn open_read_only(path: &Path) -> Result<Self, StoreError> {
+        Ok(GraphStore { db: oxigraph::store::Store::open_read_only(path)? })
+    }
+
+    /// A store in memory, for tests.
+    pub fn in_memory() -> Result<Self, StoreError> {
+        Ok(GraphStore { db: oxigraph::store::Store::new()? })
+    }
+
+    /// The underlying Oxigraph store, for read-only SPARQL evaluation.
+    pub fn oxigraph(&self) -> &oxigraph::store::Store {
+        &self.db
+    }
+
+    /// Applies `batch` and advances the offsets of `log` to `offsets`, in one transaction.
+    pub fn apply(&self, log: &str, batch: &[Applicable], offsets: &Offsets) -> Result<ApplyStats, StoreError> {
+        let provenance = nn(vocab::PROVENANCE_GRAPH);
+        let offsets_graph = nn(vocab::OFFSETS_GRAPH);
+        let event_id_p = nn(coal::EVENT_ID);
+        let mut stats = ApplyStats::default();
+        let mut tx = self.db.start_transaction()?;
+        for item in batch {
+            let id_literal = Literal::new_simple_literal(&item.event_id);
+            let seen = tx
+                .quads_for_pattern(None, Some(event_id_p), Some(id_literal.as_ref().into()), Some(provenance.into()))
+                .next()
+                .transpose()?
+                .is_some();
+            if seen {
+                stats.duplicate_ids.push(item.event_id.clone());
+                continue;
+            }
+            let m = &item.mapped;
+            tx.clear_graph(GraphNameRef::NamedNode(m.graph.as_ref()))?;
+            // The graph's previous generation record is replaced; the old event stays in provenance.
+            let old: Vec<Quad> = tx
+                .quads_for_pattern(Some(NamedOrBlankNodeRef::from(m.graph.as_ref())), None, None, Some(provenance.into()))
+                .collect::<Result<_, _>>()?;
+            for q in &old {
+                tx.remove(q);
+            }
+            for q in m.facts.iter().chain(&m.provenance) {
+                tx.insert(q);
+            }
+            stats.applied += 1;
+            stats.quads += m.facts.len() + m.provenance.len();
+        }
+        for (tp, next) in &offsets.0 {
+            let node = offset_node(log, tp);
+            let old: Vec<Quad> = tx
+                .quads_for_pattern(Some(node.as_ref().into()), None, None, Some(offsets_graph.into()))
+                .collect::<Result<_, _>>()?;
+            for q in &old {
+                tx.remove(q);
+            }
+            let g = GraphName::NamedNode(offsets_graph.into_owned());
+            let s = NamedOrBlankNodeRef::from(node.as_ref());
+            tx.insert(QuadRef::new(s, nn(vocab::RDF_TYPE), nn(coal::OFFSET), &g));
+            tx.insert(QuadRef::new(s, nn(coal::TOPIC), TermRef::from(Literal::new_simple_literal(&tp.topic).as_ref()), &g));
+            tx.insert(QuadRef::new(s, nn(coal::PARTITION), &Term::from(Literal::from(i64::from(tp.partition))), &g));
+            tx.insert(QuadRef::new(s, nn(coal::NEXT_OFFSET), &Term::from(Literal::from(*next)), &g));
+        }
+        tx.commit()?;
+        Ok(stats)
+    }
+
+    /// The offsets of `log` committed so far.
+    pub fn offsets(&self, log: &str) -> Result<Offsets, StoreError> {
+        let prefix = format!("{}offset/{}/", vocab::ID, log);
+        let mut out = Offsets::default();
+        let rows = self.select(&format!(
+            "SELECT ?node ?topic ?partition ?next WHERE {{ GRAPH <{}> {{
+               ?node <{}> ?topic ; <{}> ?partition ; <{}> ?next }} }}",
+            vocab::OFFSETS_GRAPH,
+            coal::TOPIC,
+            coal::PARTITION,
+            coal::NEXT_OFFSET
+        ))?;
+        for row in rows {
+            let Some(Term::NamedNode(node)) = row.get("node") else { continue };
+            if !node.as_str().starts_with(&prefix) {
+                continue;
+            }
+            let (Some(topic), Some(partition), Some(next)) =
+                (literal(&row, "topic"), literal(&row, "partition"), literal(&row, "next"))
+            else {
+                continue;
+            };
+            if let (Ok(partition), Ok(next)) = (partition.parse(), next.parse()) {
+                out.0.insert(TopicPartition { topic, partition }, next);
+            }
+        }
+        Ok(out)
+    }
+
+    /// True if an event with this id has been applied.
+    pub fn has_event(&self, event_id: &str) -> Result<bool, StoreError> {
+        let id_literal = Literal::new_simple_literal(event_id);
+        Ok(self
+            .db
+            .quads_for_pattern(None, Some(nn(coal::EVENT_ID)), Some(id_literal.as_ref().into()), Some(nn(vocab::PROVENANCE_GRAPH).into()))
+            .next()
+            .transpose()?
+            .is_some())
+    }
+
+    /// Number of quads in the store.
+    pub fn len(&self) -> Result<usize, StoreError> {
+        Ok(self.db.len()?)
+    }
+
+    pub fn is_empty(&self) -> Result<bool, StoreError> {
+        Ok(self.db.is_empty()?)
+    }
+
+    /// Evaluates a SELECT query with the union of all graphs as the default graph.
+    pub fn select(&self, query: &str) -> Result<Vec<Row>, StoreError> {
+        let mut prepared = SparqlEvaluator::new()
+            .parse_query(query)
+            .map_err(|e| StoreError::Syntax(e.to_string()))?;
+        prepared.dataset_mut().set_default_graph_as_union();
+        let results = prepared
+            .on_store(&self.db)
+            .execute()
+            .map_err(|e| StoreError::Evaluation(e.to_string()))?;
+        let QueryResults::Solutions(solutions) = results else {
+            return Err(StoreError::Evaluation("not a SELECT query".to_owned()));
+        };
+        solutions
+            .map(|s| s.map(row).map_err(|e| StoreError::Evaluation(e.to_string())))
+            .collect()
+    }
+
+    /// All quads of one named graph.
+    pub fn graph(&self, graph: &NamedNode) -> Result<Vec<Quad>, StoreError> {
+        Ok(self
+            .db
+            .quads_for_pattern(None, None, None, Some(GraphNameRef::NamedNode(graph.as_ref())))
+            .collect::<Result<_, _>>()?)
+    }
+
+    /// Writes every quad except consumed offsets as N-Quads, sorted, so two stores holding the
+    /// same facts dump identical bytes.
+    pub fn dump_nquads(&self, out: &mut impl Write) -> Result<usize, StoreError> {
+        let offsets = nn(vocab::OFFSETS_GRAPH);
+        let mut lines = Vec::new();
+        for q in self.db.iter() {
+            let q = q?;
+            if q.graph_name.as_ref() == GraphNameRef::NamedNode(offsets) {
+                continue;
+            }
+            let mut buf = Vec::new();
+            let mut ser = RdfSerializer::from_format(RdfFormat::NQuads).for_writer(&mut buf);
+            ser.serialize_quad(&q)?;
+            ser.finish()?;
+            lines.push(buf);
+        }
+        lines.sort();
+        for line in &lines {
+            out.write_all(line)?;
+        }
+        Ok(lines.len())
+    }
+}
+
+fn row(solution: QuerySolution) -> Row {
+    solution
+        .iter()
+        .map(|(var, term)| (var.as_str().to_owned(), term.clone()))
+        .collect()
+}
+
+/// The lexical value of a bound literal (or the IRI string of a bound IRI).
+pub fn literal(row: &Row, var: &str) -> Option<String> {
+    match row.get(var)? {
+        Term::Literal(l) => Some(l.value().to_owned()),
+        Term::NamedNode(n) => Some(n.as_str().to_owned()),
+        Term::BlankNode(b) => Some(b.as_str().to_owned()),
+    }
+}
+
+#[cfg(test)]
+mod tests;
