@@ -175,3 +175,6 @@ async fn observe(State(state): State<AppState>, request: Request, next: Next) ->
         .observe(started.elapsed().as_secs_f64());
     response
 }
+
+#[cfg(test)]
+mod tests;

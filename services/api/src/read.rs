@@ -199,7 +199,7 @@ pub fn list(store: &GraphStore, kind: Kind, filter: &ListFilter, limit: usize, o
     }
     if let Some(p) = &filter.partner {
         check_id("filter.partner", p)?;
-        let partner = entity_iri(Kind::Partner, p);
+        let partner = entity_iri(Kind::Partner, p).into_string();
         let pred = match kind {
             Kind::Activity | Kind::CaseStudy => coal::LED_BY,
             Kind::Dialogue | Kind::Programme => coal::PARTNER_PROP,
@@ -218,7 +218,7 @@ pub fn list(store: &GraphStore, kind: Kind, filter: &ListFilter, limit: usize, o
     }
     if let Some(r) = &filter.recommendation {
         check_id("filter.recommendation", r)?;
-        let rec = entity_iri(Kind::Recommendation, r);
+        let rec = entity_iri(Kind::Recommendation, r).into_string();
         let pred = match kind {
             Kind::Dialogue => coal::INFORMS,
             Kind::Evidence => coal::SUPPORTS,
@@ -228,7 +228,7 @@ pub fn list(store: &GraphStore, kind: Kind, filter: &ListFilter, limit: usize, o
         if kind == Kind::Outcome {
             patterns.push(format!("?e <{}> ?m . ?m <{}> <{rec}> .", coal::MEASURES, coal::IMPLEMENTS));
         } else if kind == Kind::Recommendation {
-            patterns.push(format!("{{ BIND(<{rec}> AS ?e) }} UNION {{ ?e <{}> <{rec}> }}", vocab::skos::BROADER));
+            patterns.push(format!("FILTER(?e = <{rec}> || EXISTS {{ ?e <{}> <{rec}> }})", vocab::skos::BROADER));
         } else {
             patterns.push(format!("?e <{pred}> <{rec}> ."));
         }
@@ -250,7 +250,7 @@ pub fn list(store: &GraphStore, kind: Kind, filter: &ListFilter, limit: usize, o
         order = "?date ?e".to_owned();
     } else if kind == Kind::Recommendation {
         patterns.push(format!("OPTIONAL {{ ?e <{}> ?n }}", coal::RECOMMENDATION_NUMBER));
-        order = "?n ?e".to_owned();
+        order = "(!BOUND(?n)) ?n ?e".to_owned();
     }
     let body = patterns.join("\n");
     let count_rows = store.select(&format!("SELECT (COUNT(DISTINCT ?e) AS ?n) WHERE {{ {body} }}"))?;

@@ -9,7 +9,8 @@ use coalition_events::{Kind, DEAD_LETTER_TOPIC};
 use coalition_mapping::{LogPosition, Offsets, SearchDoc, TopicPartition};
 use coalition_search::SearchIndex;
 use coalition_store::{Applicable, GraphStore};
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::client::ClientContext;
+use rdkafka::consumer::{Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Headers, Message, OwnedMessage};
 use rdkafka::{Offset, TopicPartitionList};
@@ -23,6 +24,22 @@ use tracing::Instrument;
 
 const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
 const LAG_REFRESH: Duration = Duration::from_secs(5);
+
+/// Consumer context that treats end-of-partition as the normal event it is, not an error.
+struct MaterializerContext;
+
+impl ClientContext for MaterializerContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        match error {
+            KafkaError::PartitionEOF(_) => tracing::trace!(reason, "end of partition"),
+            other => tracing::warn!(error = %other, reason, "kafka client error"),
+        }
+    }
+}
+
+impl ConsumerContext for MaterializerContext {}
+
+type MaterializerConsumer = StreamConsumer<MaterializerContext>;
 
 /// What each sink has applied, published after every commit.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -126,7 +143,7 @@ impl Materializer {
     }
 
     async fn run(self, cancel: CancellationToken, tx: watch::Sender<Watermark>) -> Result<(), IngestError> {
-        let consumer: Arc<StreamConsumer> = Arc::new(
+        let consumer: Arc<MaterializerConsumer> = Arc::new(
             self.kafka
                 .client()
                 .set("group.id", &self.kafka.consumer_group)
@@ -137,7 +154,7 @@ impl Materializer {
                 .set("session.timeout.ms", "6000")
                 .set("fetch.wait.max.ms", "50")
                 .set("isolation.level", "read_committed")
-                .create()?,
+                .create_with_context(MaterializerContext)?,
         );
         let start = {
             let w = tx.borrow();
@@ -226,7 +243,7 @@ impl Materializer {
         }
     }
 
-    fn refresh_lag(&self, consumer: &Arc<StreamConsumer>, partitions: &[TopicPartition], tx: &watch::Sender<Watermark>) {
+    fn refresh_lag(&self, consumer: &Arc<MaterializerConsumer>, partitions: &[TopicPartition], tx: &watch::Sender<Watermark>) {
         let consumer = consumer.clone();
         let partitions = partitions.to_vec();
         let applied = tx.borrow().graph.clone();
@@ -384,7 +401,7 @@ fn decode_and_map(
 }
 
 /// Finds every partition of every coalition topic and its high watermark at start.
-fn discover(consumer: &StreamConsumer, cancel: &CancellationToken) -> Result<(Vec<TopicPartition>, Offsets), IngestError> {
+fn discover(consumer: &MaterializerConsumer, cancel: &CancellationToken) -> Result<(Vec<TopicPartition>, Offsets), IngestError> {
     let mut partitions = Vec::new();
     let mut highs = Offsets::default();
     let deadline = Instant::now() + Duration::from_secs(60);

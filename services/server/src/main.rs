@@ -16,12 +16,16 @@ use coalition_store::GraphStore;
 use config::{Cli, Command, KafkaArgs, ServeArgs};
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::DefaultProducerContext;
+use std::future::IntoFuture;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 /// The built-in dataset: the coalition's recommendations, case studies, dialogues and evidence,
 /// as events that go through the same path as any partner's.
+/// How long open HTTP connections may take to finish after a shutdown signal.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+
 const SEED: &str = include_str!("../seed/coalition-seed.jsonl");
 
 fn main() -> anyhow::Result<()> {
@@ -156,14 +160,21 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     println!("  metrics   http://{addr}/metrics");
     println!("  kafka     {}", broker.brokers);
     println!("  data dir  {}", args.data_dir.display());
-    let shutdown = cancel.clone();
-    axum::serve(listener, coalition_api::app(state))
-        .with_graceful_shutdown(async move {
+    let server = axum::serve(listener, coalition_api::app(state)).with_graceful_shutdown(cancel.clone().cancelled_owned());
+    let signalled = {
+        let cancel = cancel.clone();
+        async move {
             wait_for_signal().await;
-            tracing::info!("shutting down");
-            shutdown.cancel();
-        })
-        .await?;
+            tracing::info!("shutting down: draining requests");
+            cancel.cancel();
+            // Idle keep-alive connections must not hold the process: bound the drain.
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        }
+    };
+    tokio::select! {
+        result = server.into_future() => result?,
+        _ = signalled => tracing::warn!(grace = ?SHUTDOWN_GRACE, "connections still open after the grace period; closing them"),
+    }
     cancel.cancel();
     materializer.join().await?;
     drop(broker);

@@ -204,8 +204,23 @@ entity_object!(
         async fn activities(&self, ctx: &Context<'_>) -> Result<Vec<Activity>> {
             Ok(wrap(referrers(ctx, Kind::Activity, coal::PART_OF_CASE_STUDY, &self.0.iri).await?, Activity))
         }
+        /// Outcomes measuring the case study itself or any of its activities.
         async fn outcomes(&self, ctx: &Context<'_>) -> Result<Vec<Outcome>> {
-            Ok(wrap(referrers(ctx, Kind::Outcome, coal::MEASURES, &self.0.iri).await?, Outcome))
+            let store = ctx.data::<AppCtx>()?.state.store.clone();
+            let iri = self.0.iri.clone();
+            let entities = blocking(move || {
+                let rows = store.select(&format!(
+                    "SELECT DISTINCT ?o WHERE {{
+                       {{ ?o <{measures}> <{iri}> }} UNION {{ ?x <{part}> <{iri}> . ?o <{measures}> ?x }}
+                       ?o a <{outcome}> }} ORDER BY ?o",
+                    outcome = coal::OUTCOME,
+                    measures = coal::MEASURES,
+                    part = coal::PART_OF_CASE_STUDY,
+                ))?;
+                read::load_many(&store, Kind::Outcome, &read::ids_of(&rows, "o"))
+            })
+            .await?;
+            Ok(wrap(entities, Outcome))
         }
         async fn source(&self, ctx: &Context<'_>) -> Result<Option<SourceDocument>> {
             Ok(load_one(ctx, Kind::Source, self.0.refs(dcterms::SOURCE).pop()).await?.map(SourceDocument))

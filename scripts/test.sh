@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Runs every test: unit tests, and end-to-end tests that start a real Kafka-protocol broker
+# (Tansu) and the real `coalition` binary as separate processes. One build serves all tests.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/prereqs.sh --test
+exec cargo nextest run --workspace --no-fail-fast "$@"
