@@ -117,7 +117,6 @@ fn restart_keeps_acknowledged_mutations_and_does_not_reseed() -> Result<()> {
     };
     let before = count(&server)?;
     server.stop()?;
-
     let server = Server::start(&data_dir, &[])?;
     assert_eq!(count(&server)?, before, "nothing lost, nothing seeded twice");
     let data = server.graphql_ok(

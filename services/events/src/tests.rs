@@ -14,3 +14,62 @@ fn every_seed_event_decodes() {
         assert!(kinds.contains(&kind), "seed has no {} event", kind.slug());
     }
 }
+
+fn first_activity() -> serde_json::Value {
+    let line = SEED.lines().find(|l| l.contains("org.coalition.activity.submitted.v1")).expect("an activity");
+    serde_json::from_str(line).unwrap()
+}
+
+fn code_of(value: &serde_json::Value) -> &'static str {
+    decode(value.to_string().as_bytes()).expect_err("must be rejected").code()
+}
+
+#[test]
+fn each_rejection_has_its_reason_code() {
+    assert_eq!(decode(b"not json").unwrap_err().code(), "not_json");
+    assert_eq!(decode(b"{\"id\": 1}").unwrap_err().code(), "not_cloudevent");
+    let mut v = first_activity();
+    v["specversion"] = "0.3".into();
+    assert_eq!(code_of(&v), "not_cloudevent");
+    let mut v = first_activity();
+    v["type"] = "org.coalition.spaceship.submitted.v1".into();
+    assert_eq!(code_of(&v), "unknown_type");
+    let mut v = first_activity();
+    v["subject"] = "some-other-id".into();
+    assert_eq!(code_of(&v), "subject_mismatch");
+}
+
+#[test]
+fn schema_violations_name_each_offending_field() {
+    let mut v = first_activity();
+    v["data"]["reach"] = (-1).into();
+    v["data"]["date"] = "2024-13-45".into();
+    v["data"]["unexpected"] = true.into();
+    let err = decode(v.to_string().as_bytes()).unwrap_err();
+    assert_eq!(err.code(), "schema_violation");
+    let EventError::Schema { errors, .. } = &err else { panic!("{err}") };
+    let pointers: Vec<&str> = errors.iter().map(|e| e.pointer.as_str()).collect();
+    assert!(pointers.contains(&"/data/reach"), "{pointers:?}");
+    assert!(pointers.contains(&"/data/date"), "{pointers:?}");
+    assert!(pointers.contains(&"/data"), "additional property reported on data: {pointers:?}");
+    assert!(err.to_string().contains("/data/reach"));
+}
+
+#[test]
+fn events_round_trip_through_their_wire_form() {
+    for line in SEED.lines().filter(|l| !l.trim().is_empty()) {
+        let event = decode(line.as_bytes()).unwrap();
+        assert_eq!(decode(&event.to_bytes()).unwrap(), event);
+    }
+}
+
+#[test]
+fn every_kind_has_a_topic_type_and_schema() {
+    let topics: std::collections::BTreeSet<_> = Kind::ALL.iter().map(|k| k.topic()).collect();
+    assert_eq!(topics.len(), Kind::ALL.len(), "one topic per kind");
+    for kind in Kind::ALL {
+        assert_eq!(Kind::from_event_type(kind.event_type()), Some(kind));
+        assert_eq!(Kind::from_slug(kind.slug()), Some(kind));
+        assert_eq!(schema_for(kind)["properties"]["type"]["const"], kind.event_type());
+    }
+}

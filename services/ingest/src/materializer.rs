@@ -30,9 +30,12 @@ struct MaterializerContext;
 
 impl ClientContext for MaterializerContext {
     fn error(&self, error: KafkaError, reason: &str) {
-        match error {
-            KafkaError::PartitionEOF(_) => tracing::trace!(reason, "end of partition"),
-            other => tracing::warn!(error = %other, reason, "kafka client error"),
+        let eof = matches!(error, KafkaError::PartitionEOF(_))
+            || error.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::PartitionEOF);
+        if eof {
+            tracing::trace!(reason, "end of partition");
+        } else {
+            tracing::warn!(error = %error, reason, "kafka client error");
         }
     }
 }
@@ -131,7 +134,7 @@ impl Materializer {
             let search = self.index.clone();
             let log = self.log.clone();
             tokio::task::spawn_blocking(move || -> Result<_, IngestError> {
-                Ok((store.offsets(&log)?, search.offsets()?))
+                Ok((store.offsets(&log)?, search.offsets(&log)?))
             })
             .await
             .map_err(|_| IngestError::Stopped)??
@@ -190,6 +193,7 @@ impl Materializer {
         tracing::info!(partitions = partitions.len(), "assigned; consuming");
         let mut eof_partitions = 0usize;
         let mut last_lag = Instant::now() - LAG_REFRESH;
+        let mut lag_task: Option<JoinHandle<()>> = None;
         self.update_caught_up(&tx, &highs, eof_partitions >= partitions.len());
         loop {
             let first = tokio::select! {
@@ -218,10 +222,14 @@ impl Materializer {
                 self.process(batch, &tx).await?;
             }
             self.update_caught_up(&tx, &highs, eof_partitions >= partitions.len());
-            if last_lag.elapsed() >= LAG_REFRESH {
+            let refreshing = lag_task.as_ref().is_some_and(|t| !t.is_finished());
+            if last_lag.elapsed() >= LAG_REFRESH && !refreshing {
                 last_lag = Instant::now();
-                self.refresh_lag(&consumer, &partitions, &tx);
+                lag_task = Some(self.refresh_lag(&consumer, &partitions, &tx, &cancel));
             }
+        }
+        if let Some(task) = lag_task {
+            let _ = task.await;
         }
         tracing::info!("materializer stopped");
         Ok(())
@@ -243,22 +251,33 @@ impl Materializer {
         }
     }
 
-    fn refresh_lag(&self, consumer: &Arc<MaterializerConsumer>, partitions: &[TopicPartition], tx: &watch::Sender<Watermark>) {
+    /// Refreshes the lag gauges on a blocking thread. The caller owns the handle, starts at most
+    /// one refresh at a time, and joins it at shutdown; each broker call is short and the loop
+    /// stops between partitions once `cancel` fires.
+    fn refresh_lag(
+        &self,
+        consumer: &Arc<MaterializerConsumer>,
+        partitions: &[TopicPartition],
+        tx: &watch::Sender<Watermark>,
+        cancel: &CancellationToken,
+    ) -> JoinHandle<()> {
         let consumer = consumer.clone();
         let partitions = partitions.to_vec();
         let applied = tx.borrow().graph.clone();
         let lag = self.metrics.lag.clone();
-        // Fire-and-forget is acceptable here: the closure owns its data, ends within the timeout,
-        // and only sets gauges.
+        let cancel = cancel.clone();
         tokio::task::spawn_blocking(move || {
             for tp in partitions {
-                if let Ok((_, high)) = consumer.fetch_watermarks(&tp.topic, tp.partition, Duration::from_secs(2)) {
+                if cancel.is_cancelled() {
+                    return;
+                }
+                if let Ok((_, high)) = consumer.fetch_watermarks(&tp.topic, tp.partition, Duration::from_millis(500)) {
                     let next = applied.next(&tp.topic, tp.partition).unwrap_or(0);
                     lag.with_label_values(&[tp.topic.as_str(), &tp.partition.to_string()])
                         .set((high - next).max(0));
                 }
             }
-        });
+        })
     }
 
     fn classify(&self, batch: Vec<OwnedMessage>, w: &Watermark) -> Classified {
@@ -352,8 +371,8 @@ impl Materializer {
                 replaced.push(entity);
                 docs.extend(entity_docs);
             }
-            let (index, offsets) = (self.index.clone(), c.index_offsets.clone());
-            tokio::task::spawn_blocking(move || index.apply(&replaced, &docs, &offsets))
+            let (index, offsets, log) = (self.index.clone(), c.index_offsets.clone(), self.log.clone());
+            tokio::task::spawn_blocking(move || index.apply(&log, &replaced, &docs, &offsets))
                 .await
                 .map_err(|_| IngestError::Stopped)??;
             self.metrics.commit_seconds.with_label_values(&["index"]).observe(started.elapsed().as_secs_f64());

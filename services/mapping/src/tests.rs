@@ -26,3 +26,54 @@ fn mapping_is_deterministic() {
         assert_eq!(map_event(&event, &pos(7)), map_event(&event, &pos(7)));
     }
 }
+
+#[test]
+fn every_vocabulary_term_is_declared_in_the_ontology() {
+    use oxigraph::io::{RdfFormat, RdfParser};
+    let ontology = include_str!("../../../ontologies/coalition.ttl");
+    let typed: std::collections::BTreeSet<String> = RdfParser::from_format(RdfFormat::Turtle)
+        .for_slice(ontology.as_bytes())
+        .map(|q| q.expect("ontology parses"))
+        .filter(|q| q.predicate.as_str() == vocab::RDF_TYPE)
+        .map(|q| q.subject.to_string().trim_matches(|c| c == '<' || c == '>').to_owned())
+        .collect();
+    for term in vocab::coal::ALL {
+        assert!(typed.contains(*term), "{term} is used by the mapping but not declared in ontologies/coalition.ttl");
+    }
+}
+
+#[test]
+fn every_mapped_class_has_a_shape() {
+    let classes = shacl::shapes().target_classes();
+    for class in [
+        vocab::coal::PARTNER, vocab::coal::PROGRAMME, vocab::coal::DIALOGUE, vocab::coal::QUOTE,
+        vocab::coal::RECOMMENDATION, vocab::coal::CASE_STUDY, vocab::coal::ACTIVITY, vocab::coal::OUTCOME,
+        vocab::coal::EVIDENCE_STATISTIC, vocab::coal::SOURCE_DOCUMENT, vocab::coal::LINK, vocab::coal::EVENT,
+        vocab::schema::PERSON,
+    ] {
+        assert!(classes.contains(class), "no SHACL shape targets {class}");
+    }
+}
+
+#[test]
+fn shape_violations_are_reported_with_focus_and_path() {
+    let mut event = seed_events().into_iter().find(|e| e.kind == Kind::Activity).unwrap();
+    if let Payload::Activity(a) = &mut event.payload {
+        a.activity_type = "webinar".into();
+        a.country = Some("france".into());
+    }
+    let err = map_event(&event, &pos(0)).unwrap_err();
+    assert_eq!(err.code(), "shacl_violation");
+    let MappingError::Shacl { violations, .. } = &err else { panic!() };
+    assert_eq!(violations.len(), 2, "{violations:?}");
+    assert!(violations.iter().any(|v| v.contains("activityType")));
+    assert!(violations.iter().any(|v| v.contains("country")));
+}
+
+#[test]
+fn unsupported_shacl_is_refused_when_shapes_load() {
+    let ttl = r#"@prefix sh: <http://www.w3.org/ns/shacl#> .
+        <urn:s> sh:targetClass <urn:C> ; sh:property [ sh:path <urn:p> ; sh:class <urn:D> ] ."#;
+    let err = shacl::Shapes::compile(&[("bad.ttl", ttl)]).unwrap_err();
+    assert!(err.to_string().contains("unsupported SHACL constraint"), "{err}");
+}

@@ -76,6 +76,13 @@ fn schema() -> (Schema, Fields) {
     (b.build(), fields)
 }
 
+/// What a commit records: which log, and how far into it.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct CommitPayload {
+    log: String,
+    offsets: Offsets,
+}
+
 /// Filters applied inside the search (not after paging).
 #[derive(Debug, Clone, Default)]
 pub struct SearchFilter {
@@ -145,18 +152,22 @@ impl SearchIndex {
         Ok(SearchIndex { index, reader, writer: Mutex::new(writer), fields })
     }
 
-    /// The offsets covered by the last commit.
-    pub fn offsets(&self) -> Result<Offsets, SearchError> {
+    /// The offsets of `log` covered by the last commit (empty if the last commit was for
+    /// another log, e.g. an earlier embedded broker).
+    pub fn offsets(&self, log: &str) -> Result<Offsets, SearchError> {
         let metas = self.index.load_metas()?;
         match metas.payload {
             None => Ok(Offsets::default()),
-            Some(p) => serde_json::from_str(&p).map_err(|e| SearchError::Payload(e.to_string())),
+            Some(p) => {
+                let payload: CommitPayload = serde_json::from_str(&p).map_err(|e| SearchError::Payload(e.to_string()))?;
+                Ok(if payload.log == log { payload.offsets } else { Offsets::default() })
+            }
         }
     }
 
     /// Replaces the documents of each entity in `replaced` with `docs`, then commits with `offsets`
     /// as payload and makes the result visible to searches.
-    pub fn apply(&self, replaced: &[String], docs: &[SearchDoc], offsets: &Offsets) -> Result<(), SearchError> {
+    pub fn apply(&self, log: &str, replaced: &[String], docs: &[SearchDoc], offsets: &Offsets) -> Result<(), SearchError> {
         let f = self.fields;
         let mut writer = self.writer.lock().expect("index writer lock poisoned");
         for entity in replaced {
@@ -186,7 +197,8 @@ impl SearchIndex {
             }
             writer.add_document(document)?;
         }
-        let payload = serde_json::to_string(offsets).map_err(|e| SearchError::Payload(e.to_string()))?;
+        let payload = CommitPayload { log: log.to_owned(), offsets: offsets.clone() };
+        let payload = serde_json::to_string(&payload).map_err(|e| SearchError::Payload(e.to_string()))?;
         let mut prepared = writer.prepare_commit()?;
         prepared.set_payload(&payload);
         prepared.commit()?;

@@ -38,9 +38,17 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    if let Command::Serve(args) = cli.command {
+        // The embedded broker must outlive every task that holds a Kafka client, so it is dropped
+        // only after the runtime has shut down.
+        let broker = runtime.block_on(serve(args))?;
+        runtime.shutdown_timeout(Duration::from_secs(2));
+        drop(broker);
+        return Ok(());
+    }
     runtime.block_on(async move {
         match cli.command {
-            Command::Serve(args) => serve(args).await,
+            Command::Serve(_) => unreachable!("handled above"),
             Command::Import { path, kafka, create_topics } => import(&path, kafka, create_topics).await,
             Command::Seed { kafka } => seed(kafka).await,
             Command::Dump { data_dir, out } => dump(&data_dir, out.as_deref()),
@@ -95,7 +103,7 @@ fn kafka_config(args: &KafkaArgs, brokers: &str) -> KafkaConfig {
     c
 }
 
-async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+async fn serve(args: ServeArgs) -> anyhow::Result<Broker> {
     std::fs::create_dir_all(&args.data_dir).with_context(|| format!("creating {}", args.data_dir.display()))?;
     let store = GraphStore::open(&args.data_dir.join("graph")).context("opening the graph store")?;
     let index = Arc::new(SearchIndex::open(&args.data_dir.join("index")).context("opening the search index")?);
@@ -177,8 +185,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     cancel.cancel();
     materializer.join().await?;
-    drop(broker);
-    Ok(())
+    Ok(broker)
 }
 
 async fn wait_for_signal() {
