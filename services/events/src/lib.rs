@@ -107,14 +107,38 @@ impl Kind {
         }
     }
 
+    /// The CloudEvents `type` of a retraction of this kind.
+    pub fn retracted_type(self) -> String {
+        format!("org.coalition.{}.retracted.v1", self.slug())
+    }
+
+    /// The kind of a submission type.
     pub fn from_event_type(ty: &str) -> Option<Kind> {
         Kind::ALL.into_iter().find(|k| k.event_type() == ty)
+    }
+
+    /// The kind and action of any known event type.
+    pub fn parse_event_type(ty: &str) -> Option<(Kind, Action)> {
+        if let Some(kind) = Kind::from_event_type(ty) {
+            return Some((kind, Action::Submit));
+        }
+        let slug = ty.strip_prefix("org.coalition.")?.strip_suffix(".retracted.v1")?;
+        Some((Kind::from_slug(slug)?, Action::Retract))
     }
 
     /// Every topic the materializer consumes.
     pub fn topics() -> Vec<&'static str> {
         Kind::ALL.iter().map(|k| k.topic()).collect()
     }
+}
+
+/// What an event does to its entity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Action {
+    /// Creates the entity or replaces its facts.
+    Submit,
+    /// Removes the entity's facts; the retraction stays in provenance.
+    Retract,
 }
 
 /// A CloudEvents 1.0 structured-mode event as it travels on Kafka.
@@ -132,6 +156,9 @@ pub struct Envelope {
     pub datacontenttype: String,
     /// Extension attribute: the partner organisation that submitted the event.
     pub partnerid: PartnerId,
+    /// Extension attribute: the entity's version (absent = 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entityversion: Option<i64>,
     pub data: serde_json::Value,
 }
 
@@ -144,6 +171,8 @@ pub struct Event {
     pub subject: EntityId,
     pub time: chrono::DateTime<chrono::Utc>,
     pub partner: PartnerId,
+    /// The entity version the event carries, if any.
+    pub version: Option<i64>,
     pub payload: Payload,
 }
 
@@ -157,8 +186,35 @@ impl Event {
             subject: payload.subject(),
             time: chrono::Utc::now(),
             partner,
+            version: None,
             payload,
         }
+    }
+
+    /// Builds a retraction of the entity of `kind` with `id`.
+    pub fn retraction(partner: PartnerId, source: impl Into<String>, kind: Kind, id: EntityId, reason: Option<String>) -> Event {
+        Event::new(partner, source, Payload::Retraction(Retraction { kind, id, reason }))
+    }
+
+    pub fn action(&self) -> Action {
+        match self.payload {
+            Payload::Retraction(_) => Action::Retract,
+            _ => Action::Submit,
+        }
+    }
+
+    /// The CloudEvents `type` of this event.
+    pub fn event_type(&self) -> String {
+        match self.action() {
+            Action::Submit => self.kind.event_type().to_owned(),
+            Action::Retract => self.kind.retracted_type(),
+        }
+    }
+
+    /// Total order of events about one entity: version, then time, then event id. The greatest
+    /// key wins, whatever order the events arrive in.
+    pub fn order_key(&self) -> (i64, chrono::DateTime<chrono::Utc>, &str) {
+        (self.version.unwrap_or(0), self.time, self.id.0.as_str())
     }
 
     pub fn envelope(&self) -> Envelope {
@@ -166,11 +222,12 @@ impl Event {
             specversion: SPEC_VERSION.to_owned(),
             id: self.id.clone(),
             source: self.source.clone(),
-            ty: self.kind.event_type().to_owned(),
+            ty: self.event_type(),
             subject: self.subject.clone(),
             time: self.time,
             datacontenttype: "application/json".to_owned(),
             partnerid: self.partner.clone(),
+            entityversion: self.version,
             data: self.payload.to_json(),
         }
     }
@@ -225,15 +282,22 @@ pub fn decode(bytes: &[u8]) -> Result<Event, EventError> {
             "event {id}: attribute \"specversion\" must be \"{SPEC_VERSION}\""
         )));
     }
-    let kind = Kind::from_event_type(ty).ok_or_else(|| EventError::UnknownType(ty.to_owned()))?;
-    let errors = schemas::validate(kind, &value);
+    let (kind, action) = Kind::parse_event_type(ty).ok_or_else(|| EventError::UnknownType(ty.to_owned()))?;
+    let errors = match action {
+        Action::Submit => schemas::validate(kind, &value),
+        Action::Retract => schemas::validate_retraction(&value),
+    };
     if !errors.is_empty() {
         return Err(EventError::Schema { id, errors });
     }
     let envelope: Envelope = serde_json::from_value(value)
         .map_err(|e| EventError::NotCloudEvent(format!("event {id}: {e}")))?;
-    let payload = Payload::from_json(kind, envelope.data.clone())
-        .map_err(|e| EventError::Payload { id: id.clone(), message: e.to_string() })?;
+    let payload = match action {
+        Action::Submit => Payload::from_json(kind, envelope.data.clone()),
+        Action::Retract => serde_json::from_value::<RetractionData>(envelope.data.clone())
+            .map(|d| Payload::Retraction(Retraction { kind, id: d.id, reason: d.reason })),
+    }
+    .map_err(|e| EventError::Payload { id: id.clone(), message: e.to_string() })?;
     let data_id = payload.subject();
     if data_id != envelope.subject {
         return Err(EventError::SubjectMismatch {
@@ -249,6 +313,7 @@ pub fn decode(bytes: &[u8]) -> Result<Event, EventError> {
         subject: envelope.subject,
         time: envelope.time,
         partner: envelope.partnerid,
+        version: envelope.entityversion,
         payload,
     })
 }
@@ -258,7 +323,10 @@ pub fn decode(bytes: &[u8]) -> Result<Event, EventError> {
 pub fn validate_payload(payload: &Payload) -> Result<(), EventError> {
     let probe = Event::new(PartnerId("validation".into()), "/validation", payload.clone());
     let value = serde_json::to_value(probe.envelope()).expect("envelope serializes");
-    let errors = schemas::validate(probe.kind, &value);
+    let errors = match probe.action() {
+        Action::Submit => schemas::validate(probe.kind, &value),
+        Action::Retract => schemas::validate_retraction(&value),
+    };
     if errors.is_empty() {
         Ok(())
     } else {

@@ -33,6 +33,8 @@ pub struct SchemaError {
     pub message: String,
 }
 
+const RETRACTION_SCHEMA: &str = include_str!("../../../schema/events/v1/retraction.schema.json");
+
 /// Names (kind slugs) of the embedded schemas.
 pub fn schema_names() -> impl Iterator<Item = &'static str> {
     SCHEMAS.iter().map(|(name, _)| *name)
@@ -62,6 +64,19 @@ fn validators() -> &'static Vec<(Kind, jsonschema::Validator)> {
     })
 }
 
+fn retraction_validator() -> &'static jsonschema::Validator {
+    static VALIDATOR: OnceLock<jsonschema::Validator> = OnceLock::new();
+    VALIDATOR.get_or_init(|| {
+        let schema: serde_json::Value = serde_json::from_str(RETRACTION_SCHEMA).expect("retraction schema is JSON");
+        jsonschema::validator_for(&schema).unwrap_or_else(|e| panic!("retraction schema does not compile: {e}"))
+    })
+}
+
+/// Validates a retraction event.
+pub(crate) fn validate_retraction(event: &serde_json::Value) -> Vec<Violation> {
+    violations(retraction_validator(), event)
+}
+
 /// One schema violation: the JSON pointer of the offending field and what is wrong with it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Violation {
@@ -82,6 +97,10 @@ pub(crate) fn validate(kind: Kind, event: &serde_json::Value) -> Vec<Violation> 
         .iter()
         .find(|(k, _)| *k == kind)
         .expect("every kind has a validator");
+    violations(validator, event)
+}
+
+fn violations(validator: &jsonschema::Validator, event: &serde_json::Value) -> Vec<Violation> {
     validator
         .iter_errors(event)
         .map(|e| {

@@ -237,6 +237,22 @@ pub struct Link {
     pub recommendation: EntityId,
 }
 
+/// A retraction: the entity of `kind` with `id` is withdrawn.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Retraction {
+    pub kind: crate::Kind,
+    pub id: EntityId,
+    pub reason: Option<String>,
+}
+
+/// The `data` of a retraction event on the wire.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RetractionData {
+    pub id: EntityId,
+    pub reason: Option<String>,
+}
+
 /// The typed `data` of an event.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Payload {
@@ -251,6 +267,7 @@ pub enum Payload {
     Evidence(EvidenceStatistic),
     Source(SourceDocument),
     Link(Link),
+    Retraction(Retraction),
 }
 
 impl Payload {
@@ -268,6 +285,7 @@ impl Payload {
             Payload::Evidence(_) => Kind::Evidence,
             Payload::Source(_) => Kind::Source,
             Payload::Link(_) => Kind::Link,
+            Payload::Retraction(r) => r.kind,
         }
     }
 
@@ -285,6 +303,7 @@ impl Payload {
             Payload::Evidence(p) => p.id.clone(),
             Payload::Source(p) => p.id.clone(),
             Payload::Link(p) => p.id.clone(),
+            Payload::Retraction(r) => r.id.clone(),
         }
     }
 
@@ -301,6 +320,7 @@ impl Payload {
             Payload::Evidence(p) => serde_json::to_value(p),
             Payload::Source(p) => serde_json::to_value(p),
             Payload::Link(p) => serde_json::to_value(p),
+            Payload::Retraction(r) => serde_json::to_value(RetractionData { id: r.id.clone(), reason: r.reason.clone() }),
         };
         strip_nulls(v.expect("payloads always serialize"))
     }

@@ -66,6 +66,11 @@ impl KafkaConfig {
         }
     }
 
+    /// librdkafka client settings for this cluster (brokers, client id, extra properties).
+    pub fn client_config(&self) -> ClientConfig {
+        self.client()
+    }
+
     pub(crate) fn client(&self) -> ClientConfig {
         let mut c = ClientConfig::new();
         c.set("bootstrap.servers", &self.brokers).set("client.id", &self.client_id);

@@ -14,7 +14,7 @@ use rdkafka::consumer::{Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Headers, Message, OwnedMessage};
 use rdkafka::{Offset, TopicPartitionList};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
@@ -117,8 +117,9 @@ pub async fn wait_applied(
 
 struct Classified {
     graph: Vec<Applicable>,
-    /// Per entity IRI, the documents of the last event in the batch.
-    docs: BTreeMap<String, (String, Vec<SearchDoc>)>,
+    /// Per entity graph, every event of the batch about it (id → documents) that the index has
+    /// not applied yet.
+    docs: BTreeMap<String, (oxigraph::model::NamedNode, String, BTreeMap<String, Vec<SearchDoc>>)>,
     dead: Vec<DeadLetter>,
     graph_offsets: Offsets,
     index_offsets: Offsets,
@@ -302,7 +303,10 @@ impl Materializer {
             match decode_and_map(&msg, &pos) {
                 Ok((event_id, mapped)) => {
                     if need_index {
-                        out.docs.insert(mapped.entity.as_str().to_owned(), (event_id.clone(), mapped.docs.clone()));
+                        let entry = out.docs.entry(mapped.graph.as_str().to_owned()).or_insert_with(|| {
+                            (mapped.graph.clone(), mapped.entity.as_str().to_owned(), BTreeMap::new())
+                        });
+                        entry.2.insert(event_id.clone(), mapped.docs.clone());
                     }
                     if need_graph {
                         out.graph.push(Applicable { event_id, mapped });
@@ -356,21 +360,31 @@ impl Materializer {
                 .await
                 .map_err(|_| IngestError::Stopped)??;
             self.metrics.commit_seconds.with_label_values(&["graph"]).observe(started.elapsed().as_secs_f64());
-            let duplicates: BTreeSet<String> = stats.duplicate_ids.iter().cloned().collect();
-            self.metrics.duplicates.inc_by(duplicates.len() as u64);
+            self.metrics.duplicates.inc_by(stats.duplicate_ids.len() as u64);
+            self.metrics.stale.inc_by(stats.stale_ids.len() as u64);
             self.metrics.applied.inc_by(stats.applied as u64);
             self.metrics.batch_size.observe(applied_count as f64);
 
+            // The index follows the graph: an entity's documents change only if the event now
+            // behind its graph is in this batch (a stale or superseded event changes nothing).
             let started = Instant::now();
-            let mut replaced = Vec::new();
-            let mut docs = Vec::new();
-            for (entity, (event_id, entity_docs)) in c.docs {
-                if duplicates.contains(&event_id) {
-                    continue;
+            let store = self.store.clone();
+            let candidates = c.docs;
+            let (replaced, docs) = tokio::task::spawn_blocking(move || -> Result<_, IngestError> {
+                let mut replaced = Vec::new();
+                let mut docs = Vec::new();
+                for (graph, entity, events) in candidates.into_values() {
+                    let Some(generator) = store.generator(&graph)? else { continue };
+                    let Some(event_docs) = events.get(&generator.event_id) else { continue };
+                    replaced.push(entity);
+                    if !generator.retracted {
+                        docs.extend(event_docs.iter().cloned());
+                    }
                 }
-                replaced.push(entity);
-                docs.extend(entity_docs);
-            }
+                Ok((replaced, docs))
+            })
+            .await
+            .map_err(|_| IngestError::Stopped)??;
             let (index, offsets, log) = (self.index.clone(), c.index_offsets.clone(), self.log.clone());
             tokio::task::spawn_blocking(move || index.apply(&log, &replaced, &docs, &offsets))
                 .await

@@ -12,6 +12,8 @@ pub struct IngestMetrics {
     pub applied: IntCounter,
     /// Events skipped because their event id was already applied (redelivery, replay).
     pub duplicates: IntCounter,
+    /// Events recorded in provenance but not applied: their entity already had a newer version.
+    pub stale: IntCounter,
     /// Records sent to the dead-letter topic, by reason code.
     pub dead_lettered: IntCounterVec,
     /// Broker-reported high watermark minus the next offset applied, per partition. Some brokers
@@ -36,6 +38,10 @@ impl IngestMetrics {
             duplicates: IntCounter::new(
                 "coalition_events_duplicate_total",
                 "Events skipped because their id was already applied",
+            )?,
+            stale: IntCounter::new(
+                "coalition_events_stale_total",
+                "Events not applied because their entity already had a newer version",
             )?,
             dead_lettered: IntCounterVec::new(
                 Opts::new("coalition_dead_letter_total", "Records sent to the dead-letter topic"),
@@ -65,6 +71,7 @@ impl IngestMetrics {
         registry.register(Box::new(m.consumed.clone()))?;
         registry.register(Box::new(m.applied.clone()))?;
         registry.register(Box::new(m.duplicates.clone()))?;
+        registry.register(Box::new(m.stale.clone()))?;
         registry.register(Box::new(m.dead_lettered.clone()))?;
         registry.register(Box::new(m.lag.clone()))?;
         registry.register(Box::new(m.commit_seconds.clone()))?;

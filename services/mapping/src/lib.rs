@@ -9,8 +9,8 @@ pub mod shacl;
 pub mod vocab;
 
 use coalition_events::{
-    Activity, CaseStudy, Dialogue, EntityId, Event, EvidenceStatistic, Kind, Link, MeasuredKind,
-    Outcome, Partner, Payload, Person, Programme, Recommendation, SourceDocument,
+    Action, Activity, CaseStudy, Dialogue, EntityId, Event, EvidenceStatistic, Kind, Link,
+    MeasuredKind, Outcome, Partner, Payload, Person, Programme, Recommendation, SourceDocument,
 };
 use oxigraph::model::{GraphName, Literal, NamedNode, NamedOrBlankNode, Quad, Term};
 use serde::{Deserialize, Serialize};
@@ -43,18 +43,33 @@ pub struct SearchDoc {
     pub year: Option<i64>,
 }
 
+/// Total order of the events about one entity: (version, event time, event id). The greatest
+/// key's facts are the entity's current facts, whatever order the events arrive in.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct OrderKey {
+    pub version: i64,
+    pub time: chrono::DateTime<chrono::Utc>,
+    pub event_id: String,
+}
+
 /// The result of mapping one event.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Mapped {
     pub kind: Kind,
+    pub action: Action,
+    pub event_id: String,
+    pub order: OrderKey,
     /// The entity's IRI.
     pub entity: NamedNode,
     /// The named graph that holds the entity's current facts; replaced on every new event.
     pub graph: NamedNode,
     /// Facts, all in `graph`.
     pub facts: Vec<Quad>,
-    /// Provenance of the event and of the graph, in the provenance graph.
+    /// Provenance of the event itself, in the provenance graph; kept whatever the event's effect.
     pub provenance: Vec<Quad>,
+    /// How the entity graph was generated (by this event), in the provenance graph; written only
+    /// when this event becomes the entity's current state.
+    pub generation: Vec<Quad>,
     /// Documents for the search index.
     pub docs: Vec<SearchDoc>,
 }
@@ -213,10 +228,26 @@ pub fn map_event(event: &Event, position: &LogPosition) -> Result<Mapped, Mappin
         Payload::Evidence(e) => evidence(&mut g, &entity, e),
         Payload::Source(s) => source(&mut g, &entity, s),
         Payload::Link(l) => link(&mut g, &entity, l),
+        Payload::Retraction(_) => {
+            g.quads.clear();
+            Vec::new()
+        }
     };
-    let provenance = provenance(event, position, &entity, &graph);
-    let mapped = Mapped { kind: event.kind, entity, graph, facts: g.quads, provenance, docs };
-    let violations = shacl::shapes().validate(mapped.facts.iter().chain(&mapped.provenance));
+    let (provenance, generation) = provenance(event, position, &entity, &graph);
+    let mapped = Mapped {
+        kind: event.kind,
+        action: event.action(),
+        event_id: event.id.0.clone(),
+        order: OrderKey { version: event.version.unwrap_or(0), time: event.time, event_id: event.id.0.clone() },
+        entity,
+        graph,
+        facts: g.quads,
+        provenance,
+        generation,
+        docs,
+    };
+    let violations =
+        shacl::shapes().validate(mapped.facts.iter().chain(&mapped.provenance).chain(&mapped.generation));
     if !violations.is_empty() {
         return Err(MappingError::Shacl {
             event_id: event.id.0.clone(),
@@ -226,15 +257,21 @@ pub fn map_event(event: &Event, position: &LogPosition) -> Result<Mapped, Mappin
     Ok(mapped)
 }
 
-fn provenance(event: &Event, position: &LogPosition, entity: &NamedNode, graph: &NamedNode) -> Vec<Quad> {
+/// The canonical lexical form of an event time: UTC, nanoseconds, so that two events' times
+/// compare the same as strings and as instants.
+pub fn time_lexical(t: &chrono::DateTime<chrono::Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
+}
+
+fn provenance(event: &Event, position: &LogPosition, entity: &NamedNode, graph: &NamedNode) -> (Vec<Quad>, Vec<Quad>) {
     let ev = event_iri(&event.id.0);
     let partner = entity_iri(Kind::Partner, &event.partner.0);
-    let time = event.time.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true);
+    let time = time_lexical(&event.time);
     let mut p = GraphBuilder::new(&iri(vocab::PROVENANCE_GRAPH));
     p.class(&ev, prov::ACTIVITY);
     p.class(&ev, coal::EVENT);
     p.string(&ev, coal::EVENT_ID, &event.id.0);
-    p.string(&ev, coal::EVENT_TYPE, event.kind.event_type());
+    p.string(&ev, coal::EVENT_TYPE, &event.event_type());
     p.add(&ev, prov::WAS_ASSOCIATED_WITH, partner.clone());
     p.typed(&ev, prov::STARTED_AT_TIME, time.clone(), xsd::DATE_TIME);
     p.string(&ev, coal::SOURCE_URI, &event.source);
@@ -242,12 +279,17 @@ fn provenance(event: &Event, position: &LogPosition, entity: &NamedNode, graph: 
     p.integer(&ev, coal::PARTITION, Some(i64::from(position.partition)));
     p.integer(&ev, coal::OFFSET_PROP, Some(position.offset));
     p.add(&ev, coal::DESCRIBES, entity.clone());
-    p.class(graph, prov::ENTITY);
-    p.add(graph, coal::DESCRIBES, entity.clone());
-    p.add(graph, prov::WAS_GENERATED_BY, ev);
-    p.add(graph, prov::WAS_ATTRIBUTED_TO, partner);
-    p.typed(graph, prov::GENERATED_AT_TIME, time, xsd::DATE_TIME);
-    p.quads
+    let mut g = GraphBuilder::new(&iri(vocab::PROVENANCE_GRAPH));
+    g.class(graph, prov::ENTITY);
+    g.add(graph, coal::DESCRIBES, entity.clone());
+    g.add(graph, prov::WAS_GENERATED_BY, ev);
+    g.add(graph, prov::WAS_ATTRIBUTED_TO, partner);
+    g.typed(graph, prov::GENERATED_AT_TIME, time, xsd::DATE_TIME);
+    g.integer(graph, coal::ENTITY_VERSION, Some(event.version.unwrap_or(0)));
+    if event.action() == Action::Retract {
+        g.typed(graph, coal::RETRACTED, "true".to_owned(), xsd::BOOLEAN);
+    }
+    (p.quads, g.quads)
 }
 
 fn doc(entity: &NamedNode, kind: Kind, id: &EntityId, title: &str, body: String) -> SearchDoc {

@@ -87,6 +87,8 @@ pub mod coal {
         OFFSET_PROP = "offset",
         NEXT_OFFSET = "nextOffset",
         SOURCE_URI = "sourceUri",
+        ENTITY_VERSION = "entityVersion",
+        RETRACTED = "retracted",
     );
 }
 

@@ -115,7 +115,8 @@ pub struct SearchResults {
 pub struct SearchIndex {
     index: Index,
     reader: IndexReader,
-    writer: Mutex<IndexWriter>,
+    /// `None` for a read-only handle (e.g. `coalition digest` beside a running server).
+    writer: Mutex<Option<IndexWriter>>,
     fields: Fields,
 }
 
@@ -131,23 +132,30 @@ impl SearchIndex {
         std::fs::create_dir_all(dir)?;
         let (schema, fields) = schema();
         let index = Index::open_or_create(MmapDirectory::open(dir)?, schema)?;
-        Self::from_index(index, fields)
+        Self::from_index(index, fields, true)
+    }
+
+    /// Opens an existing index for reading only (no writer lock is taken).
+    pub fn open_reader(dir: &Path) -> Result<Self, SearchError> {
+        let (_, fields) = schema();
+        let index = Index::open(MmapDirectory::open(dir)?)?;
+        Self::from_index(index, fields, false)
     }
 
     /// An index in memory, for tests.
     pub fn in_memory() -> Result<Self, SearchError> {
         let (schema, fields) = schema();
-        Self::from_index(Index::create_in_ram(schema), fields)
+        Self::from_index(Index::create_in_ram(schema), fields, true)
     }
 
-    fn from_index(index: Index, fields: Fields) -> Result<Self, SearchError> {
+    fn from_index(index: Index, fields: Fields, writable: bool) -> Result<Self, SearchError> {
         let analyzer = TextAnalyzer::builder(SimpleTokenizer::default())
             .filter(LowerCaser)
             .filter(AsciiFoldingFilter)
             .filter(Stemmer::new(Language::English))
             .build();
         index.tokenizers().register(TOKENIZER, analyzer);
-        let writer = index.writer(WRITER_HEAP_BYTES)?;
+        let writer = if writable { Some(index.writer(WRITER_HEAP_BYTES)?) } else { None };
         let reader = index.reader_builder().reload_policy(ReloadPolicy::Manual).try_into()?;
         Ok(SearchIndex { index, reader, writer: Mutex::new(writer), fields })
     }
@@ -169,7 +177,8 @@ impl SearchIndex {
     /// as payload and makes the result visible to searches.
     pub fn apply(&self, log: &str, replaced: &[String], docs: &[SearchDoc], offsets: &Offsets) -> Result<(), SearchError> {
         let f = self.fields;
-        let mut writer = self.writer.lock().expect("index writer lock poisoned");
+        let mut guard = self.writer.lock().expect("index writer lock poisoned");
+        let writer = guard.as_mut().ok_or_else(|| SearchError::Payload("index opened read-only".into()))?;
         for entity in replaced {
             writer.delete_term(Term::from_field_text(f.entity_iri, entity));
         }
@@ -202,7 +211,7 @@ impl SearchIndex {
         let mut prepared = writer.prepare_commit()?;
         prepared.set_payload(&payload);
         prepared.commit()?;
-        drop(writer);
+        drop(guard);
         self.reader.reload()?;
         Ok(())
     }
@@ -225,6 +234,42 @@ impl SearchIndex {
         }
         out.sort();
         Ok(out)
+    }
+
+    /// SHA-256 (hex) over the visible documents, sorted by IRI, with every stored field.
+    pub fn digest(&self) -> Result<(String, usize), SearchError> {
+        use sha2::{Digest, Sha256};
+        let searcher = self.reader.searcher();
+        let schema = self.index.schema();
+        let mut docs = Vec::new();
+        for segment in searcher.segment_readers() {
+            let store = segment.get_store_reader(16)?;
+            for doc_id in segment.doc_ids_alive() {
+                let d: TantivyDocument = store.get(doc_id)?;
+                let mut fields: Vec<(String, String)> = d
+                    .field_values()
+                    .map(|(field, value)| {
+                        (schema.get_field_name(field).to_owned(), value.as_str().unwrap_or_default().to_owned())
+                    })
+                    .collect();
+                fields.sort();
+                docs.push((text(&d, self.fields.iri), fields));
+            }
+        }
+        docs.sort();
+        let mut hasher = Sha256::new();
+        for (iri, fields) in &docs {
+            hasher.update(iri.as_bytes());
+            hasher.update([0]);
+            for (name, value) in fields {
+                hasher.update(name.as_bytes());
+                hasher.update([1]);
+                hasher.update(value.as_bytes());
+                hasher.update([2]);
+            }
+            hasher.update([3]);
+        }
+        Ok((format!("{:x}", hasher.finalize()), docs.len()))
     }
 
     /// BM25 search over titles (boosted) and bodies, with filters applied inside the query.

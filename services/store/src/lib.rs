@@ -7,7 +7,7 @@
 //! Calls are blocking; async callers go through `spawn_blocking`.
 
 use coalition_mapping::vocab::{self, coal};
-use coalition_mapping::{Mapped, Offsets, TopicPartition};
+use coalition_mapping::{Mapped, Offsets, OrderKey, TopicPartition};
 use oxigraph::io::{RdfFormat, RdfSerializer};
 use oxigraph::model::{
     GraphName, GraphNameRef, Literal, NamedNode, NamedNodeRef, NamedOrBlankNodeRef, Quad, QuadRef,
@@ -40,10 +40,21 @@ pub struct Applicable {
 /// What a batch did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ApplyStats {
+    /// Events that became their entity's current state (including retractions).
     pub applied: usize,
+    pub retracted: usize,
     pub quads: usize,
     /// Ids of events skipped because they had been applied before.
     pub duplicate_ids: Vec<String>,
+    /// Ids of events recorded in provenance but not applied: their entity already had a newer one.
+    pub stale_ids: Vec<String>,
+}
+
+/// The event behind an entity graph's current state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Generator {
+    pub event_id: String,
+    pub retracted: bool,
 }
 
 /// A row of a SELECT query: variable name to bound term.
@@ -114,6 +125,14 @@ impl GraphStore {
                 continue;
             }
             let m = &item.mapped;
+            for q in &m.provenance {
+                tx.insert(q);
+            }
+            let current = current_key(&tx, &m.graph)?;
+            if current.is_some_and(|c| c >= m.order) {
+                stats.stale_ids.push(item.event_id.clone());
+                continue;
+            }
             tx.clear_graph(GraphNameRef::NamedNode(m.graph.as_ref()))?;
             // The graph's previous generation record is replaced; the old event stays in provenance.
             let old: Vec<Quad> = tx
@@ -122,11 +141,14 @@ impl GraphStore {
             for q in &old {
                 tx.remove(q);
             }
-            for q in m.facts.iter().chain(&m.provenance) {
+            for q in m.facts.iter().chain(&m.generation) {
                 tx.insert(q);
             }
             stats.applied += 1;
-            stats.quads += m.facts.len() + m.provenance.len();
+            if m.action == coalition_events::Action::Retract {
+                stats.retracted += 1;
+            }
+            stats.quads += m.facts.len() + m.provenance.len() + m.generation.len();
         }
         for (tp, next) in &offsets.0 {
             let node = offset_node(log, tp);
@@ -174,6 +196,18 @@ impl GraphStore {
             }
         }
         Ok(out)
+    }
+
+    /// The event behind the current state of the entity graph `graph`, if any.
+    pub fn generator(&self, graph: &NamedNode) -> Result<Option<Generator>, StoreError> {
+        let prov = nn(vocab::PROVENANCE_GRAPH);
+        let Some(ev) = object(&self.db, graph, nn(vocab::prov::WAS_GENERATED_BY), prov)? else {
+            return Ok(None);
+        };
+        let Term::NamedNode(ev) = ev else { return Ok(None) };
+        let event_id = object(&self.db, &ev, nn(coal::EVENT_ID), prov)?.map(|t| lexical(&t)).unwrap_or_default();
+        let retracted = object(&self.db, graph, nn(coal::RETRACTED), prov)?.is_some_and(|t| lexical(&t) == "true");
+        Ok(Some(Generator { event_id, retracted }))
     }
 
     /// True if an event with this id has been applied.
@@ -244,6 +278,53 @@ impl GraphStore {
         }
         Ok(lines.len())
     }
+}
+
+fn lexical(t: &Term) -> String {
+    match t {
+        Term::Literal(l) => l.value().to_owned(),
+        Term::NamedNode(n) => n.as_str().to_owned(),
+        Term::BlankNode(b) => b.as_str().to_owned(),
+    }
+}
+
+fn object(db: &oxigraph::store::Store, s: &NamedNode, p: NamedNodeRef<'_>, g: NamedNodeRef<'_>) -> Result<Option<Term>, StoreError> {
+    Ok(db
+        .quads_for_pattern(Some(s.as_ref().into()), Some(p), None, Some(g.into()))
+        .next()
+        .transpose()?
+        .map(|q| q.object))
+}
+
+fn tx_object(tx: &oxigraph::store::Transaction<'_>, s: &NamedNode, p: NamedNodeRef<'_>) -> Result<Option<Term>, StoreError> {
+    let g = nn(vocab::PROVENANCE_GRAPH);
+    Ok(tx
+        .quads_for_pattern(Some(s.as_ref().into()), Some(p), None, Some(g.into()))
+        .next()
+        .transpose()?
+        .map(|q| q.object))
+}
+
+/// The order key of the event behind the graph's current state, read inside the transaction.
+fn current_key(tx: &oxigraph::store::Transaction<'_>, graph: &NamedNode) -> Result<Option<OrderKey>, StoreError> {
+    let Some(Term::NamedNode(ev)) = tx_object(tx, graph, nn(vocab::prov::WAS_GENERATED_BY))? else {
+        return Ok(None);
+    };
+    let version = tx_object(tx, graph, nn(coal::ENTITY_VERSION))?.and_then(|t| lexical(&t).parse().ok()).unwrap_or(0);
+    let time = tx_object(tx, graph, nn(vocab::prov::GENERATED_AT_TIME))?
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(&lexical(&t)).ok())
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .unwrap_or_default();
+    let event_id = tx_object(tx, &ev, nn(coal::EVENT_ID))?.map(|t| lexical(&t)).unwrap_or_default();
+    Ok(Some(OrderKey { version, time, event_id }))
+}
+
+/// SHA-256 (hex) of the store's canonical dump: sorted N-Quads of every graph but the offsets.
+pub fn digest(store: &GraphStore) -> Result<(String, usize), StoreError> {
+    use sha2::{Digest, Sha256};
+    let mut dump = Vec::new();
+    let quads = store.dump_nquads(&mut dump)?;
+    Ok((format!("{:x}", Sha256::digest(&dump)), quads))
 }
 
 fn row(solution: QuerySolution) -> Row {

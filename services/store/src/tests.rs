@@ -63,6 +63,7 @@ fn a_new_event_for_an_entity_replaces_its_facts_and_keeps_history() {
     let first = event(0);
     let mut second = first.clone();
     second.id = coalition_events::EventId("second-event".into());
+    second.version = Some(1);
     if let coalition_events::Payload::Partner(p) = &mut second.payload {
         p.name = "Renamed partner".into();
     } else {
@@ -119,4 +120,107 @@ fn dumps_are_sorted_and_identical_for_identical_content() {
     let mut sorted = lines.clone();
     sorted.sort();
     assert_eq!(lines, sorted);
+}
+
+mod convergence {
+    use super::*;
+    use coalition_events::{EventId, Payload};
+    use proptest::prelude::*;
+
+    /// A history with creates, updates (versioned and unversioned) and retractions of a few entities.
+    fn history() -> Vec<(Event, LogPosition)> {
+        let mut events = Vec::new();
+        for n in [0usize, 1, 2] {
+            let base = event(n);
+            events.push(base.clone());
+            for v in 1..=2 {
+                let mut update = base.clone();
+                update.id = EventId(format!("{}-v{v}", base.id));
+                update.version = Some(v);
+                if let Payload::Partner(p) = &mut update.payload {
+                    p.name = format!("{} (v{v})", p.name);
+                }
+                events.push(update);
+            }
+        }
+        let victim = event(1);
+        let mut retraction = coalition_events::Event::retraction(
+            victim.partner.clone(),
+            "/test",
+            victim.kind,
+            victim.subject.clone(),
+            Some("withdrawn".into()),
+        );
+        retraction.id = EventId("retract-1".into());
+        retraction.version = Some(3);
+        retraction.time = victim.time;
+        events.push(retraction);
+        events
+            .into_iter()
+            .enumerate()
+            .map(|(i, e)| {
+                let pos = LogPosition { topic: e.kind.topic().to_owned(), partition: 0, offset: i as i64 };
+                (e, pos)
+            })
+            .collect()
+    }
+
+    fn apply_all(order: &[usize], batch: usize) -> String {
+        let h = history();
+        let store = GraphStore::in_memory().unwrap();
+        let items: Vec<Applicable> = order
+            .iter()
+            .map(|&i| {
+                let (e, pos) = &h[i];
+                Applicable { event_id: e.id.0.clone(), mapped: map_event(e, pos).unwrap() }
+            })
+            .collect();
+        for chunk in items.chunks(batch.max(1)) {
+            store.apply("log", chunk, &Offsets::default()).unwrap();
+        }
+        digest(&store).unwrap().0
+    }
+
+    fn in_order() -> Vec<usize> {
+        (0..history().len()).collect()
+    }
+
+    #[test]
+    fn the_newest_version_wins_and_retractions_remove_facts() {
+        let store = GraphStore::in_memory().unwrap();
+        let h = history();
+        let items: Vec<Applicable> = h
+            .iter()
+            .rev()
+            .map(|(e, pos)| Applicable { event_id: e.id.0.clone(), mapped: map_event(e, pos).unwrap() })
+            .collect();
+        let stats = store.apply("log", &items, &Offsets::default()).unwrap();
+        assert!(!stats.stale_ids.is_empty(), "older versions arriving later are stale");
+        let first = &items.iter().find(|a| a.event_id == format!("{}-v2", event(0).id)).unwrap().mapped;
+        let names = store
+            .select(&format!("SELECT ?n WHERE {{ GRAPH <{}> {{ ?s <{}> ?n }} }}", first.graph.as_str(), vocab::schema::NAME))
+            .unwrap();
+        assert!(literal(&names[0], "n").unwrap().ends_with("(v2)"));
+        let retracted = &items.iter().find(|a| a.event_id == "retract-1").unwrap().mapped;
+        assert!(store.graph(&retracted.graph).unwrap().is_empty(), "retracted entity has no facts");
+        let generator = store.generator(&retracted.graph).unwrap().unwrap();
+        assert_eq!(generator, Generator { event_id: "retract-1".into(), retracted: true });
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+        #[test]
+        fn any_order_and_duplication_converges(
+            perm in Just(in_order()).prop_shuffle(),
+            dups in proptest::collection::vec(0..10usize, 0..6),
+            batch in 1..6usize,
+        ) {
+            let mut order = perm;
+            for d in dups {
+                let at = d % order.len();
+                order.insert(at, order[(d * 7) % order.len()]);
+            }
+            prop_assert_eq!(apply_all(&order, batch), apply_all(&in_order(), 64));
+        }
+    }
 }
