@@ -7,6 +7,7 @@
 
 mod schemas;
 mod types;
+mod upcast;
 
 pub use schemas::{schema_for, schema_names, SchemaError, Violation};
 pub use types::*;
@@ -247,6 +248,8 @@ pub enum EventError {
     NotCloudEvent(String),
     #[error("unknown event type \"{0}\"")]
     UnknownType(String),
+    #[error("unsupported version of event type \"{0}\": this build reads v1 (and v2 outcomes)")]
+    UnsupportedVersion(String),
     #[error("invalid event {id}: {}", errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
     Schema { id: String, errors: Vec<Violation> },
     #[error("invalid event {id}: subject \"{subject}\" does not match data id \"{data_id}\"")]
@@ -261,6 +264,7 @@ impl EventError {
             EventError::NotJson(_) => "not_json",
             EventError::NotCloudEvent(_) => "not_cloudevent",
             EventError::UnknownType(_) => "unknown_type",
+            EventError::UnsupportedVersion(_) => "unsupported_version",
             EventError::Schema { .. } => "schema_violation",
             EventError::SubjectMismatch { .. } => "subject_mismatch",
             EventError::Payload { .. } => "payload_invalid",
@@ -270,8 +274,10 @@ impl EventError {
 
 /// Parses and validates raw structured-mode bytes into an [`Event`].
 pub fn decode(bytes: &[u8]) -> Result<Event, EventError> {
-    let value: serde_json::Value =
+    let mut value: serde_json::Value =
         serde_json::from_slice(bytes).map_err(|e| EventError::NotJson(e.to_string()))?;
+    let upcast_id = value.get("id").and_then(|t| t.as_str()).unwrap_or("?").to_owned();
+    upcast::upcast(&mut value).map_err(|errors| EventError::Schema { id: upcast_id, errors })?;
     let ty = value
         .get("type")
         .and_then(|t| t.as_str())
@@ -282,7 +288,13 @@ pub fn decode(bytes: &[u8]) -> Result<Event, EventError> {
             "event {id}: attribute \"specversion\" must be \"{SPEC_VERSION}\""
         )));
     }
-    let (kind, action) = Kind::parse_event_type(ty).ok_or_else(|| EventError::UnknownType(ty.to_owned()))?;
+    let (kind, action) = Kind::parse_event_type(ty).ok_or_else(|| {
+        if upcast::is_unsupported_version(ty) {
+            EventError::UnsupportedVersion(ty.to_owned())
+        } else {
+            EventError::UnknownType(ty.to_owned())
+        }
+    })?;
     let errors = match action {
         Action::Submit => schemas::validate(kind, &value),
         Action::Retract => schemas::validate_retraction(&value),

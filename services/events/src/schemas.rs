@@ -100,7 +100,7 @@ pub(crate) fn validate(kind: Kind, event: &serde_json::Value) -> Vec<Violation> 
     violations(validator, event)
 }
 
-fn violations(validator: &jsonschema::Validator, event: &serde_json::Value) -> Vec<Violation> {
+pub(crate) fn violations(validator: &jsonschema::Validator, event: &serde_json::Value) -> Vec<Violation> {
     validator
         .iter_errors(event)
         .map(|e| {

@@ -73,3 +73,44 @@ fn every_kind_has_a_topic_type_and_schema() {
         assert_eq!(schema_for(kind)["properties"]["type"]["const"], kind.event_type());
     }
 }
+
+#[test]
+fn outcome_v2_is_upcast_to_v1() {
+    let line = SEED.lines().find(|l| l.contains("org.coalition.outcome.submitted.v1")).unwrap();
+    let v1: serde_json::Value = serde_json::from_str(line).unwrap();
+    let mut v2 = v1.clone();
+    v2["type"] = "org.coalition.outcome.submitted.v2".into();
+    let data = v2["data"].as_object_mut().unwrap();
+    let value = data.remove("value").unwrap();
+    let unit = data.remove("unit").unwrap();
+    data.insert("quantity".into(), serde_json::json!({ "value": value, "unit": unit }));
+    let from_v2 = decode(v2.to_string().as_bytes()).expect("v2 accepted");
+    let from_v1 = decode(v1.to_string().as_bytes()).unwrap();
+    assert_eq!(from_v2, from_v1);
+    // v2 has its own schema: the v1 shape under the v2 type is rejected.
+    let mut wrong = v1.clone();
+    wrong["type"] = "org.coalition.outcome.submitted.v2".into();
+    let err = decode(wrong.to_string().as_bytes()).unwrap_err();
+    assert_eq!(err.code(), "schema_violation");
+    assert!(err.to_string().contains("quantity"), "{err}");
+}
+
+#[test]
+fn unknown_versions_are_named_as_such() {
+    let mut v = first_activity();
+    v["type"] = "org.coalition.activity.submitted.v9".into();
+    let err = decode(v.to_string().as_bytes()).unwrap_err();
+    assert_eq!(err.code(), "unsupported_version");
+    assert!(err.to_string().contains("v9"));
+}
+
+#[test]
+fn retractions_decode_and_round_trip() {
+    let e = Event::retraction(PartnerId("nachw".into()), "/t", Kind::Activity, EntityId("x-1".into()), Some("dup".into()));
+    let back = decode(&e.to_bytes()).unwrap();
+    assert_eq!(back.action(), Action::Retract);
+    assert_eq!(back, e);
+    let mut bad = serde_json::to_value(e.envelope()).unwrap();
+    bad["data"]["extra"] = true.into();
+    assert_eq!(code_of(&bad), "schema_violation");
+}
