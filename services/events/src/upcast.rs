@@ -9,9 +9,6 @@ use std::sync::OnceLock;
 const OUTCOME_V2_TYPE: &str = "org.coalition.outcome.submitted.v2";
 const OUTCOME_V2_SCHEMA: &str = include_str!("../../../schema/events/v2/outcome.schema.json");
 
-/// Event types accepted only through an upcaster.
-pub const UPCAST_TYPES: &[&str] = &[OUTCOME_V2_TYPE];
-
 fn outcome_v2() -> &'static jsonschema::Validator {
     static V: OnceLock<jsonschema::Validator> = OnceLock::new();
     V.get_or_init(|| {

@@ -300,7 +300,8 @@ fn doc(entity: &NamedNode, kind: Kind, id: &EntityId, title: &str, body: String)
         entity_id: id.0.clone(),
         title: title.to_owned(),
         body,
-        language: "en".to_owned(),
+        // Unknown: the index detects it from the text. Dialogues and quotes set theirs.
+        language: String::new(),
         country: None,
         groups: Vec::new(),
         partners: Vec::new(),

@@ -7,19 +7,25 @@
 //! Calls are blocking; async callers go through `spawn_blocking`.
 
 use coalition_mapping::{Offsets, SearchDoc};
+use std::collections::BTreeMap;
 use std::path::Path;
+use tantivy::aggregation::agg_req::Aggregations;
+use tantivy::aggregation::agg_result::AggregationResults;
+use tantivy::aggregation::AggregationCollector;
 use std::sync::Mutex;
 use tantivy::collector::{Count, TopDocs};
 use tantivy::directory::MmapDirectory;
 use tantivy::query::{BooleanQuery, Occur, Query, QueryParser, TermQuery};
 use tantivy::schema::{
-    Field, IndexRecordOption, Schema, TextFieldIndexing, TextOptions, Value, STORED, STRING,
+    Field, IndexRecordOption, Schema, TextFieldIndexing, TextOptions, Value, FAST, INDEXED, STORED, STRING,
 };
 use tantivy::snippet::SnippetGenerator;
-use tantivy::tokenizer::{AsciiFoldingFilter, Language, LowerCaser, SimpleTokenizer, Stemmer, TextAnalyzer};
+use tantivy::tokenizer::{
+    AsciiFoldingFilter, Language, LowerCaser, NgramTokenizer, RemoveLongFilter, SimpleTokenizer, Stemmer, StopWordFilter,
+    TextAnalyzer,
+};
 use tantivy::{doc, Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Term};
 
-const TOKENIZER: &str = "coalition_text";
 const WRITER_HEAP_BYTES: usize = 64 * 1024 * 1024;
 
 #[derive(Debug, thiserror::Error)]
@@ -36,44 +42,120 @@ pub enum SearchError {
     Payload(String),
 }
 
-#[derive(Debug, Clone, Copy)]
+/// Languages with their own analysis (stemming, stop words, accent folding; CJK bigrams for
+/// Japanese). Text in any other language goes to the `other` fields (lower-cased, folded).
+pub const LANGUAGES: &[&str] = &["en", "fr", "pt", "es", "de", "ja", "other"];
+
+#[derive(Debug, Clone)]
 struct Fields {
     iri: Field,
     entity_iri: Field,
     kind: Field,
     entity_id: Field,
-    title: Field,
-    body: Field,
+    /// Per language (same order as [`LANGUAGES`]): (title, body).
+    text: Vec<(Field, Field)>,
     language: Field,
     country: Field,
     groups: Field,
     partners: Field,
     recommendations: Field,
+    year: Field,
+}
+
+impl Fields {
+    fn for_language(&self, language: &str) -> (Field, Field) {
+        let i = LANGUAGES.iter().position(|l| *l == language).unwrap_or(LANGUAGES.len() - 1);
+        self.text[i]
+    }
+
+    fn all_text(&self) -> impl Iterator<Item = Field> + '_ {
+        self.text.iter().flat_map(|(t, b)| [*t, *b])
+    }
+}
+
+fn analyzer_name(language: &str) -> String {
+    format!("coalition_{language}")
 }
 
 fn schema() -> (Schema, Fields) {
     let mut b = Schema::builder();
-    let text = TextOptions::default()
-        .set_indexing_options(
-            TextFieldIndexing::default()
-                .set_tokenizer(TOKENIZER)
-                .set_index_option(IndexRecordOption::WithFreqsAndPositions),
-        )
-        .set_stored();
+    let text = |language: &str| {
+        TextOptions::default()
+            .set_indexing_options(
+                TextFieldIndexing::default()
+                    .set_tokenizer(&analyzer_name(language))
+                    .set_index_option(IndexRecordOption::WithFreqsAndPositions),
+            )
+            .set_stored()
+    };
+    let facet = STRING | STORED | FAST;
     let fields = Fields {
         iri: b.add_text_field("iri", STRING | STORED),
         entity_iri: b.add_text_field("entity_iri", STRING | STORED),
-        kind: b.add_text_field("kind", STRING | STORED),
+        kind: b.add_text_field("kind", facet.clone()),
         entity_id: b.add_text_field("entity_id", STRING | STORED),
-        title: b.add_text_field("title", text.clone()),
-        body: b.add_text_field("body", text),
+        text: LANGUAGES
+            .iter()
+            .map(|l| (b.add_text_field(&format!("title_{l}"), text(l)), b.add_text_field(&format!("body_{l}"), text(l))))
+            .collect(),
         language: b.add_text_field("language", STRING | STORED),
-        country: b.add_text_field("country", STRING | STORED),
-        groups: b.add_text_field("group", STRING | STORED),
-        partners: b.add_text_field("partner", STRING | STORED),
-        recommendations: b.add_text_field("recommendation", STRING | STORED),
+        country: b.add_text_field("country", facet.clone()),
+        groups: b.add_text_field("group", facet.clone()),
+        partners: b.add_text_field("partner", facet.clone()),
+        recommendations: b.add_text_field("recommendation", facet),
+        year: b.add_i64_field("year", INDEXED | STORED | FAST),
     };
     (b.build(), fields)
+}
+
+fn register_analyzers(index: &Index) {
+    for language in LANGUAGES {
+        let analyzer = match *language {
+            "ja" => TextAnalyzer::builder(NgramTokenizer::new(1, 2, false).expect("valid n-gram sizes"))
+                .filter(RemoveLongFilter::limit(40))
+                .filter(LowerCaser)
+                .build(),
+            "other" => TextAnalyzer::builder(SimpleTokenizer::default()).filter(LowerCaser).filter(AsciiFoldingFilter).build(),
+            code => {
+                let lang = match code {
+                    "fr" => Language::French,
+                    "pt" => Language::Portuguese,
+                    "es" => Language::Spanish,
+                    "de" => Language::German,
+                    _ => Language::English,
+                };
+                let stop = StopWordFilter::new(lang).expect("stop words exist for the supported languages");
+                TextAnalyzer::builder(SimpleTokenizer::default())
+                    .filter(RemoveLongFilter::limit(40))
+                    .filter(LowerCaser)
+                    .filter(stop)
+                    .filter(Stemmer::new(lang))
+                    .filter(AsciiFoldingFilter)
+                    .build()
+            }
+        };
+        index.tokenizers().register(&analyzer_name(language), analyzer);
+    }
+}
+
+/// The language a document is analysed as: the given BCP 47 tag's primary subtag when
+/// supported, else detected from the text (whatlang), else `other`.
+pub fn analysis_language(given: &str, text: &str) -> &'static str {
+    let primary = given.split('-').next().unwrap_or("").to_ascii_lowercase();
+    if let Some(l) = LANGUAGES.iter().find(|l| **l == primary && **l != "other") {
+        return l;
+    }
+    match whatlang::detect(text).filter(|i| i.is_reliable() || text.chars().count() > 40).map(|i| i.lang()) {
+        Some(whatlang::Lang::Eng) => "en",
+        Some(whatlang::Lang::Fra) => "fr",
+        Some(whatlang::Lang::Por) => "pt",
+        Some(whatlang::Lang::Spa) => "es",
+        Some(whatlang::Lang::Deu) => "de",
+        Some(whatlang::Lang::Jpn) | Some(whatlang::Lang::Cmn) => "ja",
+        Some(_) => "other",
+        None if given.is_empty() => "en",
+        None => "other",
+    }
 }
 
 /// What a commit records: which log, and how far into it.
@@ -91,6 +173,9 @@ pub struct SearchFilter {
     pub group: Option<String>,
     pub partner: Option<String>,
     pub recommendation: Option<String>,
+    pub year: Option<i64>,
+    /// Typo tolerance: terms match within one edit.
+    pub fuzzy: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -110,6 +195,9 @@ pub struct Hit {
 pub struct SearchResults {
     pub total: usize,
     pub hits: Vec<Hit>,
+    /// Counts over all matching documents (not just this page), by facet: kind, country, group,
+    /// partner, recommendation, year.
+    pub facets: BTreeMap<String, Vec<(String, u64)>>,
 }
 
 pub struct SearchIndex {
@@ -149,12 +237,7 @@ impl SearchIndex {
     }
 
     fn from_index(index: Index, fields: Fields, writable: bool) -> Result<Self, SearchError> {
-        let analyzer = TextAnalyzer::builder(SimpleTokenizer::default())
-            .filter(LowerCaser)
-            .filter(AsciiFoldingFilter)
-            .filter(Stemmer::new(Language::English))
-            .build();
-        index.tokenizers().register(TOKENIZER, analyzer);
+        register_analyzers(&index);
         let writer = if writable { Some(index.writer(WRITER_HEAP_BYTES)?) } else { None };
         let reader = index.reader_builder().reload_policy(ReloadPolicy::Manual).try_into()?;
         Ok(SearchIndex { index, reader, writer: Mutex::new(writer), fields })
@@ -176,22 +259,27 @@ impl SearchIndex {
     /// Replaces the documents of each entity in `replaced` with `docs`, then commits with `offsets`
     /// as payload and makes the result visible to searches.
     pub fn apply(&self, log: &str, replaced: &[String], docs: &[SearchDoc], offsets: &Offsets) -> Result<(), SearchError> {
-        let f = self.fields;
+        let f = &self.fields;
         let mut guard = self.writer.lock().expect("index writer lock poisoned");
         let writer = guard.as_mut().ok_or_else(|| SearchError::Payload("index opened read-only".into()))?;
         for entity in replaced {
             writer.delete_term(Term::from_field_text(f.entity_iri, entity));
         }
         for d in docs {
+            let language = analysis_language(&d.language, &format!("{} {}", d.title, d.body));
+            let (title, body) = f.for_language(language);
             let mut document = doc!(
                 f.iri => d.iri.as_str(),
                 f.entity_iri => d.entity_iri.as_str(),
                 f.kind => d.kind.as_str(),
                 f.entity_id => d.entity_id.as_str(),
-                f.title => d.title.as_str(),
-                f.body => d.body.as_str(),
-                f.language => d.language.as_str(),
+                title => d.title.as_str(),
+                body => d.body.as_str(),
+                f.language => language,
             );
+            if let Some(y) = d.year {
+                document.add_i64(f.year, y);
+            }
             if let Some(c) = &d.country {
                 document.add_text(f.country, c);
             }
@@ -274,14 +362,26 @@ impl SearchIndex {
 
     /// BM25 search over titles (boosted) and bodies, with filters applied inside the query.
     pub fn search(&self, query: &str, filter: &SearchFilter, limit: usize, offset: usize) -> Result<SearchResults, SearchError> {
-        let f = self.fields;
-        let mut parser = QueryParser::for_index(&self.index, vec![f.title, f.body]);
-        parser.set_field_boost(f.title, 2.0);
-        parser.set_conjunction_by_default();
-        let text_query = parser.parse_query(query).map_err(|e| SearchError::Query {
-            query: query.to_owned(),
-            message: e.to_string(),
-        })?;
+        let f = &self.fields;
+        // Each language's fields are queried with that language's analysis, and a document matches
+        // if the query matches it in the language it was indexed in: all terms must match
+        // (after stop-word removal and stemming), within one language's fields.
+        let mut per_language: Vec<(Occur, Box<dyn Query>)> = Vec::new();
+        for (title, body) in &f.text {
+            let mut parser = QueryParser::for_index(&self.index, vec![*title, *body]);
+            parser.set_field_boost(*title, 2.0);
+            if filter.fuzzy {
+                parser.set_field_fuzzy(*title, false, 1, true);
+                parser.set_field_fuzzy(*body, false, 1, true);
+            }
+            parser.set_conjunction_by_default();
+            let q = parser.parse_query(query).map_err(|e| SearchError::Query {
+                query: query.to_owned(),
+                message: e.to_string(),
+            })?;
+            per_language.push((Occur::Should, q));
+        }
+        let text_query: Box<dyn Query> = Box::new(BooleanQuery::new(per_language));
         let mut clauses: Vec<(Occur, Box<dyn Query>)> = vec![(Occur::Must, text_query.box_clone())];
         let term = |field: Field, value: &str| -> Box<dyn Query> {
             Box::new(TermQuery::new(Term::from_field_text(field, value), IndexRecordOption::Basic))
@@ -301,29 +401,81 @@ impl SearchIndex {
                 clauses.push((Occur::Must, term(field, v)));
             }
         }
+        if let Some(y) = filter.year {
+            clauses.push((Occur::Must, Box::new(TermQuery::new(Term::from_field_i64(f.year, y), IndexRecordOption::Basic))));
+        }
         let combined = BooleanQuery::new(clauses);
         let searcher = self.reader.searcher();
-        let (top, total) =
-            searcher.search(&combined, &(TopDocs::with_limit(limit.max(1)).and_offset(offset), Count))?;
-        let snippets = SnippetGenerator::create(&searcher, &*text_query, f.body)?;
+        let facets_request: Aggregations = serde_json::from_value(serde_json::json!({
+            "kind": { "terms": { "field": "kind", "size": 50 } },
+            "country": { "terms": { "field": "country", "size": 50 } },
+            "group": { "terms": { "field": "group", "size": 50 } },
+            "partner": { "terms": { "field": "partner", "size": 50 } },
+            "recommendation": { "terms": { "field": "recommendation", "size": 50 } },
+            "year": { "terms": { "field": "year", "size": 50 } },
+        }))
+        .map_err(|e| SearchError::Payload(format!("facet request: {e}")))?;
+        let facets_collector = AggregationCollector::from_aggs(facets_request, Default::default());
+        let (top, total, facet_results) = searcher.search(
+            &combined,
+            &(TopDocs::with_limit(limit.max(1)).and_offset(offset), Count, facets_collector),
+        )?;
+        let mut snippet_generators: Vec<Option<SnippetGenerator>> = (0..LANGUAGES.len()).map(|_| None).collect();
         let mut hits = Vec::with_capacity(top.len());
         for (score, address) in top.into_iter().take(limit) {
             let d: TantivyDocument = searcher.doc(address)?;
-            let mut snippet = snippets.snippet_from_doc(&d);
+            let language = text(&d, f.language);
+            let i = LANGUAGES.iter().position(|l| *l == language).unwrap_or(LANGUAGES.len() - 1);
+            let (title_field, body_field) = f.text[i];
+            if snippet_generators[i].is_none() {
+                snippet_generators[i] = Some(SnippetGenerator::create(&searcher, &*text_query, body_field)?);
+            }
+            let mut snippet = snippet_generators[i].as_ref().expect("created above").snippet_from_doc(&d);
             snippet.set_snippet_prefix_postfix("<b>", "</b>");
+            let mut html = snippet.to_html();
+            if html.is_empty() {
+                html = text(&d, body_field).chars().take(160).collect();
+            }
             hits.push(Hit {
                 iri: text(&d, f.iri),
                 entity_iri: text(&d, f.entity_iri),
                 kind: text(&d, f.kind),
                 entity_id: text(&d, f.entity_id),
-                title: text(&d, f.title),
+                title: text(&d, title_field),
                 score,
-                snippet: snippet.to_html(),
-                language: text(&d, f.language),
+                snippet: html,
+                language,
             });
         }
-        Ok(SearchResults { total, hits })
+        Ok(SearchResults { total, hits, facets: facets_from(facet_results) })
     }
+}
+
+/// Facet counts by field name, each sorted by count (descending) then value.
+fn facets_from(results: AggregationResults) -> BTreeMap<String, Vec<(String, u64)>> {
+    let mut out = BTreeMap::new();
+    let Ok(value) = serde_json::to_value(&results) else { return out };
+    if let Some(map) = value.as_object() {
+        for (name, agg) in map {
+            let mut buckets: Vec<(String, u64)> = agg["buckets"]
+                .as_array()
+                .map(|b| {
+                    b.iter()
+                        .map(|bucket| {
+                            let key = match &bucket["key"] {
+                                serde_json::Value::String(s) => s.clone(),
+                                other => other.to_string().trim_end_matches(".0").to_owned(),
+                            };
+                            (key, bucket["doc_count"].as_u64().unwrap_or(0))
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            buckets.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+            out.insert(name.clone(), buckets);
+        }
+    }
+    out
 }
 
 fn text(d: &TantivyDocument, field: Field) -> String {

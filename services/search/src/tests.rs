@@ -55,9 +55,11 @@ fn search_ranks_snippets_and_filters_inside_the_query() {
     let filtered = index.search("listened", &gb, 10, 0).unwrap();
     assert_eq!(filtered.total, 1);
     assert_eq!(filtered.hits[0].entity_id, "b");
-    let phrase = index.search("\"not listened\"", &SearchFilter::default(), 10, 0).unwrap();
+    let phrase = index.search("\"diabetes care\"", &SearchFilter::default(), 10, 0).unwrap();
     assert_eq!(phrase.total, 1);
-    assert_eq!(phrase.hits[0].entity_id, "a");
+    assert_eq!(phrase.hits[0].entity_id, "b");
+    assert_eq!(all.facets["country"], vec![("FR".to_owned(), 1), ("GB".to_owned(), 1)]);
+    assert_eq!(all.facets["kind"], vec![("dialogue".to_owned(), 2)]);
     assert!(matches!(index.search("title:(", &SearchFilter::default(), 10, 0), Err(SearchError::Query { .. })));
 }
 
@@ -70,4 +72,84 @@ fn replacing_an_entity_removes_its_old_documents() {
     assert_eq!(index.search("zebra", &SearchFilter::default(), 10, 0).unwrap().total, 0);
     assert_eq!(index.search("giraffe", &SearchFilter::default(), 10, 0).unwrap().total, 1);
     assert_eq!(index.all_iris().unwrap(), vec![(entity.clone(), entity)]);
+}
+
+mod relevance {
+    use super::*;
+
+    const SEED: &str = include_str!("../../server/seed/coalition-seed.jsonl");
+    const MULTILINGUAL: &str = include_str!("../tests/fixtures/multilingual.jsonl");
+
+    /// The seed dataset's documents plus hand-written documents in six languages.
+    fn corpus() -> SearchIndex {
+        let index = SearchIndex::in_memory().unwrap();
+        let mut docs = Vec::new();
+        for (i, line) in SEED.lines().filter(|l| !l.trim().is_empty()).enumerate() {
+            let event = coalition_events::decode(line.as_bytes()).unwrap();
+            let pos = coalition_mapping::LogPosition { topic: "t".into(), partition: 0, offset: i as i64 };
+            docs.extend(coalition_mapping::map_event(&event, &pos).unwrap().docs);
+        }
+        for line in MULTILINGUAL.lines() {
+            docs.push(serde_json::from_str(line).unwrap());
+        }
+        index.apply("log", &[], &docs, &offsets(1)).unwrap();
+        index
+    }
+
+    /// Judged queries: (query, fuzzy, entity ids of which at least one must rank in the top 3).
+    const JUDGED: &[(&str, bool, &[&str])] = &[
+        ("not listened to", false, &["ev-2024-not-listened-to-under-supported", "ev-2024-not-listened-to-others"]),
+        ("\"Nothing About Us Without Us\"", false, &["rec-3-communities-in-decision-making"]),
+        ("clinical trials Brazil", false, &["cs-brazil-clinical-trials-diversity"]),
+        ("CHWConnector", false, &["act-chwconnector-launch", "cs-us-nachw-chwconnector"]),
+        ("personnes handicapées écoutées", false, &["fr-dialogue-handicap"]),
+        ("medecins confiance", false, &["fr-dialogue-handicap"]),
+        ("confiança nos médicos", false, &["pt-dialogue-racismo"]),
+        ("comunidades decisiones hospitales", false, &["es-dialogo-comunidades"]),
+        ("Vertrauen Ärzten zuhören", false, &["de-dialog-vertrauen"]),
+        ("信頼", false, &["ja-taiwa-lgbtq"]),
+        ("患者の話", false, &["ja-taiwa-lgbtq"]),
+        ("clinicans explianed", true, &["en-dialogue-listening"]),
+    ];
+
+    #[test]
+    fn judged_queries_rank_their_answers_in_the_top_three() {
+        let index = corpus();
+        let mut reciprocal_ranks = Vec::new();
+        for (query, fuzzy, relevant) in JUDGED {
+            let filter = SearchFilter { fuzzy: *fuzzy, ..SearchFilter::default() };
+            let results = index.search(query, &filter, 10, 0).unwrap();
+            let rank = results.hits.iter().position(|h| relevant.contains(&h.entity_id.as_str())).map(|p| p + 1);
+            assert!(
+                rank.is_some_and(|r| r <= 3),
+                "query {query:?}: expected one of {relevant:?} in the top 3, got {:?}",
+                results.hits.iter().map(|h| &h.entity_id).collect::<Vec<_>>()
+            );
+            reciprocal_ranks.push(1.0 / rank.unwrap() as f64);
+        }
+        let mrr = reciprocal_ranks.iter().sum::<f64>() / reciprocal_ranks.len() as f64;
+        eprintln!("MRR over {} judged queries: {mrr:.3}", JUDGED.len());
+        assert!(mrr >= 0.9, "MRR regressed to {mrr:.3}");
+    }
+
+    #[test]
+    fn each_language_is_analysed_as_itself() {
+        let index = corpus();
+        for (query, language) in [("écoutées", "fr"), ("ouvido", "pt"), ("latinas", "es"), ("Ärzte", "de"), ("対話", "ja"), ("carers", "en")] {
+            let r = index.search(query, &SearchFilter::default(), 5, 0).unwrap();
+            assert!(r.hits.iter().any(|h| h.language == language), "{query}: {:?}", r.hits);
+        }
+        assert_eq!(analysis_language("", "Les personnes handicapées ne sont pas écoutées par les médecins"), "fr");
+        assert_eq!(analysis_language("pt-BR", "anything"), "pt");
+    }
+
+    #[test]
+    fn facets_count_every_match_and_snippets_highlight() {
+        let index = corpus();
+        let r = index.search("trust", &SearchFilter::default(), 2, 0).unwrap();
+        let kinds: u64 = r.facets["kind"].iter().map(|(_, n)| n).sum();
+        assert_eq!(kinds as usize, r.total, "facets count all {} matches, not the page of 2", r.total);
+        assert!(r.total > 2);
+        assert!(r.hits.iter().all(|h| h.snippet.contains("<b>")), "{:?}", r.hits);
+    }
 }
