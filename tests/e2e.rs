@@ -2,7 +2,7 @@
 //! its own process, with an independent Kafka client (Python confluent-kafka) on the other side.
 
 use anyhow::Result;
-use coalition_testkit::{external_consume, external_produce, wait_for, Broker, Server};
+use coalition_testkit::{create_token, external_consume, external_produce, wait_for, Broker, Server};
 use serde_json::{json, Value};
 use std::time::Duration;
 
@@ -25,17 +25,24 @@ fn activity_input(id: &str, title: &str) -> Value {
     })
 }
 
-fn external_server(broker: &Broker, dir: &std::path::Path) -> Result<Server> {
-    Server::start(dir, &["--kafka-brokers", &broker.bootstrap, "--seed", "--ack-after-apply", "--partitions", "3"])
+/// A server on external Kafka, and a partner token for `nachw` issued into its data directory.
+fn external_server(broker: &Broker, dir: &std::path::Path) -> Result<(Server, String)> {
+    let token = create_token(dir, "partner", Some("nachw"), &[])?;
+    let server = Server::start(dir, &["--kafka-brokers", &broker.bootstrap, "--seed", "--ack-after-apply", "--partitions", "3"])?;
+    Ok((server, token))
 }
 
 #[test]
 fn partner_mutation_goes_through_kafka_and_back_with_provenance() -> Result<()> {
     let broker = Broker::start()?;
     let dir = tempfile::tempdir()?;
-    let server = external_server(&broker, &dir.path().join("data"))?;
+    let (server, token) = external_server(&broker, &dir.path().join("data"))?;
 
-    let data = server.graphql_ok(SUBMIT_ACTIVITY, json!({ "input": activity_input("chw-messaging-training-2025", "Trusted messaging training for CHWs") }))?;
+    let data = server.graphql_ok_with_token(
+        &token,
+        SUBMIT_ACTIVITY,
+        json!({ "input": activity_input("chw-messaging-training-2025", "Trusted messaging training for CHWs") }),
+    )?;
     let receipt = &data["submitActivity"];
     assert_eq!(receipt["topic"], "coalition.activities.v1");
     assert_eq!(receipt["entityId"], "chw-messaging-training-2025");
@@ -103,7 +110,7 @@ fn partner_mutation_goes_through_kafka_and_back_with_provenance() -> Result<()> 
 fn external_events_are_materialized_and_bad_ones_dead_lettered() -> Result<()> {
     let broker = Broker::start()?;
     let dir = tempfile::tempdir()?;
-    let server = external_server(&broker, &dir.path().join("data"))?;
+    let (server, _) = external_server(&broker, &dir.path().join("data"))?;
 
     let event = |id: &str, subject: &str, data: Value| {
         json!({
@@ -136,9 +143,13 @@ fn external_events_are_materialized_and_bad_ones_dead_lettered() -> Result<()> {
     assert_eq!(data["activity"]["provenance"]["eventId"], "ext-evt-1");
     assert!(data["ext"].is_null(), "the invalid event must not be in the graph");
 
-    // Search finds the external event's text.
-    let data = server.graphql_ok(r#"{ search(query: "zebrafinch") { totalCount hits { entityId kind snippet } } }"#, json!({}))?;
-    assert_eq!(data["search"]["totalCount"], 2);
+    // Search finds the external event's text (the index commits just after the graph).
+    let data = wait_for("both external events in the index", Duration::from_secs(30), || {
+        server
+            .graphql_ok(r#"{ search(query: "zebrafinch") { totalCount hits { entityId kind snippet } } }"#, json!({}))
+            .ok()
+            .filter(|d| d["search"]["totalCount"] == 2)
+    })?;
     assert!(data["search"]["hits"][0]["snippet"].as_str().unwrap().contains("<b>zebrafinch</b>"));
 
     // Both bad records are on the dead-letter topic with their reason, source position and original bytes.
@@ -162,11 +173,11 @@ fn external_events_are_materialized_and_bad_ones_dead_lettered() -> Result<()> {
 fn invalid_mutation_gets_field_errors_and_produces_nothing() -> Result<()> {
     let broker = Broker::start()?;
     let dir = tempfile::tempdir()?;
-    let server = external_server(&broker, &dir.path().join("data"))?;
+    let (server, token) = external_server(&broker, &dir.path().join("data"))?;
     let mut input = activity_input("bad-activity", "Bad activity");
     input["reach"] = json!(-3);
     input["country"] = json!("usa");
-    let v = server.graphql(SUBMIT_ACTIVITY, json!({ "input": input }))?;
+    let (_, v) = server.graphql_with_token(&token, SUBMIT_ACTIVITY, json!({ "input": input }))?;
     let err = &v["errors"][0];
     assert_eq!(err["extensions"]["code"], "BAD_USER_INPUT", "{v}");
     let fields: Vec<&str> = err["extensions"]["fieldErrors"].as_array().unwrap().iter().filter_map(|f| f["field"].as_str()).collect();
@@ -175,7 +186,7 @@ fn invalid_mutation_gets_field_errors_and_produces_nothing() -> Result<()> {
 
     let mut input = activity_input("orphan-activity", "Orphan");
     input["implements"] = json!(["no-such-recommendation"]);
-    let v = server.graphql(SUBMIT_ACTIVITY, json!({ "input": input }))?;
+    let (_, v) = server.graphql_with_token(&token, SUBMIT_ACTIVITY, json!({ "input": input }))?;
     assert_eq!(v["errors"][0]["extensions"]["fieldErrors"][0]["field"], "input.implements.0", "{v}");
 
     let records = external_consume(&broker.bootstrap, "coalition.activities.v1", 0, Duration::from_secs(10))?;
@@ -188,8 +199,8 @@ fn invalid_mutation_gets_field_errors_and_produces_nothing() -> Result<()> {
 fn full_dump_conforms_to_the_shacl_shapes_under_pyshacl() -> Result<()> {
     let broker = Broker::start()?;
     let dir = tempfile::tempdir()?;
-    let server = external_server(&broker, &dir.path().join("data"))?;
-    server.graphql_ok(SUBMIT_ACTIVITY, json!({ "input": activity_input("shacl-check-activity", "SHACL check") }))?;
+    let (server, token) = external_server(&broker, &dir.path().join("data"))?;
+    server.graphql_ok_with_token(&token, SUBMIT_ACTIVITY, json!({ "input": activity_input("shacl-check-activity", "SHACL check") }))?;
     let (status, _, body) = server.sparql_get(
         "CONSTRUCT { ?s ?p ?o } WHERE { GRAPH ?g { ?s ?p ?o } FILTER(?g != <https://w3id.org/coalition/graph/offsets>) }",
         "application/n-triples",

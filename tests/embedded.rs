@@ -101,7 +101,9 @@ fn restart_keeps_acknowledged_mutations_and_does_not_reseed() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let data_dir = dir.path().join("data");
     let mut server = Server::start(&data_dir, &[])?;
-    let data = server.graphql_ok(
+    let token = server.create_token("partner", Some("apf-france-handicap"), &[])?;
+    let data = server.graphql_ok_with_token(
+        &token,
         r#"mutation { submitDialogue(partnerId: "apf-france-handicap", input: {
               id: "paris-accessibility-dialogue-2025", title: "Accessibility listening session", date: "2025-02-11",
               country: "FR", audienceGroups: ["disabled"], reach: 40, language: "fr",

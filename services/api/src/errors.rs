@@ -13,6 +13,7 @@ pub enum ErrorKind {
     ReadOnly,
     Timeout,
     TooLarge,
+    RateLimited,
     Unavailable,
     Internal,
 }
@@ -28,6 +29,7 @@ impl ErrorKind {
             ErrorKind::ReadOnly => ("READ_ONLY", StatusCode::FORBIDDEN),
             ErrorKind::Timeout => ("TIMEOUT", StatusCode::SERVICE_UNAVAILABLE),
             ErrorKind::TooLarge => ("LIMIT_EXCEEDED", StatusCode::PAYLOAD_TOO_LARGE),
+            ErrorKind::RateLimited => ("RATE_LIMITED", StatusCode::TOO_MANY_REQUESTS),
             ErrorKind::Unavailable => ("UNAVAILABLE", StatusCode::SERVICE_UNAVAILABLE),
             ErrorKind::Internal => ("INTERNAL", StatusCode::INTERNAL_SERVER_ERROR),
         }
@@ -127,6 +129,12 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (code, status) = self.kind.codes();
         let body = serde_json::json!({ "error": { "code": code, "message": self.message, "fieldErrors": self.fields } });
-        (status, axum::Json(body)).into_response()
+        let mut response = (status, axum::Json(body)).into_response();
+        if self.kind == ErrorKind::Unauthenticated {
+            response
+                .headers_mut()
+                .insert(axum::http::header::WWW_AUTHENTICATE, axum::http::HeaderValue::from_static("Bearer realm=\"coalition\""));
+        }
+        response
     }
 }

@@ -6,8 +6,10 @@
 //! carries a code from one table ([`errors::ErrorKind`]), the same over GraphQL and HTTP.
 //! [`app`] returns a `Router` that can be tested without a socket.
 
+pub mod auth;
 pub mod errors;
 pub mod graphql;
+pub mod ratelimit;
 pub mod read;
 pub mod sparql;
 
@@ -17,7 +19,7 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use coalition_ingest::{EventProducer, Watermark};
 use coalition_search::SearchIndex;
@@ -42,6 +44,10 @@ pub struct ApiConfig {
     pub max_complexity: usize,
     pub max_body_bytes: usize,
     pub introspection: bool,
+    /// Anonymous callers may read (GraphQL queries, SPARQL). Writes always need a token.
+    pub public_reads: bool,
+    /// Per-token GraphQL rate limit (`None`: unlimited).
+    pub rate_limit: Option<ratelimit::RateLimit>,
 }
 
 impl Default for ApiConfig {
@@ -57,6 +63,8 @@ impl Default for ApiConfig {
             max_complexity: 5_000,
             max_body_bytes: 1024 * 1024,
             introspection: true,
+            public_reads: true,
+            rate_limit: Some(ratelimit::RateLimit::default()),
         }
     }
 }
@@ -90,30 +98,44 @@ pub struct AppState {
     pub registry: Registry,
     pub metrics: ApiMetrics,
     pub config: ApiConfig,
+    /// The issued bearer tokens (`<data-dir>/tokens.json`).
+    pub tokens: Arc<auth::TokenStore>,
 }
 
 /// The whole HTTP application.
 pub fn app(state: AppState) -> Router {
     let schema = graphql::build_schema(state.clone());
     let body_limit = state.config.max_body_bytes;
+    let mut graphql_post = post(graphql_handler);
+    if let Some(limit) = state.config.rate_limit {
+        graphql_post = graphql_post.layer(middleware::from_fn_with_state(ratelimit::RateLimiter::new(limit), ratelimit::limit));
+    }
     Router::new()
-        .route("/graphql", get(graphiql).post(graphql_handler))
+        .route("/graphql", get(graphiql).merge(graphql_post))
         .route("/sparql", get(sparql::get).post(sparql::post))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/", get(index))
         .layer(axum::Extension(schema))
+        .layer(middleware::from_fn_with_state(state.tokens.clone(), auth::authenticate))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .layer(axum::extract::DefaultBodyLimit::max(body_limit))
         .with_state(state)
 }
 
+/// Runs a GraphQL request as its principal, after refusing what the principal may not do at all.
 async fn graphql_handler(
+    State(state): State<AppState>,
     axum::Extension(schema): axum::Extension<graphql::CoalitionSchema>,
+    principal: auth::Principal,
     request: GraphQLRequest,
-) -> GraphQLResponse {
-    schema.execute(request.into_inner()).await.into()
+) -> Response {
+    let mut request = request.into_inner();
+    if let Err(e) = graphql::authorize_request(&principal, state.config.public_reads, &mut request) {
+        return graphql::refusal(e);
+    }
+    GraphQLResponse::from(schema.execute(request.data(principal)).await).into_response()
 }
 
 async fn graphiql() -> Html<String> {
@@ -166,7 +188,7 @@ async fn observe(State(state): State<AppState>, request: Request, next: Next) ->
         .unwrap_or_else(|| "unmatched".to_owned());
     let method = request.method().to_string();
     let started = Instant::now();
-    let span = tracing::info_span!("request", %route, %method);
+    let span = tracing::info_span!("request", %route, %method, principal = tracing::field::Empty);
     let response = next.run(request).instrument(span).await;
     state
         .metrics

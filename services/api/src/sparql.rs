@@ -4,6 +4,7 @@
 //! is the union of all named graphs. Updates are refused with 403; each query runs on a blocking
 //! thread under a timeout that cancels its evaluation.
 
+use crate::auth::Principal;
 use crate::errors::{ApiError, ErrorKind};
 use crate::AppState;
 use axum::body::Bytes;
@@ -23,11 +24,23 @@ pub struct Params {
     default_graph_uri: Option<String>,
 }
 
-pub async fn get(State(state): State<AppState>, Query(params): Query<Params>, headers: HeaderMap) -> Response {
+pub async fn get(State(state): State<AppState>, principal: Principal, Query(params): Query<Params>, headers: HeaderMap) -> Response {
+    if let Err(e) = principal.authorize_read(state.config.public_reads) {
+        return e.into_response();
+    }
     respond(state, params, &headers).await
 }
 
-pub async fn post(State(state): State<AppState>, Query(url): Query<Params>, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn post(
+    State(state): State<AppState>,
+    principal: Principal,
+    Query(url): Query<Params>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Err(e) = principal.authorize_read(state.config.public_reads) {
+        return e.into_response();
+    }
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())

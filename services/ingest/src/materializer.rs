@@ -75,7 +75,9 @@ pub struct Materializer {
     pub log: String,
     pub store: GraphStore,
     pub index: Arc<SearchIndex>,
-    pub dead_letters: EventProducer,
+    /// Where rejected records go; `None` when replaying a log whose rejects are already on the
+    /// dead-letter topic (a rebuild), so they are counted but not produced twice.
+    pub dead_letters: Option<EventProducer>,
     pub metrics: IngestMetrics,
     pub batch_max: usize,
     pub linger: Duration,
@@ -347,10 +349,10 @@ impl Materializer {
         async {
             // Dead letters first: the offsets that skip them are committed only after the broker has them.
             for d in &c.dead {
-                let key = d.key.as_deref().map(String::from_utf8_lossy).unwrap_or_default();
-                self.dead_letters
-                    .send(DEAD_LETTER_TOPIC, &key, &d.value, "dead-letter", d.record_headers())
-                    .await?;
+                if let Some(producer) = &self.dead_letters {
+                    let key = d.key.as_deref().map(String::from_utf8_lossy).unwrap_or_default();
+                    producer.send(DEAD_LETTER_TOPIC, &key, &d.value, "dead-letter", d.record_headers()).await?;
+                }
                 self.metrics.dead_lettered.with_label_values(&[d.reason.as_str()]).inc();
             }
             let started = Instant::now();

@@ -39,6 +39,50 @@ pub enum Command {
     },
     /// Print the GraphQL schema (SDL).
     Schema,
+    /// Issue, list and revoke API bearer tokens.
+    Token(crate::tokens::TokenArgs),
+    /// Print canonical digests of the graph (sorted N-Quads, provenance included) and the index.
+    Digest {
+        #[arg(long, env = "COALITION_DATA_DIR", default_value = "./data")]
+        data_dir: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Replay the log into fresh stores beside the live ones, then swap them in (now if no
+    /// server holds the data dir, else at the server's next start).
+    Rebuild {
+        #[arg(long, env = "COALITION_DATA_DIR", default_value = "./data")]
+        data_dir: PathBuf,
+        #[command(flatten)]
+        kafka: KafkaArgs,
+    },
+    /// Inspect and replay dead letters.
+    Dlq {
+        #[command(subcommand)]
+        command: DlqCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DlqCommand {
+    /// List the records on the dead-letter topic with their reason and source position.
+    List {
+        #[command(flatten)]
+        kafka: KafkaArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Re-submit dead letters (PARTITION/OFFSET on the dead-letter topic) to their source topics.
+    Replay {
+        #[command(flatten)]
+        kafka: KafkaArgs,
+        /// Dead letters to replay, as PARTITION/OFFSET.
+        records: Vec<String>,
+        /// Replay every dead letter.
+        #[arg(long)]
+        all: bool,
+    },
 }
 
 #[derive(Debug, Args, Clone)]
@@ -91,4 +135,10 @@ pub struct ServeArgs {
     /// SPARQL query timeout in seconds.
     #[arg(long, env = "COALITION_SPARQL_TIMEOUT_S", default_value_t = 10)]
     pub sparql_timeout_s: u64,
+    /// Let anonymous callers read (GraphQL queries, SPARQL); writes always need a token.
+    #[arg(long, env = "COALITION_PUBLIC_READS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub public_reads: bool,
+    /// GraphQL requests per second per token (burst 2×; anonymous callers share 5×); 0 = no limit.
+    #[arg(long, env = "COALITION_GRAPHQL_RATE_LIMIT", default_value_t = coalition_api::ratelimit::DEFAULT_PER_TOKEN_PER_SECOND)]
+    pub graphql_rate_limit: f64,
 }

@@ -6,6 +6,8 @@
 //! in flight, then exits.
 
 mod config;
+mod ops;
+mod tokens;
 
 use anyhow::Context as _;
 use clap::Parser;
@@ -13,7 +15,7 @@ use coalition_api::{ApiConfig, ApiMetrics, AppState};
 use coalition_ingest::{EventProducer, IngestMetrics, KafkaConfig, Materializer};
 use coalition_search::SearchIndex;
 use coalition_store::GraphStore;
-use config::{Cli, Command, KafkaArgs, ServeArgs};
+use config::{Cli, Command, DlqCommand, KafkaArgs, ServeArgs};
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::DefaultProducerContext;
 use std::future::IntoFuture;
@@ -56,6 +58,16 @@ fn main() -> anyhow::Result<()> {
                 print!("{}", coalition_api::graphql::sdl());
                 Ok(())
             }
+            Command::Token(args) => tokens::run(args),
+            Command::Digest { data_dir, json } => ops::digest(&data_dir, json),
+            Command::Rebuild { data_dir, kafka } => ops::rebuild(&data_dir, external_kafka(&kafka)?).await,
+            Command::Dlq { command } => match command {
+                DlqCommand::List { kafka, json } => {
+                    let config = external_kafka(&kafka)?;
+                    tokio::task::spawn_blocking(move || ops::list(&config, json)).await?
+                }
+                DlqCommand::Replay { kafka, records, all } => ops::replay(&external_kafka(&kafka)?, &records, all).await,
+            },
         }
     })
 }
@@ -92,6 +104,12 @@ async fn start_broker(args: &ServeArgs) -> anyhow::Result<Broker> {
     }
 }
 
+/// The Kafka configuration of a command that needs an external cluster.
+fn external_kafka(args: &KafkaArgs) -> anyhow::Result<KafkaConfig> {
+    let brokers = args.kafka_brokers.clone().context("this command needs --kafka-brokers (or COALITION_KAFKA_BROKERS)")?;
+    Ok(kafka_config(args, &brokers))
+}
+
 fn kafka_config(args: &KafkaArgs, brokers: &str) -> KafkaConfig {
     let mut c = KafkaConfig::new(brokers);
     c.consumer_group = args.consumer_group.clone();
@@ -105,8 +123,10 @@ fn kafka_config(args: &KafkaArgs, brokers: &str) -> KafkaConfig {
 
 async fn serve(args: ServeArgs) -> anyhow::Result<Broker> {
     std::fs::create_dir_all(&args.data_dir).with_context(|| format!("creating {}", args.data_dir.display()))?;
+    ops::swap_in_staged_rebuild(&args.data_dir)?;
     let store = GraphStore::open(&args.data_dir.join("graph")).context("opening the graph store")?;
     let index = Arc::new(SearchIndex::open(&args.data_dir.join("index")).context("opening the search index")?);
+    let token_store = Arc::new(coalition_api::auth::TokenStore::open(&args.data_dir).context("opening the token store")?);
     let registry = prometheus::Registry::new();
     let ingest_metrics = IngestMetrics::register(&registry)?;
     let api_metrics = ApiMetrics::register(&registry)?;
@@ -122,7 +142,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<Broker> {
         log: broker.log_id.clone(),
         store: store.clone(),
         index: index.clone(),
-        dead_letters: producer.clone(),
+        dead_letters: Some(producer.clone()),
         metrics: ingest_metrics.clone(),
         batch_max: args.batch_max,
         linger: Duration::from_millis(args.linger_ms),
@@ -153,9 +173,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<Broker> {
             // a mutation only once it is committed there.
             ack_after_apply: embedded || args.ack_after_apply,
             sparql_timeout: Duration::from_secs(args.sparql_timeout_s),
+            public_reads: args.public_reads,
+            rate_limit: coalition_api::ratelimit::RateLimit::per_token(args.graphql_rate_limit),
             ..ApiConfig::default()
         },
+        tokens: token_store.clone(),
     };
+    let demo_tokens = if embedded { tokens::demo_tokens(&token_store)? } else { Vec::new() };
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;
@@ -168,6 +192,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<Broker> {
     println!("  metrics   http://{addr}/metrics");
     println!("  kafka     {}", broker.brokers);
     println!("  data dir  {}", args.data_dir.display());
+    for line in demo_tokens {
+        println!("{line}");
+    }
     let server = axum::serve(listener, coalition_api::app(state)).with_graceful_shutdown(cancel.clone().cancelled_owned());
     let signalled = {
         let cancel = cancel.clone();

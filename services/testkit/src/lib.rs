@@ -239,6 +239,45 @@ impl Server {
         Ok(v["data"].clone())
     }
 
+    /// POSTs a GraphQL request with `Authorization: Bearer <token>`; returns the HTTP status and the
+    /// whole response.
+    pub fn graphql_with_token(&self, token: &str, query: &str, variables: Value) -> Result<(u16, Value)> {
+        let mut r = self
+            .agent
+            .post(format!("{}/graphql", self.base))
+            .header("content-type", "application/json")
+            .header("authorization", &format!("Bearer {token}"))
+            .send_json(json!({ "query": query, "variables": variables }))?;
+        Ok((r.status().as_u16(), r.body_mut().read_json()?))
+    }
+
+    /// GraphQL `data` as the holder of `token`, failing on any error.
+    pub fn graphql_ok_with_token(&self, token: &str, query: &str, variables: Value) -> Result<Value> {
+        let (status, v) = self.graphql_with_token(token, query, variables)?;
+        if let Some(errors) = v.get("errors") {
+            bail!("graphql errors (HTTP {status}): {errors}");
+        }
+        Ok(v["data"].clone())
+    }
+
+    /// Issues a token with `coalition token create` against this server's data directory (the
+    /// running server picks it up at its next request); returns the secret.
+    pub fn create_token(&self, role: &str, partner: Option<&str>, extra: &[&str]) -> Result<String> {
+        create_token(&self.data_dir, role, partner, extra)
+    }
+
+    /// A SPARQL protocol GET with `Authorization: Bearer <token>`; returns (status, body).
+    pub fn sparql_get_with_token(&self, token: &str, query: &str) -> Result<(u16, String)> {
+        let mut r = self
+            .agent
+            .get(format!("{}/sparql", self.base))
+            .query("query", query)
+            .header("accept", "application/sparql-results+json")
+            .header("authorization", &format!("Bearer {token}"))
+            .call()?;
+        Ok((r.status().as_u16(), r.body_mut().read_to_string()?))
+    }
+
     /// A SPARQL protocol GET; returns (status, content type, body).
     pub fn sparql_get(&self, query: &str, accept: &str) -> Result<(u16, String, String)> {
         let mut r = self
@@ -277,6 +316,32 @@ impl Server {
         let mut r = self.agent.get(format!("{}{path}", self.base)).call()?;
         Ok((r.status().as_u16(), r.body_mut().read_to_string()?))
     }
+}
+
+/// Runs `coalition token ARGS… --data-dir DATA_DIR`; returns its stdout, failing on a non-zero exit.
+pub fn coalition_token(data_dir: &Path, args: &[&str]) -> Result<String> {
+    let out = Command::new(coalition_bin())
+        .arg("token")
+        .args(args)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("running {} token", coalition_bin().display()))?;
+    if !out.status.success() {
+        bail!("coalition token {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(String::from_utf8(out.stdout)?)
+}
+
+/// Issues a token for `data_dir` (before or while a server runs on it); returns the secret.
+pub fn create_token(data_dir: &Path, role: &str, partner: Option<&str>, extra: &[&str]) -> Result<String> {
+    let mut args = vec!["create", "--role", role];
+    if let Some(p) = partner {
+        args.extend(["--partner", p]);
+    }
+    args.extend(extra);
+    Ok(coalition_token(data_dir, &args)?.trim().to_owned())
 }
 
 impl Drop for Server {

@@ -4,6 +4,7 @@
 mod inputs;
 mod types;
 
+use crate::auth::Principal;
 use crate::errors::{ApiError, ErrorKind};
 use crate::read::{self, check_id, ListFilter};
 use crate::AppState;
@@ -159,6 +160,9 @@ pub struct SearchFilterInput {
     pub group: Option<String>,
     pub partner: Option<ID>,
     pub recommendation: Option<ID>,
+    pub year: Option<i64>,
+    /// Typo tolerance: each term also matches words one edit away.
+    pub fuzzy: Option<bool>,
 }
 
 /// One search hit, with the entity it belongs to.
@@ -181,6 +185,22 @@ pub struct SearchHit {
 pub struct SearchPage {
     pub total_count: usize,
     pub hits: Vec<SearchHit>,
+    /// Counts over every match (not only this page) by kind, country, group, partner,
+    /// recommendation and year.
+    pub facets: Vec<Facet>,
+}
+
+/// Counts of matching documents per value of one field.
+#[derive(SimpleObject)]
+pub struct Facet {
+    pub field: String,
+    pub values: Vec<FacetValue>,
+}
+
+#[derive(SimpleObject)]
+pub struct FacetValue {
+    pub value: String,
+    pub count: u64,
 }
 
 /// Per partition, the next offset each sink will apply.
@@ -373,6 +393,8 @@ impl QueryRoot {
             group: f.group,
             partner: f.partner.map(|p| p.0),
             recommendation: f.recommendation.map(|r| r.0),
+            year: f.year,
+            fuzzy: f.fuzzy.unwrap_or(false),
         };
         let (results, entities) = blocking(move || {
             let results = state.index.search(&query, &filter, first as usize, offset as usize)?;
@@ -402,7 +424,15 @@ impl QueryRoot {
                 entity: e.and_then(Node::from_entity),
             })
             .collect();
-        Ok(SearchPage { total_count: results.total, hits })
+        let facets = results
+            .facets
+            .into_iter()
+            .map(|(field, values)| Facet {
+                field,
+                values: values.into_iter().map(|(value, count)| FacetValue { value, count }).collect(),
+            })
+            .collect();
+        Ok(SearchPage { total_count: results.total, hits, facets })
     }
 
     /// How far the graph and the index have applied the log.
@@ -419,37 +449,134 @@ impl QueryRoot {
 
 pub struct MutationRoot;
 
+/// The request's principal (anonymous when the schema runs without one, e.g. in unit tests).
+fn principal(ctx: &Context<'_>) -> Principal {
+    ctx.data_opt::<Principal>().cloned().unwrap_or_default()
+}
+
+// Each mutation authorises its caller before it looks at the input, so a caller without the right
+// role or partner learns nothing from field errors.
 #[Object]
 impl MutationRoot {
-    /// A partner submits an activity it led.
+    /// A partner submits an activity it led. Needs a partner token for `partnerId` (or admin).
     async fn submit_activity(&self, ctx: &Context<'_>, partner_id: ID, input: ActivityInput) -> Result<Receipt> {
+        let principal = principal(ctx);
+        principal.authorize_submit(&partner_id)?;
         let payload = input.into_payload(&partner_id);
-        submit(ctx, partner_id, payload).await
+        submit(ctx, &principal, partner_id, payload).await
     }
 
-    /// A partner submits a dialogue (listening event) with what participants said.
+    /// A partner submits a dialogue (listening event) with what participants said. Needs a partner
+    /// token for `partnerId` (or admin).
     async fn submit_dialogue(&self, ctx: &Context<'_>, partner_id: ID, input: DialogueInput) -> Result<Receipt> {
+        let principal = principal(ctx);
+        principal.authorize_submit(&partner_id)?;
         let payload = input.into_payload(&partner_id);
-        submit(ctx, partner_id, payload).await
+        submit(ctx, &principal, partner_id, payload).await
     }
 
-    /// A partner submits a measured outcome of a case study or activity.
+    /// A partner submits a measured outcome of a case study or activity. Needs a partner token for
+    /// `partnerId` (or admin).
     async fn submit_outcome(&self, ctx: &Context<'_>, partner_id: ID, input: OutcomeInput) -> Result<Receipt> {
+        let principal = principal(ctx);
+        principal.authorize_submit(&partner_id)?;
         let payload = input.into_payload(&partner_id);
-        submit(ctx, partner_id, payload).await
+        submit(ctx, &principal, partner_id, payload).await
     }
 
-    /// A partner submits a case study it leads.
+    /// A partner submits a case study it leads. Needs a partner token for `partnerId` (or admin).
     async fn submit_case_study(&self, ctx: &Context<'_>, partner_id: ID, input: CaseStudyInput) -> Result<Receipt> {
+        let principal = principal(ctx);
+        principal.authorize_submit(&partner_id)?;
         let payload = input.into_payload(&partner_id);
-        submit(ctx, partner_id, payload).await
+        submit(ctx, &principal, partner_id, payload).await
     }
 
-    /// A policy team links a case study or activity to a recommendation it implements.
+    /// A policy team links a case study or activity to a recommendation it implements. Needs a
+    /// policy token (or admin).
     async fn link_to_recommendation(&self, ctx: &Context<'_>, partner_id: ID, input: LinkInput) -> Result<Receipt> {
+        let principal = principal(ctx);
+        principal.authorize_link()?;
         let payload = input.into_payload(&partner_id);
-        submit(ctx, partner_id, payload).await
+        submit(ctx, &principal, partner_id, payload).await
     }
+}
+
+/// Which role each mutation needs, checked on the whole operation before any argument is coerced
+/// (the resolvers check again, with the `partnerId` they are given).
+type Gate = fn(&Principal) -> Result<(), ApiError>;
+
+fn mutation_gate(field: &str) -> Option<Gate> {
+    match field {
+        "submitActivity" | "submitDialogue" | "submitOutcome" | "submitCaseStudy" => Some(Principal::authorize_submitter),
+        "linkToRecommendation" => Some(Principal::authorize_link),
+        _ => None,
+    }
+}
+
+/// Authorises a GraphQL request as a whole, before validation: anonymous reads when reads are
+/// closed, and mutations by a caller whose role cannot run them, are refused here. A request that
+/// does not parse is left to the schema, which reports the syntax error.
+pub(crate) fn authorize_request(principal: &Principal, public_reads: bool, request: &mut async_graphql::Request) -> Result<(), ApiError> {
+    use async_graphql::parser::types::{DocumentOperations, OperationType, Selection, SelectionSet};
+    let operation_name = request.operation_name.clone();
+    let Ok(doc) = request.parsed_query() else {
+        return principal.authorize_read(public_reads);
+    };
+    let operation = match (&doc.operations, operation_name.as_deref()) {
+        (DocumentOperations::Single(op), _) => Some(op),
+        (DocumentOperations::Multiple(ops), Some(name)) => ops.get(name),
+        (DocumentOperations::Multiple(ops), None) if ops.len() == 1 => ops.values().next(),
+        (DocumentOperations::Multiple(_), None) => None,
+    };
+    let Some(operation) = operation else {
+        return principal.authorize_read(public_reads);
+    };
+    if operation.node.ty != OperationType::Mutation {
+        return principal.authorize_read(public_reads);
+    }
+    fn root_fields<'a>(set: &'a SelectionSet, doc: &'a async_graphql::parser::types::ExecutableDocument, depth: usize, out: &mut Vec<&'a str>) {
+        if depth > 8 {
+            return;
+        }
+        for item in &set.items {
+            match &item.node {
+                Selection::Field(f) => out.push(f.node.name.node.as_str()),
+                Selection::InlineFragment(f) => root_fields(&f.node.selection_set.node, doc, depth + 1, out),
+                Selection::FragmentSpread(s) => {
+                    if let Some(def) = doc.fragments.get(&s.node.fragment_name.node) {
+                        root_fields(&def.node.selection_set.node, doc, depth + 1, out);
+                    }
+                }
+            }
+        }
+    }
+    let mut fields = Vec::new();
+    root_fields(&operation.node.selection_set.node, doc, 0, &mut fields);
+    if matches!(principal, Principal::Anonymous) && fields.iter().any(|f| *f != "__typename") {
+        return Err(ApiError::new(ErrorKind::Unauthenticated, "mutations need a bearer token (Authorization: Bearer <token>)"));
+    }
+    for field in fields {
+        if let Some(gate) = mutation_gate(field) {
+            gate(principal)?;
+        }
+    }
+    Ok(())
+}
+
+/// A GraphQL response that refuses the whole request, with the error's HTTP status.
+pub fn refusal(e: ApiError) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let (_, status) = e.kind.codes();
+    let unauthenticated = e.kind == ErrorKind::Unauthenticated;
+    let mut error = async_graphql::Error::from(e).into_server_error(async_graphql::Pos::default());
+    error.locations.clear();
+    let mut response = async_graphql_axum::GraphQLResponse::from(async_graphql::Response::from_errors(vec![error])).into_response();
+    *response.status_mut() = status;
+    if unauthenticated {
+        response.headers_mut().insert(axum::http::header::WWW_AUTHENTICATE, axum::http::HeaderValue::from_static("Bearer realm=\"coalition\""));
+    }
+    response
 }
 
 /// Proof that the broker has the event.
@@ -464,10 +591,16 @@ pub struct Receipt {
     pub applied: bool,
 }
 
-async fn submit(ctx: &Context<'_>, partner_id: ID, payload: Result<coalition_events::Payload, ApiError>) -> Result<Receipt> {
+async fn submit(
+    ctx: &Context<'_>,
+    principal: &Principal,
+    partner_id: ID,
+    payload: Result<coalition_events::Payload, ApiError>,
+) -> Result<Receipt> {
     let state = ctx.data::<AppCtx>()?.state.clone();
     let payload = payload?;
     check_id("partnerId", &partner_id.0)?;
+    authorize_owner(&state, principal, payload.kind(), &payload.subject().0).await?;
     if let Err(e) = coalition_events::validate_payload(&payload) {
         return Err(schema_error(e).into());
     }
@@ -488,7 +621,8 @@ async fn submit(ctx: &Context<'_>, partner_id: ID, payload: Result<coalition_eve
     .await?;
     let event = coalition_events::Event::new(
         coalition_events::PartnerId(partner_id.0.clone()),
-        format!("/partners/{}", partner_id.0),
+        // Provenance names the authenticated token, never a client-supplied claim.
+        principal.event_source(&partner_id.0),
         payload,
     );
     let receipt = state.producer.publish(&event).await.map_err(ApiError::from)?;
@@ -508,6 +642,33 @@ async fn submit(ctx: &Context<'_>, partner_id: ID, payload: Result<coalition_eve
         offset: receipt.offset,
         applied,
     })
+}
+
+/// A partner changes only its own entities: an entity already in the graph belongs to the partner
+/// whose event first described it. Links are the policy team's and are not owned; admins may
+/// change anything. Runs before the input is validated.
+pub(crate) async fn authorize_owner(state: &AppState, principal: &Principal, kind: Kind, id: &str) -> Result<(), ApiError> {
+    let Principal::Token { role: crate::auth::Role::Partner, partner: Some(own), id: token } = principal else {
+        return Ok(());
+    };
+    if kind == Kind::Link {
+        return Ok(());
+    }
+    check_id("input.id", id)?;
+    let store = state.store.clone();
+    let entity = coalition_mapping::entity_iri(kind, id).as_str().to_owned();
+    let history = blocking(move || read::provenance(&store, &entity)).await?;
+    match history.first() {
+        Some(first) if first.partner_id != own.0 => Err(ApiError::new(
+            ErrorKind::Forbidden,
+            format!(
+                "{} \"{id}\" belongs to partner \"{}\": token {token} (partner \"{own}\") can change only its own partner's entities",
+                kind.slug(),
+                first.partner_id
+            ),
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// Turns schema violations into field-level errors named after the GraphQL input.
