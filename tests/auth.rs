@@ -1,6 +1,7 @@
 //! Access control end to end: bearer tokens issued with `coalition token`, roles, partner-scoped
-//! writes, revoked and expired tokens, closed reads — every refusal with its code, and nothing
-//! refused reaching Kafka (checked with the external client against a real broker).
+//! writes, revoked and expired tokens, closed reads, SPARQL UPDATE and SERVICE, rate limits — every
+//! refusal with its code, and nothing refused reaching Kafka (checked with the external client
+//! against a real broker).
 
 use anyhow::Result;
 use coalition_testkit::{coalition_token, create_token, external_consume, wait_for, Broker, Server};
@@ -127,6 +128,14 @@ fn only_the_right_principal_writes_and_refused_writes_reach_no_topic() -> Result
         "application/json",
     )?;
     assert_eq!(status, 403, "{body}");
+
+    // SERVICE (federation) is off: the public endpoint never makes requests on a caller's behalf.
+    let (status, _, body) = server.sparql_get(
+        "SELECT * WHERE { SERVICE <http://example.org/sparql> { ?s ?p ?o } }",
+        "application/sparql-results+json",
+    )?;
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("FORBIDDEN") && body.contains("SERVICE"), "{body}");
 
     // The allowed writes: the partner as itself, the policy team linking. Provenance names the token.
     let receipt = server.graphql_ok_with_token(&nachw, SUBMIT_ACTIVITY, json!({ "partner": "nachw", "input": activity("allowed-nachw-activity") }))?;

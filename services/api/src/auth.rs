@@ -415,6 +415,18 @@ impl Principal {
         }
     }
 
+    /// May this principal write anything at all? Everyone but anonymous callers and readers.
+    pub fn authorize_writer(&self) -> Result<(), ApiError> {
+        match self {
+            Principal::Anonymous => Err(unauthenticated("mutations need a bearer token (Authorization: Bearer <token>)")),
+            Principal::Token { role: Role::Reader, id, .. } => Err(ApiError::new(
+                ErrorKind::Forbidden,
+                format!("token {id} has role reader, which cannot run mutations"),
+            )),
+            Principal::Token { .. } => Ok(()),
+        }
+    }
+
     /// May this principal submit at all (as some partner)? Partner and admin tokens only.
     pub fn authorize_submitter(&self) -> Result<(), ApiError> {
         match self {

@@ -1,12 +1,16 @@
 //! The HTTP API: GraphQL at `/graphql` (GraphiQL on GET), a read-only SPARQL 1.1 Protocol endpoint
 //! at `/sparql`, `/healthz`, `/readyz` and Prometheus `/metrics`.
 //!
-//! Guarantees: reads come from the graph and index only; mutations validate their input, then
-//! produce an event to Kafka and return its receipt — they never write the store. Every error
+//! Guarantees: every request runs as a [`auth::Principal`] resolved from its bearer token (or
+//! anonymous); a bad, revoked or expired token is refused before any handler runs. Reads come from
+//! the graph and index only; mutations authorise their caller, then validate their input, then
+//! produce an event to Kafka (its `source` naming the token) and return its receipt — they never
+//! write the store. GraphQL is rate-limited per token ([`ratelimit`]). Every error
 //! carries a code from one table ([`errors::ErrorKind`]), the same over GraphQL and HTTP.
 //! [`app`] returns a `Router` that can be tested without a socket.
 
 pub mod auth;
+pub mod consistency;
 pub mod errors;
 pub mod graphql;
 pub mod ratelimit;
@@ -43,9 +47,13 @@ pub struct ApiConfig {
     pub max_depth: usize,
     pub max_complexity: usize,
     pub max_body_bytes: usize,
+    /// How long a request carrying `Coalition-Consistency` waits for its events to be applied.
+    pub consistency_timeout: Duration,
     pub introspection: bool,
     /// Anonymous callers may read (GraphQL queries, SPARQL). Writes always need a token.
     pub public_reads: bool,
+    /// SPARQL queries evaluating at once; more wait briefly, then get 503.
+    pub max_concurrent_sparql: usize,
     /// Per-token GraphQL rate limit (`None`: unlimited).
     pub rate_limit: Option<ratelimit::RateLimit>,
 }
@@ -62,8 +70,10 @@ impl Default for ApiConfig {
             max_depth: 12,
             max_complexity: 5_000,
             max_body_bytes: 1024 * 1024,
+            consistency_timeout: Duration::from_secs(5),
             introspection: true,
             public_reads: true,
+            max_concurrent_sparql: sparql::default_query_slots(),
             rate_limit: Some(ratelimit::RateLimit::default()),
         }
     }
@@ -118,6 +128,8 @@ pub fn app(state: AppState) -> Router {
         .route("/metrics", get(metrics))
         .route("/", get(index))
         .layer(axum::Extension(schema))
+        .layer(axum::Extension(sparql::QuerySlots::new(state.config.max_concurrent_sparql, Duration::from_secs(2))))
+        .layer(middleware::from_fn_with_state(state.clone(), consistency::wait_for_tokens))
         .layer(middleware::from_fn_with_state(state.tokens.clone(), auth::authenticate))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .layer(axum::extract::DefaultBodyLimit::max(body_limit))

@@ -9,6 +9,10 @@ use crate::errors::{ApiError, ErrorKind};
 use crate::AppState;
 use axum::body::Bytes;
 use axum::extract::{Query, State};
+use axum::Extension;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use oxigraph::io::{RdfFormat, RdfSerializer};
@@ -24,15 +28,22 @@ pub struct Params {
     default_graph_uri: Option<String>,
 }
 
-pub async fn get(State(state): State<AppState>, principal: Principal, Query(params): Query<Params>, headers: HeaderMap) -> Response {
+pub async fn get(
+    State(state): State<AppState>,
+    Extension(slots): Extension<QuerySlots>,
+    principal: Principal,
+    Query(params): Query<Params>,
+    headers: HeaderMap,
+) -> Response {
     if let Err(e) = principal.authorize_read(state.config.public_reads) {
         return e.into_response();
     }
-    respond(state, params, &headers).await
+    respond(state, slots, params, &headers).await
 }
 
 pub async fn post(
     State(state): State<AppState>,
+    Extension(slots): Extension<QuerySlots>,
     principal: Principal,
     Query(url): Query<Params>,
     headers: HeaderMap,
@@ -68,11 +79,11 @@ pub async fn post(
             .into_response()
         }
     };
-    respond(state, params, &headers).await
+    respond(state, slots, params, &headers).await
 }
 
-async fn respond(state: AppState, params: Params, headers: &HeaderMap) -> Response {
-    match run(state, params, headers).await {
+async fn respond(state: AppState, slots: QuerySlots, params: Params, headers: &HeaderMap) -> Response {
+    match run(state, slots, params, headers).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
     }
@@ -82,7 +93,7 @@ fn read_only() -> ApiError {
     ApiError::new(ErrorKind::ReadOnly, "this SPARQL endpoint is read-only: updates are not accepted; changes go through GraphQL mutations and Kafka events")
 }
 
-async fn run(state: AppState, params: Params, headers: &HeaderMap) -> Result<Response, ApiError> {
+async fn run(state: AppState, slots: QuerySlots, params: Params, headers: &HeaderMap) -> Result<Response, ApiError> {
     if params.update.is_some() {
         return Err(read_only());
     }
@@ -111,7 +122,11 @@ async fn run(state: AppState, params: Params, headers: &HeaderMap) -> Result<Res
     let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
     let store = state.store.clone();
     let max_rows = state.config.max_result_rows;
+    // The slot is held by the evaluation itself, so a query still winding down after its
+    // timeout keeps counting until it has stopped.
+    let slot = slots.acquire().await?;
     let work = tokio::task::spawn_blocking(move || -> Result<(Vec<u8>, &'static str), ApiError> {
+        let _slot = slot;
         let results = prepared.on_store(store.oxigraph()).execute().map_err(eval_error)?;
         serialize(results, &accept, max_rows)
     });
@@ -126,6 +141,38 @@ async fn run(state: AppState, params: Params, headers: &HeaderMap) -> Result<Res
         }
     };
     Ok((StatusCode::OK, [(header::CONTENT_TYPE, content_type)], body).into_response())
+}
+
+/// A cap on SPARQL queries evaluating at once, so that expensive queries cannot take every core
+/// from the hot path (GraphQL). A query waits briefly for a slot, then gets 503 `UNAVAILABLE`.
+#[derive(Debug, Clone)]
+pub struct QuerySlots {
+    slots: Arc<Semaphore>,
+    limit: usize,
+    wait: Duration,
+}
+
+impl QuerySlots {
+    pub fn new(limit: usize, wait: Duration) -> QuerySlots {
+        let limit = limit.max(1);
+        QuerySlots { slots: Arc::new(Semaphore::new(limit)), limit, wait }
+    }
+
+    async fn acquire(&self) -> Result<OwnedSemaphorePermit, ApiError> {
+        match tokio::time::timeout(self.wait, self.slots.clone().acquire_owned()).await {
+            Ok(Ok(permit)) => Ok(permit),
+            Ok(Err(closed)) => Err(ApiError::internal(closed)),
+            Err(_) => Err(ApiError::new(
+                ErrorKind::Unavailable,
+                format!("too many concurrent SPARQL queries: the limit is {}; retry later", self.limit),
+            )),
+        }
+    }
+}
+
+/// The default cap: half the cores, at least one.
+pub fn default_query_slots() -> usize {
+    std::thread::available_parallelism().map(|n| n.get() / 2).unwrap_or(1).max(1)
 }
 
 fn eval_error(e: oxigraph::sparql::QueryEvaluationError) -> ApiError {
@@ -209,4 +256,20 @@ fn serialize(results: QueryResults<'_>, accept: &str, max_rows: usize) -> Result
 
 fn too_many(max_rows: usize) -> ApiError {
     ApiError::new(ErrorKind::TooLarge, format!("result exceeds the limit of {max_rows} rows; add LIMIT or narrow the query"))
+}
+
+#[cfg(test)]
+mod slot_tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn queries_past_the_cap_wait_then_get_unavailable() {
+        let slots = QuerySlots::new(1, Duration::from_millis(20));
+        let first = slots.acquire().await.unwrap();
+        let refused = slots.acquire().await.unwrap_err();
+        assert_eq!(refused.kind, ErrorKind::Unavailable);
+        assert!(refused.message.contains("the limit is 1"), "{}", refused.message);
+        drop(first);
+        assert!(slots.acquire().await.is_ok());
+    }
 }

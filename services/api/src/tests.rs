@@ -51,6 +51,10 @@ fn graphql_requests_are_authorised_before_validation() {
     assert_eq!(check(&token(Role::Partner), true, hidden, Some("Q")), None);
     let inline = r#"mutation { ... on MutationRoot { submitOutcome(partnerId: "a", input: {}) { eventId } } }"#;
     assert_eq!(check(&Principal::Anonymous, true, inline, None), Some(ErrorKind::Unauthenticated));
+    // A mutation without its own rule is still closed to readers.
+    let future = r#"mutation { someFutureMutation(id: "x") { eventId } }"#;
+    assert_eq!(check(&token(Role::Reader), true, future, None), Some(ErrorKind::Forbidden));
+    assert_eq!(check(&token(Role::Partner), true, future, None), None);
     // Reads: open by default, closed to anonymous callers on request.
     let read = "{ recommendations { totalCount } }";
     assert_eq!(check(&Principal::Anonymous, true, read, None), None);
@@ -58,4 +62,116 @@ fn graphql_requests_are_authorised_before_validation() {
     assert_eq!(check(&token(Role::Reader), false, read, None), None);
     assert_eq!(check(&Principal::Anonymous, false, "not graphql {", None), Some(ErrorKind::Unauthenticated));
     assert_eq!(check(&Principal::Anonymous, true, "not graphql {", None), None);
+}
+
+/// The router as clients see it, without a socket or a broker: refusals happen before anything
+/// would be produced, so the producer points at nothing.
+mod http {
+    use crate::auth::{Role, TokenStore};
+    use crate::{app, ApiConfig, ApiMetrics, AppState};
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode};
+    use serde_json::{json, Value};
+    use std::sync::Arc;
+    use tower::ServiceExt;
+
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        router: axum::Router,
+        tokens: Arc<TokenStore>,
+    }
+
+    fn fixture(config: ApiConfig) -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let registry = prometheus::Registry::new();
+        let tokens = Arc::new(TokenStore::open(dir.path()).unwrap());
+        let state = AppState {
+            store: coalition_store::GraphStore::open(&dir.path().join("graph")).unwrap(),
+            index: Arc::new(coalition_search::SearchIndex::in_memory().unwrap()),
+            producer: coalition_ingest::EventProducer::new(&coalition_ingest::KafkaConfig::new("127.0.0.1:9"), None).unwrap(),
+            watermark: tokio::sync::watch::channel(coalition_ingest::Watermark::default()).1,
+            metrics: ApiMetrics::register(&registry).unwrap(),
+            registry,
+            config,
+            tokens: tokens.clone(),
+        };
+        Fixture { _dir: dir, router: app(state), tokens }
+    }
+
+    async fn graphql(f: &Fixture, token: Option<&str>, query: &str) -> (StatusCode, Option<String>, Value) {
+        let mut r = Request::post("/graphql").header("content-type", "application/json");
+        if let Some(t) = token {
+            r = r.header("authorization", format!("Bearer {t}"));
+        }
+        let response = f.router.clone().oneshot(r.body(Body::from(json!({ "query": query }).to_string())).unwrap()).await.unwrap();
+        let status = response.status();
+        let challenge = response.headers().get("www-authenticate").map(|v| v.to_str().unwrap().to_owned());
+        let body = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap();
+        (status, challenge, serde_json::from_slice(&body).unwrap())
+    }
+
+    fn code(v: &Value) -> &str {
+        v["errors"][0]["extensions"]["code"].as_str().unwrap_or("")
+    }
+
+    const SUBMIT_AS_NACHW: &str = r#"mutation { submitActivity(partnerId: "nachw", input: {
+        title: "t", activityType: "training", date: "2025-01-01", reach: -3 }) { eventId } }"#;
+
+    #[tokio::test]
+    async fn refusals_carry_their_code_and_status() {
+        let f = fixture(ApiConfig::default());
+        let (_, partner) = f.tokens.create(Role::Partner, Some("nachw".into()), None, None).unwrap();
+        let (_, other) = f.tokens.create(Role::Partner, Some("sanofi".into()), None, None).unwrap();
+        let (_, reader) = f.tokens.create(Role::Reader, None, None, None).unwrap();
+        let (revoked_record, revoked) = f.tokens.create(Role::Admin, None, None, None).unwrap();
+        f.tokens.revoke(&revoked_record.id.0).unwrap();
+
+        let (status, challenge, v) = graphql(&f, None, SUBMIT_AS_NACHW).await;
+        assert_eq!((status, code(&v)), (StatusCode::UNAUTHORIZED, "UNAUTHENTICATED"), "{v}");
+        assert_eq!(challenge.as_deref(), Some("Bearer realm=\"coalition\""));
+        let (status, _, v) = graphql(&f, Some(reader.expose()), SUBMIT_AS_NACHW).await;
+        assert_eq!((status, code(&v)), (StatusCode::FORBIDDEN, "FORBIDDEN"), "{v}");
+        // The wrong partner is refused in the resolver, before the (invalid) input is looked at.
+        let (status, _, v) = graphql(&f, Some(other.expose()), SUBMIT_AS_NACHW).await;
+        assert_eq!((status, code(&v)), (StatusCode::OK, "FORBIDDEN"), "{v}");
+        assert!(v["errors"][0]["extensions"].get("fieldErrors").is_none(), "{v}");
+        // The right partner gets to validation.
+        let (_, _, v) = graphql(&f, Some(partner.expose()), SUBMIT_AS_NACHW).await;
+        assert_eq!(code(&v), "BAD_USER_INPUT", "{v}");
+        assert_eq!(v["errors"][0]["extensions"]["fieldErrors"][0]["field"], "input.reach", "{v}");
+        let (status, _, v) = graphql(&f, Some(revoked.expose()), "{ freshness { caughtUp } }").await;
+        assert_eq!((status, code(&v)), (StatusCode::UNAUTHORIZED, "UNAUTHENTICATED"), "{v}");
+        assert!(v["errors"][0]["message"].as_str().unwrap().contains("revoked"), "{v}");
+
+        let response = f
+            .router
+            .clone()
+            .oneshot(Request::get("/sparql?query=ASK%7B%7D").header("authorization", "Basic dTpw").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+        let response = f.router.clone().oneshot(Request::get("/healthz").body(Body::empty()).unwrap()).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn closed_reads_and_rate_limits() {
+        let f = fixture(ApiConfig {
+            public_reads: false,
+            rate_limit: crate::ratelimit::RateLimit::per_token(1.0),
+            ..ApiConfig::default()
+        });
+        let (_, reader) = f.tokens.create(Role::Reader, None, None, None).unwrap();
+        let (status, _, v) = graphql(&f, None, "{ freshness { caughtUp } }").await;
+        assert_eq!((status, code(&v)), (StatusCode::UNAUTHORIZED, "UNAUTHENTICATED"), "{v}");
+        let response = f.router.clone().oneshot(Request::get("/sparql?query=ASK%7B%7D").body(Body::empty()).unwrap()).await.unwrap();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+
+        let mut statuses = Vec::new();
+        for _ in 0..3 {
+            let (status, _, v) = graphql(&f, Some(reader.expose()), "{ freshness { caughtUp } }").await;
+            statuses.push((status.as_u16(), code(&v).to_owned()));
+        }
+        assert_eq!(statuses, [(200, String::new()), (200, String::new()), (429, "RATE_LIMITED".to_owned())]);
+    }
 }

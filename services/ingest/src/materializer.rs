@@ -59,6 +59,9 @@ pub struct Watermark {
     pub applied: u64,
     /// Total dead letters since start.
     pub dead_lettered: u64,
+    /// For the last committed batch: milliseconds from the broker timestamp of its oldest record
+    /// to the moment graph and index had both committed it.
+    pub last_batch_lag_ms: i64,
 }
 
 impl Watermark {
@@ -126,6 +129,8 @@ struct Classified {
     graph_offsets: Offsets,
     index_offsets: Offsets,
     count: usize,
+    /// Broker timestamps (ms since the epoch) of the records in the batch, for freshness.
+    produced_ms: Vec<i64>,
 }
 
 impl Materializer {
@@ -291,8 +296,12 @@ impl Materializer {
             graph_offsets: w.graph.clone(),
             index_offsets: w.index.clone(),
             count: 0,
+            produced_ms: Vec::new(),
         };
         for msg in batch {
+            if let Some(ms) = msg.timestamp().to_millis() {
+                out.produced_ms.push(ms);
+            }
             let pos = LogPosition { topic: msg.topic().to_owned(), partition: msg.partition(), offset: msg.offset() };
             self.metrics.consumed.with_label_values(&[pos.topic.as_str()]).inc();
             let behind = |o: &Offsets| o.next(&pos.topic, pos.partition).is_none_or(|n| pos.offset >= n);
@@ -392,12 +401,20 @@ impl Materializer {
                 .await
                 .map_err(|_| IngestError::Stopped)??;
             self.metrics.commit_seconds.with_label_values(&["index"]).observe(started.elapsed().as_secs_f64());
+            let now = chrono::Utc::now();
+            let mut oldest_ms = 0;
+            for produced in &c.produced_ms {
+                let lag_ms = (now.timestamp_millis() - produced).max(0);
+                oldest_ms = oldest_ms.max(lag_ms);
+                self.metrics.visible_seconds.observe(lag_ms as f64 / 1000.0);
+            }
             tx.send_modify(|w| {
                 w.graph = c.graph_offsets;
                 w.index = c.index_offsets;
                 w.applied += stats.applied as u64;
                 w.dead_lettered += c.dead.len() as u64;
-                w.committed_at = Some(chrono::Utc::now());
+                w.committed_at = Some(now);
+                w.last_batch_lag_ms = oldest_ms;
             });
             Ok(())
         }

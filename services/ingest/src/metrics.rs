@@ -23,6 +23,8 @@ pub struct IngestMetrics {
     pub commit_seconds: HistogramVec,
     /// Events per committed batch.
     pub batch_size: Histogram,
+    /// Seconds from a record's broker timestamp to both graph and index having committed it.
+    pub visible_seconds: Histogram,
     /// Events produced by mutations and imports, by topic.
     pub produced: IntCounterVec,
 }
@@ -63,6 +65,13 @@ impl IngestMetrics {
                 HistogramOpts::new("coalition_batch_events", "Events per committed batch")
                     .buckets(vec![1.0, 4.0, 16.0, 64.0, 256.0, 1024.0, 4096.0]),
             )?,
+            visible_seconds: Histogram::with_opts(
+                HistogramOpts::new(
+                    "coalition_visible_seconds",
+                    "Seconds from a record's broker timestamp to graph and index having committed it",
+                )
+                .buckets(vec![0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
+            )?,
             produced: IntCounterVec::new(
                 Opts::new("coalition_events_produced_total", "Events produced to Kafka"),
                 &["topic"],
@@ -76,6 +85,7 @@ impl IngestMetrics {
         registry.register(Box::new(m.lag.clone()))?;
         registry.register(Box::new(m.commit_seconds.clone()))?;
         registry.register(Box::new(m.batch_size.clone()))?;
+        registry.register(Box::new(m.visible_seconds.clone()))?;
         registry.register(Box::new(m.produced.clone()))?;
         Ok(m)
     }

@@ -312,6 +312,16 @@ impl Server {
         Ok(v["results"]["bindings"].as_array().cloned().unwrap_or_default())
     }
 
+    /// POSTs a GraphQL request with extra headers; returns (HTTP status, response body).
+    pub fn graphql_with_headers(&self, headers: &[(&str, &str)], query: &str, variables: Value) -> Result<(u16, Value)> {
+        let mut request = self.agent.post(format!("{}/graphql", self.base)).header("content-type", "application/json");
+        for (k, v) in headers {
+            request = request.header(*k, *v);
+        }
+        let mut r = request.send_json(json!({ "query": query, "variables": variables }))?;
+        Ok((r.status().as_u16(), r.body_mut().read_json()?))
+    }
+
     pub fn get(&self, path: &str) -> Result<(u16, String)> {
         let mut r = self.agent.get(format!("{}{path}", self.base)).call()?;
         Ok((r.status().as_u16(), r.body_mut().read_to_string()?))

@@ -220,6 +220,9 @@ pub struct Freshness {
     pub caught_up: bool,
     /// When the last batch was committed (RFC 3339).
     pub committed_at: Option<String>,
+    /// For the last committed batch, milliseconds from its oldest record's broker timestamp to
+    /// graph and index both having committed it.
+    pub lag_ms: i64,
 }
 
 fn offsets_list(o: &coalition_mapping::Offsets) -> Vec<PartitionOffset> {
@@ -443,6 +446,7 @@ impl QueryRoot {
             index: offsets_list(&w.index),
             caught_up: w.caught_up,
             committed_at: w.committed_at.map(|t| t.to_rfc3339()),
+            lag_ms: w.last_batch_lag_ms,
         })
     }
 }
@@ -506,11 +510,15 @@ impl MutationRoot {
 /// (the resolvers check again, with the `partnerId` they are given).
 type Gate = fn(&Principal) -> Result<(), ApiError>;
 
+/// Add a row for each new mutation.
 fn mutation_gate(field: &str) -> Option<Gate> {
     match field {
         "submitActivity" | "submitDialogue" | "submitOutcome" | "submitCaseStudy" => Some(Principal::authorize_submitter),
         "linkToRecommendation" => Some(Principal::authorize_link),
-        _ => None,
+        "__typename" => None,
+        // A mutation without its own row: never for anonymous callers or readers; its resolver
+        // must check the rest.
+        _ => Some(Principal::authorize_writer),
     }
 }
 
@@ -589,6 +597,9 @@ pub struct Receipt {
     pub offset: i64,
     /// True if the event was already applied to the graph and index when the receipt was issued.
     pub applied: bool,
+    /// Send this back in the `Coalition-Consistency` header to read your write: the request waits
+    /// until graph and index have applied the event.
+    pub consistency_token: String,
 }
 
 async fn submit(
@@ -634,7 +645,14 @@ async fn submit(
             .map_err(ApiError::from)?;
         applied = true;
     }
+    let consistency_token = crate::consistency::ConsistencyToken {
+        topic: receipt.topic.clone(),
+        partition: receipt.partition,
+        offset: receipt.offset,
+    }
+    .encode();
     Ok(Receipt {
+        consistency_token,
         event_id: receipt.event_id,
         entity_id: ID(event.subject.0),
         topic: receipt.topic,
