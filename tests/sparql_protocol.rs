@@ -70,6 +70,23 @@ fn sparql_protocol_methods_formats_and_refusals() -> Result<()> {
     let (_, _, body) = server.sparql_get("ASK { <urn:x> <urn:y> <urn:z> }", "application/sparql-results+json")?;
     assert!(body.contains("false"));
 
+    // Text relevance joined with graph patterns through coal:textScore.
+    let rows = server.select(
+        r#"PREFIX coal: <https://w3id.org/coalition/ns#>
+           SELECT ?e ?score WHERE { ?e a coal:EvidenceStatistic .
+             BIND(coal:textScore(?e, "listened") AS ?score) FILTER(BOUND(?score)) } ORDER BY DESC(?score)"#,
+    )?;
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert!(rows[0]["e"]["value"].as_str().unwrap().contains("not-listened-to"));
+    assert!(rows[0]["score"]["value"].as_str().unwrap().parse::<f64>()? > 0.0);
+    let rows = server.select(
+        r#"PREFIX coal: <https://w3id.org/coalition/ns#>
+           PREFIX skos: <http://www.w3.org/2004/02/skos/core#>
+           SELECT DISTINCT ?title WHERE { ?cs coal:implements ?r . ?r skos:prefLabel ?title .
+             BIND(coal:textScore(?cs, "clinical trials") AS ?s) FILTER(BOUND(?s)) }"#,
+    )?;
+    assert!(rows.iter().any(|r| r["title"]["value"] == "Champion Diversity in Research"), "{rows:?}");
+
     // A malformed query gets a 400 naming the problem.
     let (status, _, body) = server.sparql_get("SELECT ?x WHERE { ?x ", "application/json")?;
     assert_eq!(status, 400);

@@ -2,23 +2,26 @@
 //! `application/sparql-query`. Results by content negotiation (JSON, XML, CSV, TSV; Turtle,
 //! N-Triples, RDF/XML for graphs), serialized by Oxigraph's own serializers. The default graph
 //! is the union of all named graphs. Updates are refused with 403; each query runs on a blocking
-//! thread under a timeout that cancels its evaluation.
+//! thread under a timeout that cancels its evaluation, and at most [`QuerySlots`] queries evaluate
+//! at once. Reads need a token when reads are not public.
 
 use crate::auth::Principal;
 use crate::errors::{ApiError, ErrorKind};
 use crate::AppState;
 use axum::body::Bytes;
 use axum::extract::{Query, State};
-use axum::Extension;
-use std::sync::Arc;
-use std::time::Duration;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use oxigraph::io::{RdfFormat, RdfSerializer};
 use oxigraph::sparql::results::{QueryResultsFormat, QueryResultsSerializer};
 use oxigraph::sparql::{CancellationToken, QueryResults, SparqlEvaluator};
+use oxigraph::model::{Literal, NamedNode, Term};
 use serde::Deserialize;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 #[derive(Debug, Deserialize, Default)]
 pub struct Params {
@@ -107,7 +110,10 @@ async fn run(state: AppState, slots: QuerySlots, params: Params, headers: &Heade
         return Err(ApiError::new(ErrorKind::TooLarge, format!("query is {} bytes; the limit is {}", query.len(), state.config.max_query_bytes)));
     }
     let token = CancellationToken::new();
-    let mut prepared = match SparqlEvaluator::new().with_cancellation_token(token.clone()).parse_query(&query) {
+    let evaluator = SparqlEvaluator::new()
+        .with_cancellation_token(token.clone())
+        .with_custom_function(NamedNode::new_unchecked(TEXT_SCORE), text_score(state.index.clone()));
+    let mut prepared = match evaluator.parse_query(&query) {
         Ok(p) => p,
         Err(e) => {
             if SparqlEvaluator::new().parse_update(&query).is_ok() {
@@ -173,6 +179,42 @@ impl QuerySlots {
 /// The default cap: half the cores, at least one.
 pub fn default_query_slots() -> usize {
     std::thread::available_parallelism().map(|n| n.get() / 2).unwrap_or(1).max(1)
+}
+
+/// `coal:textScore(?node, "query")`: the BM25 score of `?node` (an entity, or a quote) for the
+/// full-text query, unbound when it does not match. Joins text relevance with graph patterns:
+/// `BIND(coal:textScore(?d, "listened") AS ?score) FILTER(BOUND(?score))`.
+pub const TEXT_SCORE: &str = "https://w3id.org/coalition/ns#textScore";
+
+/// Most hits one `textScore` query string considers.
+const TEXT_SCORE_HITS: usize = 10_000;
+
+type ScoreCache = HashMap<String, Option<HashMap<String, f32>>>;
+
+fn text_score(
+    index: Arc<coalition_search::SearchIndex>,
+) -> impl Fn(&[Term]) -> Option<Term> + Send + Sync + 'static {
+    let cache: Mutex<ScoreCache> = Mutex::new(HashMap::new());
+    move |args: &[Term]| {
+        let node = match args.first()? {
+            Term::NamedNode(n) => n.as_str().to_owned(),
+            _ => return None,
+        };
+        let Term::Literal(query) = args.get(1)? else { return None };
+        let mut cache = cache.lock().ok()?;
+        let scores = cache.entry(query.value().to_owned()).or_insert_with(|| {
+            let results = index.search(query.value(), &coalition_search::SearchFilter::default(), TEXT_SCORE_HITS, 0).ok()?;
+            let mut scores = HashMap::new();
+            for hit in results.hits {
+                let entry = scores.entry(hit.entity_iri.clone()).or_insert(hit.score);
+                *entry = entry.max(hit.score);
+                scores.insert(hit.iri, hit.score);
+            }
+            Some(scores)
+        });
+        let score = scores.as_ref()?.get(&node)?;
+        Some(Literal::from(f64::from(*score)).into())
+    }
 }
 
 fn eval_error(e: oxigraph::sparql::QueryEvaluationError) -> ApiError {

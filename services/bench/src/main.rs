@@ -133,16 +133,32 @@ fn faults(args: &FaultArgs) -> Result<check::Report> {
     let mut broker_restarts = 0;
     let mut unexpected_exits = 0;
     let mut resent = 0;
+    let mut produced = 0usize;
+    let mut kills_while_behind = 0;
     for (i, chunk) in wl.records.chunks(chunk_size).enumerate() {
-        resent += producer.send_all(workload::TOPIC, chunk)?;
+        let again = producer.send_all(workload::TOPIC, chunk)?;
+        resent += again;
         if let Err(e) = live.check_alive() {
             eprintln!("  coalition died on its own: {e:#}");
             unexpected_exits += 1;
             live.start()?;
         }
+        produced += chunk.len() + again;
         for _ in 0..kill_at[i] {
-            // Land the kill somewhere inside the server's work on what was just produced.
-            std::thread::sleep(Duration::from_millis(rng.below(400)));
+            // Land the kill inside the server's work: once it has committed something since its
+            // start (bounded wait), plus a random delay.
+            let at_start = live.committed(workload::TOPIC).unwrap_or(0);
+            let waited = Instant::now();
+            while waited.elapsed() < Duration::from_secs(3) {
+                match live.committed(workload::TOPIC) {
+                    Some(c) if c > at_start || c >= produced as i64 => break,
+                    _ => std::thread::sleep(Duration::from_millis(20)),
+                }
+            }
+            std::thread::sleep(Duration::from_millis(rng.below(300)));
+            if live.committed(workload::TOPIC).is_some_and(|c| c < produced as i64) {
+                kills_while_behind += 1;
+            }
             live.kill9();
             kills += 1;
             live.start()?;
@@ -198,6 +214,7 @@ fn faults(args: &FaultArgs) -> Result<check::Report> {
         produced: wl.records.len(),
         markers: markers.len(),
         kills,
+        kills_while_behind,
         broker_restarts,
         unexpected_exits,
         resent,

@@ -269,6 +269,12 @@ impl Coalition {
         Ok(r.body_mut().read_json()?)
     }
 
+    /// Records of `topic` the graph has committed (the sum of its next offsets), if the server answers.
+    pub fn committed(&self, topic: &str) -> Option<i64> {
+        let r = self.readyz().ok()?;
+        Some(r["graph"].as_array()?.iter().filter(|o| o["topic"] == topic).filter_map(|o| o["next"].as_i64()).sum())
+    }
+
     pub fn graphql(&self, query: &str, variables: Value) -> Result<Value> {
         let mut r = self
             .agent

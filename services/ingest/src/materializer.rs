@@ -62,6 +62,9 @@ pub struct Watermark {
     /// For the last committed batch: milliseconds from the broker timestamp of its oldest record
     /// to the moment graph and index had both committed it.
     pub last_batch_lag_ms: i64,
+    /// Broker-reported high watermarks minus applied offsets, summed over partitions, as of the
+    /// last refresh (every few seconds). Some brokers misreport high watermarks: an estimate.
+    pub lag_events: i64,
 }
 
 impl Watermark {
@@ -149,11 +152,11 @@ impl Materializer {
         };
         let (tx, rx) = watch::channel(Watermark { graph, index, ..Watermark::default() });
         let span = tracing::info_span!("materializer", log = %self.log);
-        let task = tokio::spawn(self.run(cancel, tx).instrument(span));
+        let task = tokio::spawn(self.run(cancel, Arc::new(tx)).instrument(span));
         Ok(MaterializerHandle { watermark: rx, task })
     }
 
-    async fn run(self, cancel: CancellationToken, tx: watch::Sender<Watermark>) -> Result<(), IngestError> {
+    async fn run(self, cancel: CancellationToken, tx: Arc<watch::Sender<Watermark>>) -> Result<(), IngestError> {
         let consumer: Arc<MaterializerConsumer> = Arc::new(
             self.kafka
                 .client()
@@ -266,7 +269,7 @@ impl Materializer {
         &self,
         consumer: &Arc<MaterializerConsumer>,
         partitions: &[TopicPartition],
-        tx: &watch::Sender<Watermark>,
+        tx: &Arc<watch::Sender<Watermark>>,
         cancel: &CancellationToken,
     ) -> JoinHandle<()> {
         let consumer = consumer.clone();
@@ -274,17 +277,21 @@ impl Materializer {
         let applied = tx.borrow().graph.clone();
         let lag = self.metrics.lag.clone();
         let cancel = cancel.clone();
+        let tx = tx.clone();
         tokio::task::spawn_blocking(move || {
+            let mut total = 0;
             for tp in partitions {
                 if cancel.is_cancelled() {
                     return;
                 }
                 if let Ok((_, high)) = consumer.fetch_watermarks(&tp.topic, tp.partition, Duration::from_millis(500)) {
                     let next = applied.next(&tp.topic, tp.partition).unwrap_or(0);
-                    lag.with_label_values(&[tp.topic.as_str(), &tp.partition.to_string()])
-                        .set((high - next).max(0));
+                    let behind = (high - next).max(0);
+                    total += behind;
+                    lag.with_label_values(&[tp.topic.as_str(), &tp.partition.to_string()]).set(behind);
                 }
             }
+            tx.send_modify(|w| w.lag_events = total);
         })
     }
 
@@ -407,6 +414,14 @@ impl Materializer {
                 let lag_ms = (now.timestamp_millis() - produced).max(0);
                 oldest_ms = oldest_ms.max(lag_ms);
                 self.metrics.visible_seconds.observe(lag_ms as f64 / 1000.0);
+            }
+            for (sink, offsets) in [("graph", &c.graph_offsets), ("index", &c.index_offsets)] {
+                for (tp, next) in &offsets.0 {
+                    self.metrics
+                        .watermark
+                        .with_label_values(&[sink, tp.topic.as_str(), &tp.partition.to_string()])
+                        .set(*next);
+                }
             }
             tx.send_modify(|w| {
                 w.graph = c.graph_offsets;

@@ -19,6 +19,8 @@ pub struct IngestMetrics {
     /// Broker-reported high watermark minus the next offset applied, per partition. Some brokers
     /// misreport the high watermark; this gauge measures what the broker says, nothing more.
     pub lag: IntGaugeVec,
+    /// Next offset each sink will apply, per partition: the watermark.
+    pub watermark: IntGaugeVec,
     /// Seconds to commit one batch, by sink.
     pub commit_seconds: HistogramVec,
     /// Events per committed batch.
@@ -56,6 +58,10 @@ impl IngestMetrics {
                 ),
                 &["topic", "partition"],
             )?,
+            watermark: IntGaugeVec::new(
+                Opts::new("coalition_watermark_next_offset", "Next offset each sink will apply, per partition"),
+                &["sink", "topic", "partition"],
+            )?,
             commit_seconds: HistogramVec::new(
                 HistogramOpts::new("coalition_commit_seconds", "Time to commit one batch")
                     .buckets(vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5]),
@@ -83,6 +89,7 @@ impl IngestMetrics {
         registry.register(Box::new(m.stale.clone()))?;
         registry.register(Box::new(m.dead_lettered.clone()))?;
         registry.register(Box::new(m.lag.clone()))?;
+        registry.register(Box::new(m.watermark.clone()))?;
         registry.register(Box::new(m.commit_seconds.clone()))?;
         registry.register(Box::new(m.batch_size.clone()))?;
         registry.register(Box::new(m.visible_seconds.clone()))?;

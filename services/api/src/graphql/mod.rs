@@ -223,6 +223,9 @@ pub struct Freshness {
     /// For the last committed batch, milliseconds from its oldest record's broker timestamp to
     /// graph and index both having committed it.
     pub lag_ms: i64,
+    /// Events on the broker not yet applied (broker-reported high watermarks minus applied
+    /// offsets, refreshed every few seconds; an estimate where the broker misreports them).
+    pub lag_events: i64,
 }
 
 fn offsets_list(o: &coalition_mapping::Offsets) -> Vec<PartitionOffset> {
@@ -447,6 +450,7 @@ impl QueryRoot {
             caught_up: w.caught_up,
             committed_at: w.committed_at.map(|t| t.to_rfc3339()),
             lag_ms: w.last_batch_lag_ms,
+            lag_events: w.lag_events,
         })
     }
 }
