@@ -129,3 +129,51 @@ fn restart_keeps_acknowledged_mutations_and_does_not_reseed() -> Result<()> {
     assert_eq!(data["dialogue"]["provenance"]["partnerId"], "apf-france-handicap");
     Ok(())
 }
+
+#[test]
+fn a_partner_updates_and_retracts_its_own_entities_only() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let server = Server::start(&dir.path().join("data"), &[])?;
+    let nachw = server.create_token("partner", Some("nachw"), &[])?;
+    let other = server.create_token("partner", Some("sanofi"), &[])?;
+    let submit = |token: &str, title: &str| {
+        server.graphql_with_token(
+            token,
+            r#"mutation($title: String!) { submitActivity(partnerId: "nachw", input: {
+                 id: "owned-activity", title: $title, activityType: "workshop", date: "2025-05-05",
+                 description: "wombat workshop" }) { applied } }"#,
+            json!({ "title": title }),
+        )
+    };
+    let retract = |token: &str, partner: &str| {
+        server.graphql_with_token(
+            token,
+            &format!(r#"mutation {{ retract(partnerId: "{partner}", kind: ACTIVITY, id: "owned-activity", reason: "entered twice") {{ applied eventId }} }}"#),
+            json!({}),
+        )
+    };
+    let (_, v) = submit(&nachw, "First title")?;
+    assert_eq!(v["data"]["submitActivity"]["applied"], true, "{v}");
+    let (_, v) = submit(&nachw, "Second title")?;
+    assert_eq!(v["data"]["submitActivity"]["applied"], true, "{v}");
+    let d = server.graphql_ok(r#"{ activity(id: "owned-activity") { title history { eventId } } }"#, json!({}))?;
+    assert_eq!(d["activity"]["title"], "Second title", "an update replaces the facts");
+    assert_eq!(d["activity"]["history"].as_array().unwrap().len(), 2);
+
+    let (status, v) = retract(&other, "sanofi")?;
+    assert_eq!(v["errors"][0]["extensions"]["code"], "FORBIDDEN", "status {status}: {v}");
+    let (_, v) = retract(&nachw, "nachw")?;
+    assert_eq!(v["data"]["retract"]["applied"], true, "{v}");
+    let d = server.graphql_ok(r#"{ activity(id: "owned-activity") { title } search(query: "wombat") { totalCount } }"#, json!({}))?;
+    assert!(d["activity"].is_null(), "retracted from the graph");
+    assert_eq!(d["search"]["totalCount"], 0, "retracted from the index");
+    let rows = server.select(
+        r#"PREFIX coal: <https://w3id.org/coalition/ns#>
+           SELECT ?type WHERE { GRAPH <https://w3id.org/coalition/graph/provenance> {
+             ?e coal:describes <https://w3id.org/coalition/id/activity/owned-activity> ; coal:eventType ?type } }"#,
+    )?;
+    assert_eq!(rows.len(), 3, "two submissions and the retraction stay in provenance: {rows:?}");
+    let (_, v) = retract(&nachw, "nachw")?;
+    assert_eq!(v["errors"][0]["extensions"]["code"], "NOT_FOUND", "{v}");
+    Ok(())
+}

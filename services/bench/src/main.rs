@@ -111,10 +111,15 @@ fn faults(args: &FaultArgs) -> Result<check::Report> {
         kill_at[rng.below(chunks as u64) as usize] += 1;
     }
     let mut restart_at = vec![false; chunks];
-    for _ in 0..restarts_wanted {
-        // Mid-run: never after the last chunk.
-        let i = rng.below(chunks.saturating_sub(1).max(1) as u64) as usize;
-        restart_at[i] = true;
+    // Mid-run (never after the last chunk), at distinct chunks while there are enough.
+    let eligible = chunks.saturating_sub(1).max(1);
+    let mut placed = 0;
+    while placed < restarts_wanted {
+        let i = rng.below(eligible as u64) as usize;
+        if !restart_at[i] || placed >= eligible {
+            restart_at[i] = true;
+            placed += 1;
+        }
     }
     println!(
         "workload: {} records ({} entities, {} duplicates, {} out of order, {} retractions, {} poison) in {chunks} chunks",

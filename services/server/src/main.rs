@@ -175,6 +175,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<Broker> {
             sparql_timeout: Duration::from_secs(args.sparql_timeout_s),
             public_reads: args.public_reads,
             rate_limit: coalition_api::ratelimit::RateLimit::per_token(args.graphql_rate_limit),
+            introspection: args.graphql_introspection,
             ..ApiConfig::default()
         },
         tokens: token_store.clone(),

@@ -500,6 +500,37 @@ impl MutationRoot {
         submit(ctx, &principal, partner_id, payload).await
     }
 
+    /// A partner retracts one of its own entities: its facts leave the graph and the index; the
+    /// retraction stays in provenance. Needs a partner token for `partnerId`, which must be the
+    /// entity's submitting partner (or admin). To update an entity, submit it again with its id.
+    async fn retract(
+        &self,
+        ctx: &Context<'_>,
+        partner_id: ID,
+        kind: RetractableKind,
+        id: ID,
+        reason: Option<String>,
+    ) -> Result<Receipt> {
+        let principal = principal(ctx);
+        principal.authorize_submit(&partner_id)?;
+        check_id("id", &id.0)?;
+        let kind = Kind::from(kind);
+        let exists = {
+            let store = ctx.data::<AppCtx>()?.state.store.clone();
+            let entity = id.0.clone();
+            blocking(move || Ok(read::load(&store, kind, &entity)?.is_some())).await?
+        };
+        if !exists {
+            return Err(ApiError::new(ErrorKind::NotFound, format!("no {} \"{}\" to retract", kind.slug(), id.0)).into());
+        }
+        let payload = Ok(coalition_events::Payload::Retraction(coalition_events::Retraction {
+            kind,
+            id: coalition_events::EntityId(id.0),
+            reason,
+        }));
+        submit(ctx, &principal, partner_id, payload).await
+    }
+
     /// A policy team links a case study or activity to a recommendation it implements. Needs a
     /// policy token (or admin).
     async fn link_to_recommendation(&self, ctx: &Context<'_>, partner_id: ID, input: LinkInput) -> Result<Receipt> {
@@ -517,7 +548,9 @@ type Gate = fn(&Principal) -> Result<(), ApiError>;
 /// Add a row for each new mutation.
 fn mutation_gate(field: &str) -> Option<Gate> {
     match field {
-        "submitActivity" | "submitDialogue" | "submitOutcome" | "submitCaseStudy" => Some(Principal::authorize_submitter),
+        "submitActivity" | "submitDialogue" | "submitOutcome" | "submitCaseStudy" | "retract" => {
+            Some(Principal::authorize_submitter)
+        }
         "linkToRecommendation" => Some(Principal::authorize_link),
         "__typename" => None,
         // A mutation without its own row: never for anonymous callers or readers; its resolver
@@ -589,6 +622,26 @@ pub fn refusal(e: ApiError) -> axum::response::Response {
         response.headers_mut().insert(axum::http::header::WWW_AUTHENTICATE, axum::http::HeaderValue::from_static("Bearer realm=\"coalition\""));
     }
     response
+}
+
+/// What a partner may retract.
+#[derive(async_graphql::Enum, Copy, Clone, Eq, PartialEq)]
+pub enum RetractableKind {
+    Activity,
+    Dialogue,
+    Outcome,
+    CaseStudy,
+}
+
+impl From<RetractableKind> for Kind {
+    fn from(k: RetractableKind) -> Kind {
+        match k {
+            RetractableKind::Activity => Kind::Activity,
+            RetractableKind::Dialogue => Kind::Dialogue,
+            RetractableKind::Outcome => Kind::Outcome,
+            RetractableKind::CaseStudy => Kind::CaseStudy,
+        }
+    }
 }
 
 /// Proof that the broker has the event.
