@@ -77,3 +77,59 @@ fn unsupported_shacl_is_refused_when_shapes_load() {
     let err = shacl::Shapes::compile(&[("bad.ttl", ttl)]).unwrap_err();
     assert!(err.to_string().contains("unsupported SHACL constraint"), "{err}");
 }
+
+mod round_trip {
+    use super::*;
+    use coalition_events::{Activity, EntityId, PartnerId};
+    use proptest::prelude::*;
+
+    fn entity_id() -> impl Strategy<Value = EntityId> {
+        "[a-z0-9][a-z0-9-]{0,30}".prop_map(EntityId)
+    }
+
+    fn activity() -> impl Strategy<Value = Activity> {
+        (
+            entity_id(),
+            "[\\PC&&[^\\u{0}]]{1,80}",
+            proptest::option::of("[\\PC]{1,200}"),
+            prop::sample::select(vec!["training", "workshop", "advocacy", "petition", "other"]),
+            (2000i32..2030, 1u32..13, 1u32..29),
+            proptest::option::of(prop::sample::select(vec!["GB", "US", "JP", "FR", "BR"])),
+            proptest::option::of(0i64..1_000_000),
+            proptest::collection::vec(entity_id(), 1..4),
+            proptest::collection::vec(entity_id(), 0..3),
+        )
+            .prop_map(|(id, title, description, ty, (y, m, d), country, reach, led_by, implements)| Activity {
+                id,
+                title,
+                description,
+                activity_type: ty.to_owned(),
+                date: chrono::NaiveDate::from_ymd_opt(y, m, d).unwrap(),
+                country: country.map(str::to_owned),
+                reach,
+                led_by,
+                case_study: None,
+                programme: None,
+                implements,
+                audience_groups: Vec::new(),
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        /// Any valid activity survives the wire format unchanged, maps deterministically, conforms
+        /// to the shapes, and its title and description reach the graph and the index verbatim.
+        #[test]
+        fn activities_round_trip_through_wire_graph_and_index(a in activity()) {
+            let event = Event::new(PartnerId("nachw".into()), "/partners/nachw", Payload::Activity(a.clone()));
+            let decoded = decode(&event.to_bytes()).expect("valid activity decodes");
+            prop_assert_eq!(&decoded, &event);
+            let mapped = map_event(&decoded, &pos(1)).expect("conforms to the shapes");
+            prop_assert_eq!(&mapped, &map_event(&event, &pos(1)).unwrap());
+            let title_literal = oxigraph::model::Literal::new_simple_literal(&a.title);
+            prop_assert!(mapped.facts.iter().any(|q| q.object == title_literal.clone().into()));
+            prop_assert_eq!(&mapped.docs[0].title, &a.title);
+            prop_assert_eq!(&mapped.docs[0].body, &a.description.clone().unwrap_or_default());
+        }
+    }
+}
