@@ -58,6 +58,11 @@ fn search_ranks_snippets_and_filters_inside_the_query() {
     let phrase = index.search("\"diabetes care\"", &SearchFilter::default(), 10, 0).unwrap();
     assert_eq!(phrase.total, 1);
     assert_eq!(phrase.hits[0].entity_id, "b");
+    let prefix = index.search("\"diabetes ca\"*", &SearchFilter::default(), 10, 0).unwrap();
+    assert_eq!(prefix.total, 1, "phrase prefix");
+    let typo = index.search("diabetis", &SearchFilter { fuzzy: true, ..SearchFilter::default() }, 10, 0).unwrap();
+    assert_eq!(typo.total, 1, "one edit away");
+    assert_eq!(index.search("diabetis", &SearchFilter::default(), 10, 0).unwrap().total, 0);
     assert_eq!(all.facets["country"], vec![("FR".to_owned(), 1), ("GB".to_owned(), 1)]);
     assert_eq!(all.facets["kind"], vec![("dialogue".to_owned(), 2)]);
     assert!(matches!(index.search("title:(", &SearchFilter::default(), 10, 0), Err(SearchError::Query { .. })));
