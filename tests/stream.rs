@@ -119,3 +119,24 @@ fn versions_retractions_dead_letters_import_and_rebuild() -> Result<()> {
     assert_eq!(title(&live, "okapi-day")?, "Okapi day v2");
     Ok(())
 }
+
+#[test]
+fn partner_inboxes_accept_only_their_own_partner() -> Result<()> {
+    let broker = Broker::start()?;
+    broker.create_topic("coalition.inbox.nachw.v1", 1)?;
+    let dir = tempfile::tempdir()?;
+    let server = Server::start(&dir.path().join("data"), &["--kafka-brokers", &broker.bootstrap, "--consumer-group", "inbox"])?;
+    let inbox = "coalition.inbox.nachw.v1";
+    let submitted = "org.coalition.activity.submitted.v1";
+    let mut forged = serde_json::from_str::<Value>(&envelope("forged", submitted, "forged-activity", None, activity("forged-activity", "Forged")))?;
+    forged["partnerid"] = json!("sanofi");
+    external_produce(&broker.bootstrap, inbox, "forged-activity", &forged.to_string())?;
+    external_produce(&broker.bootstrap, inbox, "own-activity", &envelope("own", submitted, "own-activity", None, activity("own-activity", "Own inbox activity")))?;
+    wait_for("the inbox event", Duration::from_secs(60), || title(&server, "own-activity").ok().filter(|t| !t.is_null()))?;
+    assert!(title(&server, "forged-activity")?.is_null(), "a forged partner claim is not applied");
+    let dead = external_consume(&broker.bootstrap, "coalition.deadletter.v1", 1, Duration::from_secs(30))?;
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(dead[0].headers["coalition.dlq.reason"], "partner_mismatch");
+    assert_eq!(dead[0].headers["coalition.dlq.source.topic"], inbox);
+    Ok(())
+}

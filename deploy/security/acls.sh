@@ -25,8 +25,9 @@ if [[ -z $BOOTSTRAP && $DRY_RUN != 1 ]]; then
 fi
 BOOTSTRAP=${BOOTSTRAP:-broker:9093}
 
-# The topics a partner submits to; the server consumes them all.
-PARTNER_TOPICS=(coalition.activities.v1 coalition.dialogues.v1 coalition.outcomes.v1 coalition.case-studies.v1)
+# A partner that produces events itself writes only to its own inbox topic,
+# coalition.inbox.<partner id>.v1; the materializer consumes every inbox and dead-letters
+# (reason partner_mismatch) any event there whose partnerid is not the inbox's partner.
 
 tool() { if [[ -n $KAFKA_BIN ]]; then echo "$KAFKA_BIN/$1"; else echo "$1"; fi; }
 run() {
@@ -61,14 +62,13 @@ acl --allow-principal User:coalition-admin --operation Create --operation Alter 
   --operation DescribeConfigs --operation AlterConfigs --operation Write \
   --topic coalition. --resource-pattern-type prefixed
 
-# partner-<id>: a partner that produces events itself may write only the partner topics, and
-# read nothing. Kafka does not tell consumers who produced a record, so the partnerid inside
-# the event is not checked against this user: give direct access only to partners you trust
-# to set it, and prefer the GraphQL API (which does check it).
+# partner-<id>: may write only its own inbox and read nothing. Kafka does not tell consumers who
+# produced a record; the inbox is what binds a record to its producer: only User:partner-<id>
+# can write coalition.inbox.<id>.v1, and the materializer refuses events there that claim
+# another partner. The entity topics themselves are written only by coalition-server (the
+# GraphQL API, which checks the caller's token) and coalition-admin.
 for p in $PARTNERS; do
   var="PARTNER_$(echo "$p" | tr 'a-z-' 'A-Z_')_PASSWORD"
   scram_user "partner-$p" "${!var:-}"
-  for t in "${PARTNER_TOPICS[@]}"; do
-    acl --allow-principal "User:partner-$p" --operation Write --operation Describe --topic "$t"
-  done
+  acl --allow-principal "User:partner-$p" --operation Write --operation Describe --topic "coalition.inbox.$p.v1"
 done

@@ -21,6 +21,21 @@ pub const CONTENT_TYPE: &str = "application/cloudevents+json; charset=UTF-8";
 /// The dead-letter topic: per-record rejects with their reason and original bytes.
 pub const DEAD_LETTER_TOPIC: &str = "coalition.deadletter.v1";
 
+/// Prefix of partner inbox topics, `coalition.inbox.<partner id>.v1`: a partner producing straight
+/// to Kafka writes only to its own inbox (enforced by topic ACLs), and the materializer refuses
+/// any event there that claims another partner.
+pub const INBOX_PREFIX: &str = "coalition.inbox.";
+
+/// The inbox topic of `partner`.
+pub fn inbox_topic(partner: &str) -> String {
+    format!("{INBOX_PREFIX}{partner}.v1")
+}
+
+/// The partner whose inbox `topic` is, if it is one.
+pub fn inbox_partner(topic: &str) -> Option<&str> {
+    topic.strip_prefix(INBOX_PREFIX)?.strip_suffix(".v1").filter(|p| !p.is_empty() && !p.contains('.'))
+}
+
 /// Every kind of entity (and the link relation) the coalition tracks, one topic each.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

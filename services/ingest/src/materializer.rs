@@ -457,7 +457,17 @@ fn decode_and_map(
         return Err(("empty_record", format!("record at {}/{}/{} has no value", pos.topic, pos.partition, pos.offset)));
     };
     let event = coalition_events::decode(bytes).map_err(|e| (e.code(), e.to_string()))?;
-    if event.kind.topic() != pos.topic {
+    if let Some(owner) = coalition_events::inbox_partner(&pos.topic) {
+        if event.partner.0 != owner {
+            return Err((
+                "partner_mismatch",
+                format!(
+                    "event {} claims partner \"{}\" but arrived on the inbox of partner \"{owner}\", which only that partner may write",
+                    event.id, event.partner
+                ),
+            ));
+        }
+    } else if event.kind.topic() != pos.topic {
         return Err((
             "wrong_topic",
             format!("event {} of type {} belongs on topic {}, not {}", event.id, event.kind.event_type(), event.kind.topic(), pos.topic),
@@ -472,7 +482,19 @@ fn discover(consumer: &MaterializerConsumer, cancel: &CancellationToken) -> Resu
     let mut partitions = Vec::new();
     let mut highs = Offsets::default();
     let deadline = Instant::now() + Duration::from_secs(60);
-    for topic in Kind::topics() {
+    let mut topics: Vec<String> = Kind::topics().into_iter().map(str::to_owned).collect();
+    // Partner inboxes that exist now; one created later is picked up at the next start.
+    let all = consumer.fetch_metadata(None, METADATA_TIMEOUT)?;
+    let mut inboxes: Vec<String> = all
+        .topics()
+        .iter()
+        .map(|t| t.name().to_owned())
+        .filter(|name| coalition_events::inbox_partner(name).is_some())
+        .collect();
+    inboxes.sort();
+    topics.extend(inboxes);
+    for topic in &topics {
+        let topic = topic.as_str();
         let count = loop {
             let md = consumer.fetch_metadata(Some(topic), METADATA_TIMEOUT)?;
             let count = md.topics().first().map(|t| t.partitions().len()).unwrap_or(0);

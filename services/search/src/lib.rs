@@ -67,10 +67,6 @@ impl Fields {
         let i = LANGUAGES.iter().position(|l| *l == language).unwrap_or(LANGUAGES.len() - 1);
         self.text[i]
     }
-
-    fn all_text(&self) -> impl Iterator<Item = Field> + '_ {
-        self.text.iter().flat_map(|(t, b)| [*t, *b])
-    }
 }
 
 fn analyzer_name(language: &str) -> String {

@@ -99,6 +99,18 @@ impl Broker {
         Ok(broker)
     }
 
+    /// Creates one topic with the broker's own CLI.
+    pub fn create_topic(&self, topic: &str, partitions: u32) -> Result<()> {
+        let url = format!("tcp://127.0.0.1:{}", self.port);
+        let out = Command::new(tansu_bin()?)
+            .args(["topic", "create", topic, "--partitions", &partitions.to_string(), "--broker", &url])
+            .output()?;
+        if !out.status.success() {
+            bail!("creating topic {topic}: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(())
+    }
+
     /// Creates the coalition topics with the broker's own CLI (idempotent).
     pub fn create_topics(&self, partitions: u32) -> Result<()> {
         let topics = [
