@@ -2,6 +2,7 @@
 //! produce events to Kafka (never writing the store).
 
 mod inputs;
+mod loader;
 mod types;
 
 use crate::auth::Principal;
@@ -33,8 +34,10 @@ pub(crate) async fn blocking<T: Send + 'static>(
 
 pub fn build_schema(state: AppState) -> CoalitionSchema {
     let limits = state.config.clone();
+    let entities = async_graphql::dataloader::DataLoader::new(loader::EntityLoader { store: state.store.clone() }, tokio::spawn);
     let mut builder = Schema::build(QueryRoot, MutationRoot, EmptySubscription)
         .data(AppCtx { state })
+        .data(entities)
         .limit_depth(limits.max_depth)
         .limit_complexity(limits.max_complexity);
     if !limits.introspection {

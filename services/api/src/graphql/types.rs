@@ -10,15 +10,20 @@ use coalition_events::Kind;
 use coalition_mapping::vocab::{coal, dcterms, org, schema, skos};
 use std::collections::BTreeSet;
 
+type Entities = async_graphql::dataloader::DataLoader<super::loader::EntityLoader>;
+
+/// Loads referenced entities through the request-spanning batch loader, in the order given.
 async fn load_refs(ctx: &Context<'_>, kind: Kind, ids: Vec<String>) -> Result<Vec<Entity>> {
-    let store = ctx.data::<AppCtx>()?.state.store.clone();
-    Ok(blocking(move || read::load_many(&store, kind, &ids)).await?)
+    let loader = ctx.data::<Entities>()?;
+    let keys: Vec<(Kind, String)> = ids.into_iter().map(|id| (kind, id)).collect();
+    let found = loader.load_many(keys.clone()).await.map_err(|e| async_graphql::Error::new(e.as_str()))?;
+    Ok(keys.iter().filter_map(|k| found.get(k).cloned()).collect())
 }
 
 async fn load_one(ctx: &Context<'_>, kind: Kind, id: Option<String>) -> Result<Option<Entity>> {
     let Some(id) = id else { return Ok(None) };
-    let store = ctx.data::<AppCtx>()?.state.store.clone();
-    Ok(blocking(move || read::load(&store, kind, &id)).await?)
+    let loader = ctx.data::<Entities>()?;
+    loader.load_one((kind, id)).await.map_err(|e| async_graphql::Error::new(e.as_str()))
 }
 
 async fn referrers(ctx: &Context<'_>, kind: Kind, predicate: &'static str, target: &str) -> Result<Vec<Entity>> {
