@@ -133,15 +133,6 @@ pub fn load_many(store: &GraphStore, kind: Kind, ids: &[String]) -> Result<Vec<E
     Ok(out)
 }
 
-/// Ids of entities of `kind` whose `predicate` points at `target` (a reverse link).
-pub fn referrers(store: &GraphStore, kind: Kind, predicate: &str, target: &str) -> Result<Vec<String>, ApiError> {
-    let class = class_of(kind);
-    let rows = store.select(&format!(
-        "SELECT DISTINCT ?e WHERE {{ ?e <{predicate}> <{target}> . ?e a <{class}> }} ORDER BY ?e"
-    ))?;
-    Ok(ids_of(&rows, "e"))
-}
-
 pub fn ids_of(rows: &[Row], var: &str) -> Vec<String> {
     rows.iter()
         .filter_map(|r| literal(r, var))

@@ -36,3 +36,55 @@ impl Loader<(Kind, String)> for EntityLoader {
         .map_err(|e: ApiError| Arc::new(e.message))
     }
 }
+
+/// Key: (kind of the referring entities, predicate, target IRI) — "the activities that implement
+/// this recommendation". All targets asked together are answered by one SPARQL query per
+/// (kind, predicate) with a `VALUES` block.
+pub struct ReferrerLoader {
+    pub store: GraphStore,
+}
+
+impl Loader<(Kind, String, String)> for ReferrerLoader {
+    type Value = Vec<String>;
+    type Error = Arc<String>;
+
+    async fn load(
+        &self,
+        keys: &[(Kind, String, String)],
+    ) -> Result<HashMap<(Kind, String, String), Vec<String>>, Self::Error> {
+        let store = self.store.clone();
+        let keys = keys.to_vec();
+        blocking(move || {
+            let mut groups: HashMap<(Kind, String), Vec<String>> = HashMap::new();
+            for (kind, predicate, target) in &keys {
+                groups.entry((*kind, predicate.clone())).or_default().push(target.clone());
+            }
+            let mut out: HashMap<(Kind, String, String), Vec<String>> =
+                keys.iter().map(|k| (k.clone(), Vec::new())).collect();
+            for ((kind, predicate), targets) in groups {
+                let values: String = targets
+                    .iter()
+                    .filter(|t| coalition_mapping::parse_entity_iri(t).is_some())
+                    .map(|t| format!("<{t}> "))
+                    .collect();
+                let rows = store.select(&format!(
+                    "SELECT DISTINCT ?t ?e WHERE {{ VALUES ?t {{ {values}}} ?e <{predicate}> ?t . ?e a <{}> }} ORDER BY ?e",
+                    read::class_of(kind)
+                ))?;
+                for row in rows {
+                    let (Some(t), Some(e)) = (coalition_store::literal(&row, "t"), coalition_store::literal(&row, "e")) else {
+                        continue;
+                    };
+                    if let (Some(list), Some((_, id))) =
+                        (out.get_mut(&(kind, predicate.clone(), t)), coalition_mapping::parse_entity_iri(&e))
+                    {
+                        list.push(id);
+                    }
+                }
+            }
+            Ok(out)
+        })
+        .await
+        .map_err(|e: ApiError| Arc::new(e.message))
+    }
+}

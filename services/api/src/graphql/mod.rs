@@ -35,9 +35,14 @@ pub(crate) async fn blocking<T: Send + 'static>(
 pub fn build_schema(state: AppState) -> CoalitionSchema {
     let limits = state.config.clone();
     let entities = async_graphql::dataloader::DataLoader::new(loader::EntityLoader { store: state.store.clone() }, tokio::spawn);
+    let state_store_for_loaders = state.store.clone();
     let mut builder = Schema::build(QueryRoot, MutationRoot, EmptySubscription)
         .data(AppCtx { state })
         .data(entities)
+        .data(async_graphql::dataloader::DataLoader::new(
+            loader::ReferrerLoader { store: state_store_for_loaders },
+            tokio::spawn,
+        ))
         .limit_depth(limits.max_depth)
         .limit_complexity(limits.max_complexity);
     if !limits.introspection {

@@ -26,14 +26,15 @@ async fn load_one(ctx: &Context<'_>, kind: Kind, id: Option<String>) -> Result<O
     loader.load_one((kind, id)).await.map_err(|e| async_graphql::Error::new(e.as_str()))
 }
 
+/// Entities of `kind` whose `predicate` points at `target`, batched across sibling resolvers.
 async fn referrers(ctx: &Context<'_>, kind: Kind, predicate: &'static str, target: &str) -> Result<Vec<Entity>> {
-    let store = ctx.data::<AppCtx>()?.state.store.clone();
-    let target = target.to_owned();
-    Ok(blocking(move || {
-        let ids = read::referrers(&store, kind, predicate, &target)?;
-        read::load_many(&store, kind, &ids)
-    })
-    .await?)
+    let loader = ctx.data::<async_graphql::dataloader::DataLoader<super::loader::ReferrerLoader>>()?;
+    let ids = loader
+        .load_one((kind, predicate.to_owned(), target.to_owned()))
+        .await
+        .map_err(|e| async_graphql::Error::new(e.as_str()))?
+        .unwrap_or_default();
+    load_refs(ctx, kind, ids).await
 }
 
 async fn provenance_of(ctx: &Context<'_>, iri: &str) -> Result<Vec<Provenance>> {
