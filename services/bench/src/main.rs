@@ -10,6 +10,8 @@
 //! end of the stream is a marker record pinned to each partition, awaited in the graph.
 
 mod check;
+mod gen;
+mod hotpath;
 mod kafka;
 mod procs;
 mod workload;
@@ -31,6 +33,24 @@ enum Cmd {
     /// Stream N events with SIGKILLs of the materializer and broker restarts; check nothing is
     /// lost or duplicated and that a clean rebuild gives the same digest.
     Faults(FaultArgs),
+    /// Write a deterministic synthetic coalition as event files (and N-Quads of the same facts).
+    Gen(GenArgs),
+    /// Generate, ingest through Kafka, and measure ingest, freshness, rebuild, RSS and the
+    /// hot-path queries against raw Oxigraph on the same data.
+    HotPath(hotpath::HotPathArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct GenArgs {
+    #[arg(long, default_value_t = 10_000)]
+    pub conversations: usize,
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    #[arg(long, default_value = "target/bench/gen")]
+    pub out_dir: PathBuf,
+    /// Also write N-Quads of the same facts, for other engines.
+    #[arg(long)]
+    pub nquads: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -76,11 +96,23 @@ fn main() -> Result<()> {
             }
             Ok(())
         }
+        Cmd::Gen(args) => {
+            let report = gen::generate(args.conversations, args.seed, &args.out_dir, args.nquads)?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            Ok(())
+        }
+        Cmd::HotPath(args) => hotpath::run(args),
     }
 }
 
 fn faults(args: &FaultArgs) -> Result<check::Report> {
     let started = Instant::now();
+    let coalition = procs::coalition_bin();
+    anyhow::ensure!(
+        coalition.exists(),
+        "{} not found: build it in the same profile (cargo build --workspace [--release]) or set COALITION_BIN",
+        coalition.display()
+    );
     let work = &args.work_dir;
     if work.exists() {
         std::fs::remove_dir_all(work).with_context(|| format!("emptying {}", work.display()))?;
@@ -149,15 +181,18 @@ fn faults(args: &FaultArgs) -> Result<check::Report> {
             live.start()?;
         }
         produced += chunk.len() + again;
-        for _ in 0..kill_at[i] {
-            // Land the kill inside the server's work: once it has committed something since its
-            // start (bounded wait), plus a random delay.
-            let at_start = live.committed(workload::TOPIC).unwrap_or(0);
-            let waited = Instant::now();
-            while waited.elapsed() < Duration::from_secs(3) {
-                match live.committed(workload::TOPIC) {
-                    Some(c) if c > at_start || c >= produced as i64 => break,
-                    _ => std::thread::sleep(Duration::from_millis(20)),
+        for k in 0..kill_at[i] {
+            // Land the kill inside the server's work on the chunk just flushed. A second kill at
+            // the same point first waits (bounded) until the restarted server has committed
+            // something, so it does not hit a server that has done nothing yet.
+            if k > 0 {
+                let at_start = live.committed(workload::TOPIC).unwrap_or(0);
+                let waited = Instant::now();
+                while waited.elapsed() < Duration::from_secs(3) {
+                    match live.committed(workload::TOPIC) {
+                        Some(c) if c > at_start || c >= produced as i64 => break,
+                        _ => std::thread::sleep(Duration::from_millis(20)),
+                    }
                 }
             }
             std::thread::sleep(Duration::from_millis(rng.below(300)));

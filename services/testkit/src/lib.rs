@@ -23,9 +23,13 @@ pub fn coalition_bin() -> PathBuf {
         return PathBuf::from(p);
     }
     let exe = std::env::current_exe().expect("current exe");
-    // target/<profile>/deps/<test> -> target/<profile>/coalition
-    let profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile>");
-    profile_dir.join("coalition")
+    // A binary in target/<profile>/ (e.g. coalition-bench) has it beside itself; a test in
+    // target/<profile>/deps/ one level up.
+    let beside = exe.parent().expect("exe dir").join("coalition");
+    if beside.exists() {
+        return beside;
+    }
+    exe.parent().and_then(Path::parent).expect("target/<profile>").join("coalition")
 }
 
 /// A free TCP port on loopback.

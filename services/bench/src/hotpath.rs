@@ -1,0 +1,320 @@
+//! `coalition-bench hot-path`: for each size, generates a synthetic coalition, ingests it through
+//! a real broker process into the real `coalition` binary, and measures in one run: ingest
+//! events/s (Kafka → graph + index committed), produce → visible freshness, rebuild time (a fresh
+//! replica materializing the whole log), serving RSS, and the hot-path queries H1–H5 over HTTP with
+//! concurrent clients next to the same SPARQL on raw Oxigraph loaded with the same facts.
+
+use crate::gen;
+use anyhow::{bail, Context as _, Result};
+use coalition_testkit::{wait_for, Broker, Server};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::ClientConfig;
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, clap::Args)]
+pub struct HotPathArgs {
+    /// Sizes in conversations, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "10000")]
+    pub conversations: Vec<usize>,
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Concurrent HTTP clients for the query phase.
+    #[arg(long, default_value_t = 16)]
+    pub clients: usize,
+    /// Requests per query per client.
+    #[arg(long, default_value_t = 10)]
+    pub iterations: usize,
+    /// Probe events for the freshness measurement.
+    #[arg(long, default_value_t = 100)]
+    pub probes: usize,
+    #[arg(long, default_value = "target/bench/hot-path.json")]
+    pub out: PathBuf,
+    #[arg(long, default_value = "target/bench/hot-path-work")]
+    pub work_dir: PathBuf,
+}
+
+#[derive(Debug, Serialize)]
+pub struct QueryResult {
+    pub name: String,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub raw_oxigraph_p50_ms: f64,
+    pub raw_oxigraph_p99_ms: f64,
+    /// Raw Oxigraph p50 divided by Coalition Graph p50 (> 1: Coalition Graph is faster).
+    pub speedup: f64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Run {
+    pub conversations: usize,
+    pub events: usize,
+    pub ingest_events_per_s: f64,
+    pub freshness_p50_ms: f64,
+    pub freshness_p99_ms: f64,
+    pub rebuild_s: f64,
+    pub rss_mib: f64,
+    pub queries: Vec<QueryResult>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub machine: String,
+    pub runs: Vec<Run>,
+}
+
+const QUERIES: &[(&str, &str)] = &[
+    ("H1", "h1-recommendation-dashboard.sparql"),
+    ("H2", "h2-evidence-group-country.sparql"),
+    ("H3", "h3-recommendation-case-studies-outcomes.sparql"),
+    ("H4", "h4-partner-rollup.sparql"),
+];
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+/// Rewrites the built-in dataset's parameters in a query file to the generated dataset's.
+fn parameterise(query: &str) -> String {
+    query
+        .replace("rec-2-diversity-in-research", "rec-2")
+        .replace("partner/nachw", "partner/partner-00000")
+        .replace("coal:country \"FR\"", "coal:country \"FR\"")
+}
+
+fn produce_all(bootstrap: &str, events: &[coalition_events::Event]) -> Result<()> {
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "20")
+        .set("batch.num.messages", "10000")
+        .set("queue.buffering.max.messages", "1000000")
+        .create()?;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    runtime.block_on(async {
+        use futures::StreamExt;
+        let payloads: Vec<(String, String, Vec<u8>)> =
+            events.iter().map(|e| (e.kind.topic().to_owned(), e.subject.0.clone(), e.to_bytes())).collect();
+        let mut sends = futures::stream::iter(payloads.iter().map(|(topic, key, bytes)| {
+            producer.send(FutureRecord::to(topic).key(key).payload(bytes), Duration::from_secs(60))
+        }))
+        .buffered(4096);
+        while let Some(r) = sends.next().await {
+            r.map_err(|(e, _)| anyhow::anyhow!("produce failed: {e}"))?;
+        }
+        Ok::<_, anyhow::Error>(())
+    })
+}
+
+fn applied(server: &Server) -> Result<u64> {
+    let (_, body) = server.get("/readyz")?;
+    let v: serde_json::Value = serde_json::from_str(&body)?;
+    Ok(v["applied"].as_u64().unwrap_or(0) + v["deadLettered"].as_u64().unwrap_or(0))
+}
+
+fn rss_mib(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).map(str::to_owned))
+        .and_then(|l| l.split_whitespace().nth(1).and_then(|kb| kb.parse::<f64>().ok()))
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(f64::NAN)
+}
+
+/// Runs `f` from `clients` threads, `iterations` times each; returns sorted latencies in ms.
+fn concurrent(clients: usize, iterations: usize, f: impl Fn() -> Result<()> + Send + Sync) -> Result<Vec<f64>> {
+    let latencies = Mutex::new(Vec::with_capacity(clients * iterations));
+    let errors = Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for _ in 0..clients {
+            s.spawn(|| {
+                for _ in 0..iterations {
+                    let t = Instant::now();
+                    match f() {
+                        Ok(()) => latencies.lock().expect("lock").push(t.elapsed().as_secs_f64() * 1000.0),
+                        Err(e) => errors.lock().expect("lock").push(e.to_string()),
+                    }
+                }
+            });
+        }
+    });
+    let errors = errors.into_inner().expect("lock");
+    if let Some(e) = errors.first() {
+        bail!("{} request(s) failed, first: {e}", errors.len());
+    }
+    let mut l = latencies.into_inner().expect("lock");
+    l.sort_by(|a, b| a.total_cmp(b));
+    Ok(l)
+}
+
+fn raw_oxigraph(nquads: &Path, dir: &Path) -> Result<oxigraph::store::Store> {
+    let store = oxigraph::store::Store::open(dir)?;
+    let mut loader = store.bulk_loader();
+    loader
+        .load_from_reader(oxigraph::io::RdfFormat::NQuads, std::io::BufReader::new(std::fs::File::open(nquads)?))
+        .context("loading N-Quads into raw Oxigraph")?;
+    loader.commit()?;
+    Ok(store)
+}
+
+fn raw_query(store: &oxigraph::store::Store, query: &str) -> Result<usize> {
+    use oxigraph::sparql::{QueryResults, SparqlEvaluator};
+    let mut prepared = SparqlEvaluator::new().parse_query(query)?;
+    prepared.dataset_mut().set_default_graph_as_union();
+    Ok(match prepared.on_store(store).execute()? {
+        QueryResults::Solutions(s) => s.count(),
+        QueryResults::Boolean(_) => 1,
+        QueryResults::Graph(g) => g.count(),
+    })
+}
+
+fn one_size(args: &HotPathArgs, conversations: usize, repo: &Path) -> Result<Run> {
+    let work = args.work_dir.join(format!("c{conversations}"));
+    if work.exists() {
+        std::fs::remove_dir_all(&work)?;
+    }
+    std::fs::create_dir_all(&work)?;
+    eprintln!("[{conversations}] generating");
+    let report = gen::generate(conversations, args.seed, &work, true)?;
+    let events = gen::events(conversations, args.seed);
+    let broker = Broker::start()?;
+    let server = Server::start(
+        &work.join("data"),
+        &["--kafka-brokers", &broker.bootstrap, "--graphql-rate-limit", "0", "--consumer-group", "bench", "--no-seed"],
+    )?;
+    eprintln!("[{conversations}] ingesting {} events", events.len());
+    let started = Instant::now();
+    produce_all(&broker.bootstrap, &events)?;
+    let total = events.len() as u64;
+    wait_for("ingest to finish", Duration::from_secs(3600), || applied(&server).ok().filter(|n| *n >= total))?;
+    let ingest_s = started.elapsed().as_secs_f64();
+
+    eprintln!("[{conversations}] freshness probes");
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &broker.bootstrap)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "0")
+        .create()?;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let mut fresh = Vec::new();
+    for i in 0..args.probes {
+        let mut probe = events.iter().find(|e| e.kind == coalition_events::Kind::Activity).expect("activities").clone();
+        let id = format!("probe-{i:05}");
+        if let coalition_events::Payload::Activity(a) = &mut probe.payload {
+            a.id = coalition_events::EntityId(id.clone());
+        }
+        probe.subject = coalition_events::EntityId(id.clone());
+        probe.id = coalition_events::EventId(format!("probe-event-{i}"));
+        let bytes = probe.to_bytes();
+        let t = Instant::now();
+        let delivery = runtime.block_on(producer.send(FutureRecord::to(probe.kind.topic()).key(&id).payload(&bytes), Duration::from_secs(30)));
+        let delivery = delivery.map_err(|(e, _)| anyhow::anyhow!("{e}"))?;
+        let token = format!("{}@{}:{}", probe.kind.topic(), delivery.partition, delivery.offset);
+        let (status, v) = server.graphql_with_headers(
+            &[("coalition-consistency", &token)],
+            &format!(r#"{{ activity(id: "{id}") {{ id }} }}"#),
+            serde_json::json!({}),
+        )?;
+        anyhow::ensure!(status == 200 && v["data"]["activity"]["id"] == id.as_str(), "probe {id} not visible: {v}");
+        fresh.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    fresh.sort_by(|a, b| a.total_cmp(b));
+
+    eprintln!("[{conversations}] queries");
+    let raw = raw_oxigraph(report.nquads_file.as_ref().expect("generated with N-Quads"), &work.join("raw-oxigraph"))?;
+    let mut queries = Vec::new();
+    for (name, file) in QUERIES {
+        let query = parameterise(&std::fs::read_to_string(repo.join("queries").join(file))?);
+        // Both engines must give the same answer before their speed means anything.
+        let (status, _, body) = server.sparql_get(&query, "application/sparql-results+json")?;
+        anyhow::ensure!(status == 200, "{name}: HTTP {status}: {body}");
+        let ours_rows = serde_json::from_str::<serde_json::Value>(&body)?["results"]["bindings"].as_array().map_or(0, Vec::len);
+        let raw_rows = raw_query(&raw, &query)?;
+        anyhow::ensure!(ours_rows == raw_rows && ours_rows > 0, "{name}: {ours_rows} rows over HTTP, {raw_rows} on raw Oxigraph");
+        let ours = concurrent(args.clients, args.iterations, || {
+            let (status, _, body) = server.sparql_get(&query, "application/sparql-results+json")?;
+            anyhow::ensure!(status == 200, "{name}: HTTP {status}: {body}");
+            Ok(())
+        })?;
+        let raw_latencies = concurrent(args.clients, args.iterations, || raw_query(&raw, &query).map(|_| ()))?;
+        let (p50, p99) = (percentile(&ours, 0.5), percentile(&ours, 0.99));
+        let (r50, r99) = (percentile(&raw_latencies, 0.5), percentile(&raw_latencies, 0.99));
+        queries.push(QueryResult {
+            name: (*name).to_owned(),
+            p50_ms: p50,
+            p99_ms: p99,
+            raw_oxigraph_p50_ms: r50,
+            raw_oxigraph_p99_ms: r99,
+            speedup: r50 / p50,
+        });
+    }
+    let rss = server.pid().map(rss_mib).unwrap_or(f64::NAN);
+
+    eprintln!("[{conversations}] rebuild (a fresh replica materializing the whole log)");
+    let started = Instant::now();
+    let replica = Server::start(
+        &work.join("replica"),
+        &["--kafka-brokers", &broker.bootstrap, "--consumer-group", "bench-replica", "--no-seed"],
+    )?;
+    let expected = total + args.probes as u64;
+    wait_for("the replica to apply the log", Duration::from_secs(3600), || applied(&replica).ok().filter(|n| *n >= expected))?;
+    let rebuild_s = started.elapsed().as_secs_f64();
+    drop(replica);
+    drop(server);
+    drop(broker);
+    Ok(Run {
+        conversations,
+        events: events.len(),
+        ingest_events_per_s: total as f64 / ingest_s,
+        freshness_p50_ms: percentile(&fresh, 0.5),
+        freshness_p99_ms: percentile(&fresh, 0.99),
+        rebuild_s,
+        rss_mib: rss,
+        queries,
+    })
+}
+
+pub fn run(args: HotPathArgs) -> Result<()> {
+    let repo = coalition_testkit::repo_root();
+    let mut runs = Vec::new();
+    for &c in &args.conversations {
+        runs.push(one_size(&args, c, &repo)?);
+    }
+    let report = Report { machine: format!("{} cores", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)), runs };
+    println!(
+        "{:>9} {:>8} {:>10} {:>9} {:>9} {:>8} {:>7}   query  p50/p99 ms (raw Oxigraph p50/p99, speedup)",
+        "convs", "events", "ingest/s", "fresh50", "fresh99", "rebuild", "rss MiB"
+    );
+    for r in &report.runs {
+        let q: Vec<String> = r
+            .queries
+            .iter()
+            .map(|q| format!("{} {:.1}/{:.1} ({:.1}/{:.1}, {:.2}x)", q.name, q.p50_ms, q.p99_ms, q.raw_oxigraph_p50_ms, q.raw_oxigraph_p99_ms, q.speedup))
+            .collect();
+        println!(
+            "{:>9} {:>8} {:>10.0} {:>9.1} {:>9.1} {:>8.1} {:>7.0}   {}",
+            r.conversations,
+            r.events,
+            r.ingest_events_per_s,
+            r.freshness_p50_ms,
+            r.freshness_p99_ms,
+            r.rebuild_s,
+            r.rss_mib,
+            q.join("  ")
+        );
+    }
+    if let Some(parent) = args.out.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    std::fs::write(&args.out, serde_json::to_string_pretty(&report)?)?;
+    eprintln!("wrote {}", args.out.display());
+    Ok(())
+}
