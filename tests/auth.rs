@@ -58,31 +58,47 @@ fn only_the_right_principal_writes_and_refused_writes_reach_no_topic() -> Result
     assert!(v["errors"][0]["extensions"].get("fieldErrors").is_none(), "{v}");
     assert!(v["data"].is_null() || v.get("data").is_none(), "{v}");
     // … even when the input does not even coerce (a missing required field).
-    let v = anonymous(&server, SUBMIT_ACTIVITY, json!({ "partner": "nachw", "input": { "id": "refused-anonymous-2" } }))?;
+    let v =
+        anonymous(&server, SUBMIT_ACTIVITY, json!({ "partner": "nachw", "input": { "id": "refused-anonymous-2" } }))?;
     assert_eq!(v["errors"][0]["extensions"]["code"], "UNAUTHENTICATED", "{v}");
 
     // A partner writing as another partner: FORBIDDEN, before validation.
-    let (status, v) = server.graphql_with_token(&nachw, SUBMIT_ACTIVITY, json!({ "partner": "sanofi", "input": bad }))?;
+    let (status, v) =
+        server.graphql_with_token(&nachw, SUBMIT_ACTIVITY, json!({ "partner": "sanofi", "input": bad }))?;
     let (_, code, message) = refused(status, &v);
     assert_eq!(code, "FORBIDDEN", "{v}");
     assert!(message.contains("\"nachw\"") && message.contains("\"sanofi\""), "{message}");
     let mut other = activity("refused-wrong-partner");
     other["ledBy"] = json!(["sanofi"]);
-    let (status, v) = server.graphql_with_token(&nachw, SUBMIT_ACTIVITY, json!({ "partner": "sanofi", "input": other }))?;
+    let (status, v) =
+        server.graphql_with_token(&nachw, SUBMIT_ACTIVITY, json!({ "partner": "sanofi", "input": other }))?;
     assert_eq!(refused(status, &v).1, "FORBIDDEN", "{v}");
 
     // A reader attempting a mutation: 403 for the whole request.
-    let (status, v) = server.graphql_with_token(&reader, SUBMIT_ACTIVITY, json!({ "partner": "nachw", "input": activity("refused-reader") }))?;
+    let (status, v) = server.graphql_with_token(
+        &reader,
+        SUBMIT_ACTIVITY,
+        json!({ "partner": "nachw", "input": activity("refused-reader") }),
+    )?;
     assert_eq!((status, refused(status, &v).1), (403, "FORBIDDEN".to_owned()), "{v}");
     assert!(refused(status, &v).2.contains("role reader"), "{v}");
     // … who still reads.
-    let d = server.graphql_ok_with_token(&reader, r#"{ recommendation(id: "rec-5-accessible-communication") { number } }"#, json!({}))?;
+    let d = server.graphql_ok_with_token(
+        &reader,
+        r#"{ recommendation(id: "rec-5-accessible-communication") { number } }"#,
+        json!({}),
+    )?;
     assert_eq!(d["recommendation"]["number"], 5);
 
     // A policy token may not submit; a partner token may not link.
-    let (status, v) = server.graphql_with_token(&policy, SUBMIT_ACTIVITY, json!({ "partner": "nachw", "input": activity("refused-policy") }))?;
+    let (status, v) = server.graphql_with_token(
+        &policy,
+        SUBMIT_ACTIVITY,
+        json!({ "partner": "nachw", "input": activity("refused-policy") }),
+    )?;
     assert_eq!(refused(status, &v).1, "FORBIDDEN", "{v}");
-    let link_vars = json!({ "partner": "nachw", "subject": "cs-us-nachw-chwconnector", "rec": "rec-6-workforce-for-all" });
+    let link_vars =
+        json!({ "partner": "nachw", "subject": "cs-us-nachw-chwconnector", "rec": "rec-6-workforce-for-all" });
     let (status, v) = server.graphql_with_token(&nachw, LINK, link_vars.clone())?;
     assert_eq!((status, refused(status, &v).1), (403, "FORBIDDEN".to_owned()), "{v}");
 
@@ -92,14 +108,22 @@ fn only_the_right_principal_writes_and_refused_writes_reach_no_topic() -> Result
     server.graphql_ok_with_token(&revoked, "{ freshness { caughtUp } }", json!({}))?;
     let out = coalition_token(&data, &["revoke", &revoked_id])?;
     assert!(out.contains(&revoked_id), "{out}");
-    let (status, v) = server.graphql_with_token(&revoked, SUBMIT_ACTIVITY, json!({ "partner": "nachw", "input": activity("refused-revoked") }))?;
+    let (status, v) = server.graphql_with_token(
+        &revoked,
+        SUBMIT_ACTIVITY,
+        json!({ "partner": "nachw", "input": activity("refused-revoked") }),
+    )?;
     let (status, code, message) = refused(status, &v);
     assert_eq!((status, code.as_str()), (401, "UNAUTHENTICATED"), "{v}");
     assert!(message.contains("revoked") && message.contains(&revoked_id), "{message}");
 
     let expired = wait_for("the 1s token to expire", Duration::from_secs(10), || {
         let (status, v) = server
-            .graphql_with_token(&expiring, SUBMIT_ACTIVITY, json!({ "partner": "nachw", "input": activity("refused-expired") }))
+            .graphql_with_token(
+                &expiring,
+                SUBMIT_ACTIVITY,
+                json!({ "partner": "nachw", "input": activity("refused-expired") }),
+            )
             .ok()?;
         (status == 401).then_some(v)
     })?;
@@ -108,7 +132,11 @@ fn only_the_right_principal_writes_and_refused_writes_reach_no_topic() -> Result
 
     let forged = format!("{}{}", &nachw[..nachw.len() - 4], if nachw.ends_with("0000") { "1111" } else { "0000" });
     for (token, why) in [(forged.as_str(), "not issued by this server"), ("hunter2", "not a coalition token")] {
-        let (status, v) = server.graphql_with_token(token, SUBMIT_ACTIVITY, json!({ "partner": "nachw", "input": activity("refused-forged") }))?;
+        let (status, v) = server.graphql_with_token(
+            token,
+            SUBMIT_ACTIVITY,
+            json!({ "partner": "nachw", "input": activity("refused-forged") }),
+        )?;
         let (status, code, message) = refused(status, &v);
         assert_eq!((status, code.as_str()), (401, "UNAUTHENTICATED"), "{v}");
         assert!(message.contains(why), "{message}");
@@ -119,7 +147,11 @@ fn only_the_right_principal_writes_and_refused_writes_reach_no_topic() -> Result
     assert!(body.contains("UNAUTHENTICATED"), "{body}");
 
     // SPARQL UPDATE stays refused for everyone.
-    let (status, _, body) = server.sparql_post("application/sparql-update", "INSERT DATA { <urn:a> <urn:b> <urn:c> }", "application/json")?;
+    let (status, _, body) = server.sparql_post(
+        "application/sparql-update",
+        "INSERT DATA { <urn:a> <urn:b> <urn:c> }",
+        "application/json",
+    )?;
     assert_eq!(status, 403, "{body}");
     assert!(body.contains("READ_ONLY"), "{body}");
     let (status, _, body) = server.sparql_post(
@@ -138,7 +170,11 @@ fn only_the_right_principal_writes_and_refused_writes_reach_no_topic() -> Result
     assert!(body.contains("FORBIDDEN") && body.contains("SERVICE"), "{body}");
 
     // The allowed writes: the partner as itself, the policy team linking. Provenance names the token.
-    let receipt = server.graphql_ok_with_token(&nachw, SUBMIT_ACTIVITY, json!({ "partner": "nachw", "input": activity("allowed-nachw-activity") }))?;
+    let receipt = server.graphql_ok_with_token(
+        &nachw,
+        SUBMIT_ACTIVITY,
+        json!({ "partner": "nachw", "input": activity("allowed-nachw-activity") }),
+    )?;
     assert_eq!(receipt["submitActivity"]["applied"], true);
     let link = server.graphql_ok_with_token(&policy, LINK, link_vars)?;
     assert_eq!(link["linkToRecommendation"]["topic"], "coalition.links.v1");
@@ -146,7 +182,8 @@ fn only_the_right_principal_writes_and_refused_writes_reach_no_topic() -> Result
     let mut takeover = activity("allowed-nachw-activity");
     takeover["ledBy"] = json!(["sanofi"]);
     takeover["title"] = json!("refused takeover");
-    let (status, v) = server.graphql_with_token(&sanofi, SUBMIT_ACTIVITY, json!({ "partner": "sanofi", "input": takeover }))?;
+    let (status, v) =
+        server.graphql_with_token(&sanofi, SUBMIT_ACTIVITY, json!({ "partner": "sanofi", "input": takeover }))?;
     let (_, code, message) = refused(status, &v);
     assert_eq!(code, "FORBIDDEN", "{v}");
     assert!(message.contains("belongs to partner \"nachw\""), "{message}");
@@ -168,16 +205,20 @@ fn only_the_right_principal_writes_and_refused_writes_reach_no_topic() -> Result
         .filter(|e| e.as_ref().map_or(true, |e| e["source"] != "/coalition/seed"))
         .collect::<Result<_, _>>()?;
     let subjects: Vec<&str> = envelopes.iter().filter_map(|e| e["subject"].as_str()).collect();
+    assert!(subjects.iter().all(|s| !s.starts_with("refused-")), "a refused mutation reached Kafka: {subjects:?}");
     assert!(
-        subjects.iter().all(|s| !s.starts_with("refused-")),
-        "a refused mutation reached Kafka: {subjects:?}"
+        envelopes.iter().all(|e| e["partnerid"] != "sanofi" && !e.to_string().contains("refused takeover")),
+        "{subjects:?}"
     );
-    assert!(envelopes.iter().all(|e| e["partnerid"] != "sanofi" && !e.to_string().contains("refused takeover")), "{subjects:?}");
     assert_eq!(subjects.len(), 3, "the two nachw activity events and the policy link: {subjects:?}");
-    let allowed = envelopes.iter().find(|e| e["subject"] == "allowed-nachw-activity").expect("the allowed activity is on its topic");
+    let allowed = envelopes
+        .iter()
+        .find(|e| e["subject"] == "allowed-nachw-activity")
+        .expect("the allowed activity is on its topic");
     assert_eq!(allowed["partnerid"], "nachw");
     assert_eq!(allowed["source"], format!("/partners/nachw/principals/{nachw_id}"));
-    let linked = envelopes.iter().find(|e| e["type"] == "org.coalition.link.created.v1").expect("the link is on its topic");
+    let linked =
+        envelopes.iter().find(|e| e["type"] == "org.coalition.link.created.v1").expect("the link is on its topic");
     assert_eq!(linked["source"], format!("/partners/nachw/principals/{policy_id}"));
     assert!(external_consume(&broker.bootstrap, "coalition.deadletter.v1", 0, Duration::from_secs(5))?.is_empty());
 
@@ -195,7 +236,10 @@ fn the_embedded_default_prints_demo_tokens_that_work() -> Result<()> {
     let mut server = Server::start(&data, &[])?;
     let log = server.log();
     let demo = |what: &str| -> String {
-        let line = log.lines().find(|l| l.trim_start().starts_with(what) && l.contains("Bearer")).unwrap_or_else(|| panic!("no {what} demo token in\n{log}"));
+        let line = log
+            .lines()
+            .find(|l| l.trim_start().starts_with(what) && l.contains("Bearer"))
+            .unwrap_or_else(|| panic!("no {what} demo token in\n{log}"));
         line.split("Bearer ").nth(1).unwrap().split_whitespace().next().unwrap().to_owned()
     };
     let (partner, policy) = (demo("partner nachw"), demo("policy"));
@@ -203,7 +247,11 @@ fn the_embedded_default_prints_demo_tokens_that_work() -> Result<()> {
     // Reads are open by default.
     let d = server.graphql_ok(r#"{ recommendations { totalCount } }"#, json!({}))?;
     assert!(d["recommendations"]["totalCount"].as_u64().unwrap() >= 6, "{d}");
-    let d = server.graphql_ok_with_token(&partner, SUBMIT_ACTIVITY, json!({ "partner": "nachw", "input": activity("demo-token-activity") }))?;
+    let d = server.graphql_ok_with_token(
+        &partner,
+        SUBMIT_ACTIVITY,
+        json!({ "partner": "nachw", "input": activity("demo-token-activity") }),
+    )?;
     assert_eq!(d["submitActivity"]["applied"], true);
     let d = server.graphql_ok_with_token(
         &policy,
@@ -225,7 +273,11 @@ fn the_embedded_default_prints_demo_tokens_that_work() -> Result<()> {
     server.stop()?;
     let server = Server::start(&data, &[])?;
     assert!(!server.log().contains("demo tokens"), "{}", server.log());
-    server.graphql_ok_with_token(&partner, SUBMIT_ACTIVITY, json!({ "partner": "nachw", "input": activity("demo-token-activity-2") }))?;
+    server.graphql_ok_with_token(
+        &partner,
+        SUBMIT_ACTIVITY,
+        json!({ "partner": "nachw", "input": activity("demo-token-activity-2") }),
+    )?;
     Ok(())
 }
 

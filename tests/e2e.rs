@@ -28,7 +28,10 @@ fn activity_input(id: &str, title: &str) -> Value {
 /// A server on external Kafka, and a partner token for `nachw` issued into its data directory.
 fn external_server(broker: &Broker, dir: &std::path::Path) -> Result<(Server, String)> {
     let token = create_token(dir, "partner", Some("nachw"), &[])?;
-    let server = Server::start(dir, &["--kafka-brokers", &broker.bootstrap, "--seed", "--ack-after-apply", "--partitions", "3"])?;
+    let server = Server::start(
+        dir,
+        &["--kafka-brokers", &broker.bootstrap, "--seed", "--ack-after-apply", "--partitions", "3"],
+    )?;
     Ok((server, token))
 }
 
@@ -83,8 +86,10 @@ fn partner_mutation_goes_through_kafka_and_back_with_provenance() -> Result<()> 
     assert!(a["provenance"]["partner"]["name"].as_str().unwrap().contains("Community Health Workers (NACHW)"));
 
     // The reverse link: the recommendation now lists the activity.
-    let data = server.graphql_ok(r#"{ recommendation(id: "rec-5-accessible-communication") { activities { id } } }"#, json!({}))?;
-    let ids: Vec<&str> = data["recommendation"]["activities"].as_array().unwrap().iter().filter_map(|a| a["id"].as_str()).collect();
+    let data = server
+        .graphql_ok(r#"{ recommendation(id: "rec-5-accessible-communication") { activities { id } } }"#, json!({}))?;
+    let ids: Vec<&str> =
+        data["recommendation"]["activities"].as_array().unwrap().iter().filter_map(|a| a["id"].as_str()).collect();
     assert!(ids.contains(&"chw-messaging-training-2025"), "{ids:?}");
 
     // SPARQL returns it with its provenance.
@@ -125,18 +130,31 @@ fn external_events_are_materialized_and_bad_ones_dead_lettered() -> Result<()> {
         json!({ "id": id, "title": title, "activityType": "workshop", "date": "2025-05-01",
                 "description": "A listening workshop on zebrafinch outreach for disabled patients", "ledBy": ["imperial-college-london"] })
     };
-    external_produce(&broker.bootstrap, "coalition.activities.v1", "ext-workshop-1", &event("ext-evt-1", "ext-workshop-1", good("ext-workshop-1", "External workshop one")))?;
+    external_produce(
+        &broker.bootstrap,
+        "coalition.activities.v1",
+        "ext-workshop-1",
+        &event("ext-evt-1", "ext-workshop-1", good("ext-workshop-1", "External workshop one")),
+    )?;
     // Schema violation: negative reach and no ledBy.
     let bad = json!({ "id": "ext-bad", "title": "Bad", "activityType": "workshop", "date": "2025-05-01", "reach": -5, "ledBy": [] });
     let bad_value = event("ext-evt-bad", "ext-bad", bad);
     external_produce(&broker.bootstrap, "coalition.activities.v1", "ext-bad", &bad_value)?;
     // Not JSON at all.
     external_produce(&broker.bootstrap, "coalition.activities.v1", "garbage", "this is not an event")?;
-    external_produce(&broker.bootstrap, "coalition.activities.v1", "ext-workshop-2", &event("ext-evt-2", "ext-workshop-2", good("ext-workshop-2", "External workshop two")))?;
+    external_produce(
+        &broker.bootstrap,
+        "coalition.activities.v1",
+        "ext-workshop-2",
+        &event("ext-evt-2", "ext-workshop-2", good("ext-workshop-2", "External workshop two")),
+    )?;
 
     // The valid event after the bad ones still arrives.
     wait_for("the second external event in the graph", Duration::from_secs(60), || {
-        server.graphql_ok(r#"{ activity(id: "ext-workshop-2") { id } }"#, json!({})).ok().filter(|d| !d["activity"].is_null())
+        server
+            .graphql_ok(r#"{ activity(id: "ext-workshop-2") { id } }"#, json!({}))
+            .ok()
+            .filter(|d| !d["activity"].is_null())
     })?;
     let data = server.graphql_ok(r#"{ activity(id: "ext-workshop-1") { title provenance { partnerId eventId } } ext: activity(id: "ext-bad") { id } }"#, json!({}))?;
     assert_eq!(data["activity"]["title"], "External workshop one");
@@ -180,7 +198,8 @@ fn invalid_mutation_gets_field_errors_and_produces_nothing() -> Result<()> {
     let (_, v) = server.graphql_with_token(&token, SUBMIT_ACTIVITY, json!({ "input": input }))?;
     let err = &v["errors"][0];
     assert_eq!(err["extensions"]["code"], "BAD_USER_INPUT", "{v}");
-    let fields: Vec<&str> = err["extensions"]["fieldErrors"].as_array().unwrap().iter().filter_map(|f| f["field"].as_str()).collect();
+    let fields: Vec<&str> =
+        err["extensions"]["fieldErrors"].as_array().unwrap().iter().filter_map(|f| f["field"].as_str()).collect();
     assert!(fields.contains(&"input.reach"), "{fields:?}");
     assert!(fields.contains(&"input.country"), "{fields:?}");
 
@@ -200,7 +219,11 @@ fn full_dump_conforms_to_the_shacl_shapes_under_pyshacl() -> Result<()> {
     let broker = Broker::start()?;
     let dir = tempfile::tempdir()?;
     let (server, token) = external_server(&broker, &dir.path().join("data"))?;
-    server.graphql_ok_with_token(&token, SUBMIT_ACTIVITY, json!({ "input": activity_input("shacl-check-activity", "SHACL check") }))?;
+    server.graphql_ok_with_token(
+        &token,
+        SUBMIT_ACTIVITY,
+        json!({ "input": activity_input("shacl-check-activity", "SHACL check") }),
+    )?;
     let (status, _, body) = server.sparql_get(
         "CONSTRUCT { ?s ?p ?o } WHERE { GRAPH ?g { ?s ?p ?o } FILTER(?g != <https://w3id.org/coalition/graph/offsets>) }",
         "application/n-triples",
@@ -215,6 +238,11 @@ fn full_dump_conforms_to_the_shacl_shapes_under_pyshacl() -> Result<()> {
         .args(["--shapes"])
         .arg(coalition_testkit::repo_root().join("ontologies/shapes"))
         .output()?;
-    assert!(out.status.success(), "pyshacl: {}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "pyshacl: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     Ok(())
 }

@@ -38,13 +38,20 @@ fn built_in_dataset_answers_the_domain_questions() -> Result<()> {
     )?;
     let cases = data["caseStudies"]["items"].as_array().unwrap();
     assert_eq!(data["caseStudies"]["totalCount"], 3);
-    let by_country = |c: &str| cases.iter().find(|x| x["country"] == c).unwrap_or_else(|| panic!("no case study in {c}"));
+    let by_country =
+        |c: &str| cases.iter().find(|x| x["country"] == c).unwrap_or_else(|| panic!("no case study in {c}"));
     let brazil = by_country("BR");
     assert!(brazil["partners"].as_array().unwrap().iter().any(|p| p["name"] == "Sanofi Brazil"));
-    let trial = brazil["outcomes"].as_array().unwrap().iter().find(|o| o["baseline"] == 12.0 || o["value"] == 12.0).expect("12% baseline outcome");
+    let trial = brazil["outcomes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["baseline"] == 12.0 || o["value"] == 12.0)
+        .expect("12% baseline outcome");
     assert_eq!(trial["target"], 25.0);
     let japan = by_country("JP");
-    let japan_partners: Vec<&str> = japan["partners"].as_array().unwrap().iter().filter_map(|p| p["name"].as_str()).collect();
+    let japan_partners: Vec<&str> =
+        japan["partners"].as_array().unwrap().iter().filter_map(|p| p["name"].as_str()).collect();
     for name in ["Sanofi KK", "AstraZeneca KK", "AbbVie GK", "Alexion Pharma GK"] {
         assert!(japan_partners.contains(&name), "{japan_partners:?}");
     }
@@ -64,7 +71,10 @@ fn built_in_dataset_answers_the_domain_questions() -> Result<()> {
     }
 
     // The 2024 polling statistics: 82% vs 47%, 40% vs 29%.
-    let data = server.graphql_ok(r#"{ evidence(first: 100) { totalCount items { measure group percentage sampleSize year } } }"#, json!({}))?;
+    let data = server.graphql_ok(
+        r#"{ evidence(first: 100) { totalCount items { measure group percentage sampleSize year } } }"#,
+        json!({}),
+    )?;
     let ev = data["evidence"]["items"].as_array().unwrap();
     let pct = |p: f64| ev.iter().any(|e| e["percentage"] == p && e["year"] == 2024);
     for p in [82.0, 47.0, 40.0, 29.0, 39.0, 15.0, 21.0, 16.0, 19.0, 10.0] {
@@ -164,7 +174,10 @@ fn a_partner_updates_and_retracts_its_own_entities_only() -> Result<()> {
     assert_eq!(v["errors"][0]["extensions"]["code"], "FORBIDDEN", "status {status}: {v}");
     let (_, v) = retract(&nachw, "nachw")?;
     assert_eq!(v["data"]["retract"]["applied"], true, "{v}");
-    let d = server.graphql_ok(r#"{ activity(id: "owned-activity") { title } search(query: "wombat") { totalCount } }"#, json!({}))?;
+    let d = server.graphql_ok(
+        r#"{ activity(id: "owned-activity") { title } search(query: "wombat") { totalCount } }"#,
+        json!({}),
+    )?;
     assert!(d["activity"].is_null(), "retracted from the graph");
     assert_eq!(d["search"]["totalCount"], 0, "retracted from the index");
     let rows = server.select(

@@ -37,10 +37,18 @@ fn consistency_token_gives_read_your_writes() -> Result<()> {
         assert_eq!(v["data"]["activity"]["title"], format!("Read your writes {i}"));
         assert_eq!(v["data"]["search"]["totalCount"], i + 1, "search agrees with the graph at the token's watermark");
     }
-    let (status, v) = server.graphql_with_headers(&[("coalition-consistency", "coalition.activities.v1@0:999999")], "{ partners { totalCount } }", json!({}))?;
+    let (status, v) = server.graphql_with_headers(
+        &[("coalition-consistency", "coalition.activities.v1@0:999999")],
+        "{ partners { totalCount } }",
+        json!({}),
+    )?;
     assert_eq!(status, 503, "{v}");
     assert!(v.to_string().contains("TIMEOUT"), "{v}");
-    let (status, v) = server.graphql_with_headers(&[("coalition-consistency", "nonsense")], "{ partners { totalCount } }", json!({}))?;
+    let (status, v) = server.graphql_with_headers(
+        &[("coalition-consistency", "nonsense")],
+        "{ partners { totalCount } }",
+        json!({}),
+    )?;
     assert_eq!(status, 400, "{v}");
     let (_, metrics) = server.get("/metrics")?;
     assert!(metrics.contains("coalition_visible_seconds_count"), "freshness histogram exported");

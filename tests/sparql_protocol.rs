@@ -53,7 +53,10 @@ fn sparql_protocol_methods_formats_and_refusals() -> Result<()> {
     assert!(ct.starts_with("application/n-triples"), "{ct}");
     assert_eq!(body.lines().count(), 18, "one triple per recommendation");
 
-    let (status, _, body) = server.sparql_get("DESCRIBE <https://w3id.org/coalition/id/recommendation/rec-1-education>", "application/n-triples")?;
+    let (status, _, body) = server.sparql_get(
+        "DESCRIBE <https://w3id.org/coalition/id/recommendation/rec-1-education>",
+        "application/n-triples",
+    )?;
     assert_eq!(status, 200);
     assert!(body.contains("Empower Through Education"));
 
@@ -61,7 +64,13 @@ fn sparql_protocol_methods_formats_and_refusals() -> Result<()> {
     let update = "INSERT DATA { <urn:x> <urn:y> <urn:z> }";
     for (status, body) in [
         server.sparql_post("application/sparql-update", update, "application/json").map(|(s, _, b)| (s, b))?,
-        server.sparql_post("application/x-www-form-urlencoded", &format!("update={}", urlencode(update)), "application/json").map(|(s, _, b)| (s, b))?,
+        server
+            .sparql_post(
+                "application/x-www-form-urlencoded",
+                &format!("update={}", urlencode(update)),
+                "application/json",
+            )
+            .map(|(s, _, b)| (s, b))?,
         server.sparql_get(update, "application/json").map(|(s, _, b)| (s, b))?,
     ] {
         assert_eq!(status, 403, "{body}");

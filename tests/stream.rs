@@ -40,26 +40,61 @@ fn versions_retractions_dead_letters_import_and_rebuild() -> Result<()> {
     let broker = Broker::start()?;
     let dir = tempfile::tempdir()?;
     let live_dir = dir.path().join("live");
-    let mut live = Server::start(&live_dir, &["--kafka-brokers", &broker.bootstrap, "--seed", "--consumer-group", "live"])?;
+    let mut live =
+        Server::start(&live_dir, &["--kafka-brokers", &broker.bootstrap, "--seed", "--consumer-group", "live"])?;
     let topic = "coalition.activities.v1";
     let submitted = "org.coalition.activity.submitted.v1";
 
     // Version 2 arrives before version 1: version 2 stays.
-    external_produce(&broker.bootstrap, topic, "okapi-day", &envelope("okapi-v2", submitted, "okapi-day", Some(2), activity("okapi-day", "Okapi day v2")))?;
-    external_produce(&broker.bootstrap, topic, "okapi-day", &envelope("okapi-v1", submitted, "okapi-day", Some(1), activity("okapi-day", "Okapi day v1")))?;
+    external_produce(
+        &broker.bootstrap,
+        topic,
+        "okapi-day",
+        &envelope("okapi-v2", submitted, "okapi-day", Some(2), activity("okapi-day", "Okapi day v2")),
+    )?;
+    external_produce(
+        &broker.bootstrap,
+        topic,
+        "okapi-day",
+        &envelope("okapi-v1", submitted, "okapi-day", Some(1), activity("okapi-day", "Okapi day v1")),
+    )?;
     // Another entity, then retracted.
-    external_produce(&broker.bootstrap, topic, "okapi-night", &envelope("night-v1", submitted, "okapi-night", Some(1), activity("okapi-night", "Okapi night")))?;
-    external_produce(&broker.bootstrap, topic, "okapi-night", &envelope("night-retract", "org.coalition.activity.retracted.v1", "okapi-night", Some(2), json!({ "id": "okapi-night", "reason": "duplicate entry" })))?;
+    external_produce(
+        &broker.bootstrap,
+        topic,
+        "okapi-night",
+        &envelope("night-v1", submitted, "okapi-night", Some(1), activity("okapi-night", "Okapi night")),
+    )?;
+    external_produce(
+        &broker.bootstrap,
+        topic,
+        "okapi-night",
+        &envelope(
+            "night-retract",
+            "org.coalition.activity.retracted.v1",
+            "okapi-night",
+            Some(2),
+            json!({ "id": "okapi-night", "reason": "duplicate entry" }),
+        ),
+    )?;
     // A poison record.
     external_produce(&broker.bootstrap, topic, "poison", "{\"specversion\": \"1.0\"}")?;
     // A marker to wait for.
-    external_produce(&broker.bootstrap, topic, "okapi-marker", &envelope("marker", submitted, "okapi-marker", None, activity("okapi-marker", "Marker")))?;
-    wait_for("the marker event", Duration::from_secs(60), || title(&live, "okapi-marker").ok().filter(|t| !t.is_null()))?;
+    external_produce(
+        &broker.bootstrap,
+        topic,
+        "okapi-marker",
+        &envelope("marker", submitted, "okapi-marker", None, activity("okapi-marker", "Marker")),
+    )?;
+    wait_for("the marker event", Duration::from_secs(60), || {
+        title(&live, "okapi-marker").ok().filter(|t| !t.is_null())
+    })?;
 
     assert_eq!(title(&live, "okapi-day")?, "Okapi day v2", "a stale version never overwrites a newer one");
     assert!(title(&live, "okapi-night")?.is_null(), "a retracted entity is gone from the graph");
     let d = live.graphql_ok(r#"{ search(query: "okapi") { hits { entityId } } }"#, json!({}))?;
-    let hits: Vec<&str> = d["search"]["hits"].as_array().unwrap().iter().filter_map(|h| h["entityId"].as_str()).collect();
+    let hits: Vec<&str> =
+        d["search"]["hits"].as_array().unwrap().iter().filter_map(|h| h["entityId"].as_str()).collect();
     assert!(hits.contains(&"okapi-day") && !hits.contains(&"okapi-night"), "the index follows the graph: {hits:?}");
     let rows = live.select(
         r#"PREFIX coal: <https://w3id.org/coalition/ns#>
@@ -94,13 +129,16 @@ fn versions_retractions_dead_letters_import_and_rebuild() -> Result<()> {
     )?;
     let out = coalition(&["import", file.to_str().unwrap(), "--kafka-brokers", &broker.bootstrap])?;
     assert!(out.contains("published 2 events"), "{out}");
-    wait_for("imported events", Duration::from_secs(60), || title(&live, "imported-two").ok().filter(|t| !t.is_null()))?;
+    wait_for("imported events", Duration::from_secs(60), || {
+        title(&live, "imported-two").ok().filter(|t| !t.is_null())
+    })?;
 
     // A replica materializing the same log from scratch ends with the same digests.
     live.stop()?;
     let live_digest = coalition(&["digest", "--data-dir", live_dir.to_str().unwrap(), "--json"])?;
     let replica_dir = dir.path().join("replica");
-    let mut replica = Server::start(&replica_dir, &["--kafka-brokers", &broker.bootstrap, "--consumer-group", "replica"])?;
+    let mut replica =
+        Server::start(&replica_dir, &["--kafka-brokers", &broker.bootstrap, "--consumer-group", "replica"])?;
     wait_for("the replica to apply the whole log", Duration::from_secs(60), || {
         title(&replica, "imported-two").ok().filter(|t| !t.is_null())
     })?;
@@ -111,7 +149,8 @@ fn versions_retractions_dead_letters_import_and_rebuild() -> Result<()> {
     assert_eq!(a, b, "live and rebuilt replica digests differ");
 
     // `coalition rebuild` replays the log beside the live stores and swaps them in: same digest.
-    let rebuilt = coalition(&["rebuild", "--data-dir", live_dir.to_str().unwrap(), "--kafka-brokers", &broker.bootstrap])?;
+    let rebuilt =
+        coalition(&["rebuild", "--data-dir", live_dir.to_str().unwrap(), "--kafka-brokers", &broker.bootstrap])?;
     assert!(rebuilt.contains("swapped the rebuilt stores in"), "{rebuilt}");
     let after = coalition(&["digest", "--data-dir", live_dir.to_str().unwrap(), "--json"])?;
     assert_eq!(serde_json::from_str::<Value>(&after)?, a, "rebuild changed the digest");
@@ -125,14 +164,28 @@ fn partner_inboxes_accept_only_their_own_partner() -> Result<()> {
     let broker = Broker::start()?;
     broker.create_topic("coalition.inbox.nachw.v1", 1)?;
     let dir = tempfile::tempdir()?;
-    let server = Server::start(&dir.path().join("data"), &["--kafka-brokers", &broker.bootstrap, "--consumer-group", "inbox"])?;
+    let server =
+        Server::start(&dir.path().join("data"), &["--kafka-brokers", &broker.bootstrap, "--consumer-group", "inbox"])?;
     let inbox = "coalition.inbox.nachw.v1";
     let submitted = "org.coalition.activity.submitted.v1";
-    let mut forged = serde_json::from_str::<Value>(&envelope("forged", submitted, "forged-activity", None, activity("forged-activity", "Forged")))?;
+    let mut forged = serde_json::from_str::<Value>(&envelope(
+        "forged",
+        submitted,
+        "forged-activity",
+        None,
+        activity("forged-activity", "Forged"),
+    ))?;
     forged["partnerid"] = json!("sanofi");
     external_produce(&broker.bootstrap, inbox, "forged-activity", &forged.to_string())?;
-    external_produce(&broker.bootstrap, inbox, "own-activity", &envelope("own", submitted, "own-activity", None, activity("own-activity", "Own inbox activity")))?;
-    wait_for("the inbox event", Duration::from_secs(60), || title(&server, "own-activity").ok().filter(|t| !t.is_null()))?;
+    external_produce(
+        &broker.bootstrap,
+        inbox,
+        "own-activity",
+        &envelope("own", submitted, "own-activity", None, activity("own-activity", "Own inbox activity")),
+    )?;
+    wait_for("the inbox event", Duration::from_secs(60), || {
+        title(&server, "own-activity").ok().filter(|t| !t.is_null())
+    })?;
     assert!(title(&server, "forged-activity")?.is_null(), "a forged partner claim is not applied");
     let dead = external_consume(&broker.bootstrap, "coalition.deadletter.v1", 1, Duration::from_secs(30))?;
     assert_eq!(dead.len(), 1, "{dead:?}");

@@ -73,7 +73,9 @@ impl FromStr for Role {
             "policy" => Ok(Role::Policy),
             "partner" => Ok(Role::Partner),
             "admin" => Ok(Role::Admin),
-            other => Err(AuthError::Invalid(format!("unknown role \"{other}\": expected reader, policy, partner or admin"))),
+            other => {
+                Err(AuthError::Invalid(format!("unknown role \"{other}\": expected reader, policy, partner or admin")))
+            }
         }
     }
 }
@@ -217,7 +219,9 @@ impl TokenStore {
 
     fn read_file(&self) -> Result<TokenFile, AuthError> {
         match std::fs::read(&self.path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|source| AuthError::Corrupt { path: self.path.clone(), source }),
+            Ok(bytes) => {
+                serde_json::from_slice(&bytes).map_err(|source| AuthError::Corrupt { path: self.path.clone(), source })
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(TokenFile { version: 1, tokens: Vec::new() }),
             Err(e) => Err(self.io(e)),
         }
@@ -243,7 +247,8 @@ impl TokenStore {
         let dir = self.path.parent().unwrap_or(Path::new("."));
         std::fs::create_dir_all(dir).map_err(|e| self.io(e))?;
         let tmp = dir.join(format!(".{TOKENS_FILE}.{}.tmp", std::process::id()));
-        let json = serde_json::to_vec_pretty(&file).map_err(|source| AuthError::Corrupt { path: self.path.clone(), source })?;
+        let json = serde_json::to_vec_pretty(&file)
+            .map_err(|source| AuthError::Corrupt { path: self.path.clone(), source })?;
         write_private(&tmp, &json).map_err(|e| self.io(e))?;
         std::fs::rename(&tmp, &self.path).map_err(|e| self.io(e))?;
         cache.stamp = self.stamp()?;
@@ -261,8 +266,12 @@ impl TokenStore {
     ) -> Result<(TokenRecord, Secret), AuthError> {
         match (role, &partner) {
             (Role::Partner, None) => return Err(AuthError::Invalid("a partner token needs --partner <id>".into())),
-            (Role::Partner, Some(p)) => crate::read::check_id("partner", &p.0).map_err(|e| AuthError::Invalid(e.message))?,
-            (_, Some(_)) => return Err(AuthError::Invalid(format!("a {role} token is not bound to a partner: drop --partner"))),
+            (Role::Partner, Some(p)) => {
+                crate::read::check_id("partner", &p.0).map_err(|e| AuthError::Invalid(e.message))?
+            }
+            (_, Some(_)) => {
+                return Err(AuthError::Invalid(format!("a {role} token is not bound to a partner: drop --partner")))
+            }
             (_, None) => {}
         }
         let now = Utc::now();
@@ -364,7 +373,9 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 /// Parses a lifetime such as `30d`, `12h`, `90m`, `2w` or `3600s`.
 pub fn parse_lifetime(s: &str) -> Result<chrono::Duration, AuthError> {
     let s = s.trim();
-    let invalid = || AuthError::Invalid(format!("invalid lifetime \"{s}\": expected a number and a unit, e.g. 30d, 12h, 90m, 2w"));
+    let invalid = || {
+        AuthError::Invalid(format!("invalid lifetime \"{s}\": expected a number and a unit, e.g. 30d, 12h, 90m, 2w"))
+    };
     let split = s.find(|c: char| !c.is_ascii_digit()).ok_or_else(invalid)?;
     let (n, unit) = s.split_at(split);
     let n: i64 = n.parse().map_err(|_| invalid())?;
@@ -410,7 +421,9 @@ impl Principal {
     /// Anyone authenticated reads; anonymous callers read when reads are public.
     pub fn authorize_read(&self, public_reads: bool) -> Result<(), ApiError> {
         match self {
-            Principal::Anonymous if !public_reads => Err(unauthenticated("reads need a bearer token on this server (Authorization: Bearer <token>)")),
+            Principal::Anonymous if !public_reads => {
+                Err(unauthenticated("reads need a bearer token on this server (Authorization: Bearer <token>)"))
+            }
             _ => Ok(()),
         }
     }
@@ -418,7 +431,9 @@ impl Principal {
     /// May this principal write anything at all? Everyone but anonymous callers and readers.
     pub fn authorize_writer(&self) -> Result<(), ApiError> {
         match self {
-            Principal::Anonymous => Err(unauthenticated("mutations need a bearer token (Authorization: Bearer <token>)")),
+            Principal::Anonymous => {
+                Err(unauthenticated("mutations need a bearer token (Authorization: Bearer <token>)"))
+            }
             Principal::Token { role: Role::Reader, id, .. } => Err(ApiError::new(
                 ErrorKind::Forbidden,
                 format!("token {id} has role reader, which cannot run mutations"),
@@ -430,7 +445,9 @@ impl Principal {
     /// May this principal submit at all (as some partner)? Partner and admin tokens only.
     pub fn authorize_submitter(&self) -> Result<(), ApiError> {
         match self {
-            Principal::Anonymous => Err(unauthenticated("submitting needs a partner token (Authorization: Bearer <token>)")),
+            Principal::Anonymous => {
+                Err(unauthenticated("submitting needs a partner token (Authorization: Bearer <token>)"))
+            }
             Principal::Token { role: Role::Partner | Role::Admin, .. } => Ok(()),
             Principal::Token { role, id, .. } => Err(ApiError::new(
                 ErrorKind::Forbidden,
@@ -444,7 +461,9 @@ impl Principal {
     pub fn authorize_submit(&self, partner: &str) -> Result<(), ApiError> {
         self.authorize_submitter()?;
         match self {
-            Principal::Token { role: Role::Partner, partner: own, id } if own.as_ref().is_none_or(|own| own.0 != partner) => {
+            Principal::Token { role: Role::Partner, partner: own, id }
+                if own.as_ref().is_none_or(|own| own.0 != partner) =>
+            {
                 let own = own.as_ref().map(|p| p.0.as_str()).unwrap_or("");
                 Err(ApiError::new(
                     ErrorKind::Forbidden,
@@ -458,7 +477,9 @@ impl Principal {
     /// May this principal link recommendations? Policy and admin only.
     pub fn authorize_link(&self) -> Result<(), ApiError> {
         match self {
-            Principal::Anonymous => Err(unauthenticated("linking needs a policy token (Authorization: Bearer <token>)")),
+            Principal::Anonymous => {
+                Err(unauthenticated("linking needs a policy token (Authorization: Bearer <token>)"))
+            }
             Principal::Token { role: Role::Policy | Role::Admin, .. } => Ok(()),
             Principal::Token { role, id, .. } => Err(ApiError::new(
                 ErrorKind::Forbidden,
@@ -552,7 +573,10 @@ mod tests {
         assert!(secret.expose().starts_with(&format!("coal_{}_", record.id)));
         assert_eq!(secret.expose().len(), "coal_".len() + 13 + 1 + 64);
         let principal = store.verify(secret.expose(), Utc::now()).unwrap();
-        assert_eq!(principal, Principal::Token { id: record.id.clone(), role: Role::Partner, partner: Some("nachw".into()) });
+        assert_eq!(
+            principal,
+            Principal::Token { id: record.id.clone(), role: Role::Partner, partner: Some("nachw".into()) }
+        );
         let file = std::fs::read_to_string(dir.path().join(TOKENS_FILE)).unwrap();
         assert!(!file.contains(secret.expose()), "the secret must not be stored");
         assert!(!file.contains(&secret.expose()[20..]), "no part of the secret is stored");

@@ -128,12 +128,14 @@ impl From<ApiError> for async_graphql::Error {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (code, status) = self.kind.codes();
-        let body = serde_json::json!({ "error": { "code": code, "message": self.message, "fieldErrors": self.fields } });
+        let body =
+            serde_json::json!({ "error": { "code": code, "message": self.message, "fieldErrors": self.fields } });
         let mut response = (status, axum::Json(body)).into_response();
         if self.kind == ErrorKind::Unauthenticated {
-            response
-                .headers_mut()
-                .insert(axum::http::header::WWW_AUTHENTICATE, axum::http::HeaderValue::from_static("Bearer realm=\"coalition\""));
+            response.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Bearer realm=\"coalition\""),
+            );
         }
         response
     }

@@ -118,7 +118,8 @@ pub fn app(state: AppState) -> Router {
     let body_limit = state.config.max_body_bytes;
     let mut graphql_post = post(graphql_handler);
     if let Some(limit) = state.config.rate_limit {
-        graphql_post = graphql_post.layer(middleware::from_fn_with_state(ratelimit::RateLimiter::new(limit), ratelimit::limit));
+        graphql_post =
+            graphql_post.layer(middleware::from_fn_with_state(ratelimit::RateLimiter::new(limit), ratelimit::limit));
     }
     Router::new()
         .route("/graphql", get(graphiql).merge(graphql_post))

@@ -97,18 +97,27 @@ impl RateLimiter {
 }
 
 /// The middleware: refuses a request over its principal's limit.
-pub async fn limit(State(limiter): State<Arc<RateLimiter>>, principal: Principal, request: Request, next: Next) -> Response {
+pub async fn limit(
+    State(limiter): State<Arc<RateLimiter>>,
+    principal: Principal,
+    request: Request,
+    next: Next,
+) -> Response {
     match limiter.check(&principal, Instant::now()) {
         Ok(()) => next.run(request).await,
         Err(wait) => {
-            let who = principal.token_id().map(|id| format!("token {id}")).unwrap_or_else(|| "anonymous callers".into());
+            let who =
+                principal.token_id().map(|id| format!("token {id}")).unwrap_or_else(|| "anonymous callers".into());
             let (per_second, burst) = match principal.token_id() {
                 Some(_) => (limiter.limit.per_token_per_second, limiter.limit.per_token_burst),
                 None => (limiter.limit.anonymous_per_second, limiter.limit.anonymous_burst),
             };
             let e = ApiError::new(
                 ErrorKind::RateLimited,
-                format!("rate limit exceeded for {who}: {per_second} requests/s (burst {burst}); retry in {:.1}s", wait.as_secs_f64()),
+                format!(
+                    "rate limit exceeded for {who}: {per_second} requests/s (burst {burst}); retry in {:.1}s",
+                    wait.as_secs_f64()
+                ),
             );
             let mut response = crate::graphql::refusal(e);
             let retry = wait.as_secs().max(1).to_string();

@@ -134,10 +134,7 @@ pub fn load_many(store: &GraphStore, kind: Kind, ids: &[String]) -> Result<Vec<E
 }
 
 pub fn ids_of(rows: &[Row], var: &str) -> Vec<String> {
-    rows.iter()
-        .filter_map(|r| literal(r, var))
-        .filter_map(|iri| parse_entity_iri(&iri).map(|(_, id)| id))
-        .collect()
+    rows.iter().filter_map(|r| literal(r, var)).filter_map(|iri| parse_entity_iri(&iri).map(|(_, id)| id)).collect()
 }
 
 pub fn class_of(kind: Kind) -> &'static str {
@@ -175,12 +172,21 @@ pub struct IdPage {
 }
 
 /// Lists entities of `kind` matching `filter`, ordered by date (where the kind has one) then id.
-pub fn list(store: &GraphStore, kind: Kind, filter: &ListFilter, limit: usize, offset: usize) -> Result<IdPage, ApiError> {
+pub fn list(
+    store: &GraphStore,
+    kind: Kind,
+    filter: &ListFilter,
+    limit: usize,
+    offset: usize,
+) -> Result<IdPage, ApiError> {
     let class = class_of(kind);
     let mut patterns = vec![format!("?e a <{class}> .")];
     if let Some(c) = &filter.country {
         if c.len() != 2 || !c.chars().all(|ch| ch.is_ascii_uppercase()) {
-            return Err(ApiError::bad_input("filter.country", format!("\"{c}\" is not an ISO 3166 alpha-2 code like GB")));
+            return Err(ApiError::bad_input(
+                "filter.country",
+                format!("\"{c}\" is not an ISO 3166 alpha-2 code like GB"),
+            ));
         }
         patterns.push(format!("?e <{}> \"{c}\" .", coal::COUNTRY));
     }
@@ -245,14 +251,9 @@ pub fn list(store: &GraphStore, kind: Kind, filter: &ListFilter, limit: usize, o
     }
     let body = patterns.join("\n");
     let count_rows = store.select(&format!("SELECT (COUNT(DISTINCT ?e) AS ?n) WHERE {{ {body} }}"))?;
-    let total = count_rows
-        .first()
-        .and_then(|r| literal(r, "n"))
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0);
-    let rows = store.select(&format!(
-        "SELECT DISTINCT ?e WHERE {{ {body} }} ORDER BY {order} LIMIT {limit} OFFSET {offset}"
-    ))?;
+    let total = count_rows.first().and_then(|r| literal(r, "n")).and_then(|n| n.parse().ok()).unwrap_or(0);
+    let rows = store
+        .select(&format!("SELECT DISTINCT ?e WHERE {{ {body} }} ORDER BY {order} LIMIT {limit} OFFSET {offset}"))?;
     Ok(IdPage { ids: ids_of(&rows, "e"), total })
 }
 
@@ -292,9 +293,7 @@ pub fn provenance(store: &GraphStore, entity: &str) -> Result<Vec<ProvenanceReco
         .map(|r| ProvenanceRecord {
             event_id: literal(r, "id").unwrap_or_default(),
             event_type: literal(r, "type").unwrap_or_default(),
-            partner_id: literal(r, "partner")
-                .and_then(|p| parse_entity_iri(&p).map(|(_, id)| id))
-                .unwrap_or_default(),
+            partner_id: literal(r, "partner").and_then(|p| parse_entity_iri(&p).map(|(_, id)| id)).unwrap_or_default(),
             time: literal(r, "time").unwrap_or_default(),
             source: literal(r, "source").unwrap_or_default(),
             topic: literal(r, "topic").unwrap_or_default(),

@@ -14,9 +14,9 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use oxigraph::io::{RdfFormat, RdfSerializer};
+use oxigraph::model::{Literal, NamedNode, Term};
 use oxigraph::sparql::results::{QueryResultsFormat, QueryResultsSerializer};
 use oxigraph::sparql::{CancellationToken, QueryResults, SparqlEvaluator};
-use oxigraph::model::{Literal, NamedNode, Term};
 use serde::Deserialize;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -107,7 +107,10 @@ async fn run(state: AppState, slots: QuerySlots, params: Params, headers: &Heade
         return Err(ApiError::bad_input("query", "missing SPARQL query (parameter \"query\")"));
     };
     if query.len() > state.config.max_query_bytes {
-        return Err(ApiError::new(ErrorKind::TooLarge, format!("query is {} bytes; the limit is {}", query.len(), state.config.max_query_bytes)));
+        return Err(ApiError::new(
+            ErrorKind::TooLarge,
+            format!("query is {} bytes; the limit is {}", query.len(), state.config.max_query_bytes),
+        ));
     }
     let token = CancellationToken::new();
     let evaluator = SparqlEvaluator::new()
@@ -191,9 +194,7 @@ const TEXT_SCORE_HITS: usize = 10_000;
 
 type ScoreCache = HashMap<String, Option<HashMap<String, f32>>>;
 
-fn text_score(
-    index: Arc<coalition_search::SearchIndex>,
-) -> impl Fn(&[Term]) -> Option<Term> + Send + Sync + 'static {
+fn text_score(index: Arc<coalition_search::SearchIndex>) -> impl Fn(&[Term]) -> Option<Term> + Send + Sync + 'static {
     let cache: Mutex<ScoreCache> = Mutex::new(HashMap::new());
     move |args: &[Term]| {
         let node = match args.first()? {
@@ -203,7 +204,8 @@ fn text_score(
         let Term::Literal(query) = args.get(1)? else { return None };
         let mut cache = cache.lock().ok()?;
         let scores = cache.entry(query.value().to_owned()).or_insert_with(|| {
-            let results = index.search(query.value(), &coalition_search::SearchFilter::default(), TEXT_SCORE_HITS, 0).ok()?;
+            let results =
+                index.search(query.value(), &coalition_search::SearchFilter::default(), TEXT_SCORE_HITS, 0).ok()?;
             let mut scores = HashMap::new();
             for hit in results.hits {
                 let entry = scores.entry(hit.entity_iri.clone()).or_insert(hit.score);
@@ -297,7 +299,10 @@ fn serialize(results: QueryResults<'_>, accept: &str, max_rows: usize) -> Result
 }
 
 fn too_many(max_rows: usize) -> ApiError {
-    ApiError::new(ErrorKind::TooLarge, format!("result exceeds the limit of {max_rows} rows; add LIMIT or narrow the query"))
+    ApiError::new(
+        ErrorKind::TooLarge,
+        format!("result exceeds the limit of {max_rows} rows; add LIMIT or narrow the query"),
+    )
 }
 
 #[cfg(test)]

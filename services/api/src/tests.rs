@@ -28,7 +28,11 @@ fn sparql_literals_are_escaped() {
 fn graphql_requests_are_authorised_before_validation() {
     use crate::auth::{Principal, Role, TokenId};
     use crate::errors::ErrorKind;
-    let token = |role| Principal::Token { id: TokenId("t1".into()), role, partner: (role == Role::Partner).then(|| "nachw".into()) };
+    let token = |role| Principal::Token {
+        id: TokenId("t1".into()),
+        role,
+        partner: (role == Role::Partner).then(|| "nachw".into()),
+    };
     let check = |p: &Principal, public: bool, query: &str, op: Option<&str>| {
         let mut r = async_graphql::Request::new(query);
         if let Some(op) = op {
@@ -88,7 +92,8 @@ mod http {
         let state = AppState {
             store: coalition_store::GraphStore::open(&dir.path().join("graph")).unwrap(),
             index: Arc::new(coalition_search::SearchIndex::in_memory().unwrap()),
-            producer: coalition_ingest::EventProducer::new(&coalition_ingest::KafkaConfig::new("127.0.0.1:9"), None).unwrap(),
+            producer: coalition_ingest::EventProducer::new(&coalition_ingest::KafkaConfig::new("127.0.0.1:9"), None)
+                .unwrap(),
             watermark: tokio::sync::watch::channel(coalition_ingest::Watermark::default()).1,
             metrics: ApiMetrics::register(&registry).unwrap(),
             registry,
@@ -103,7 +108,8 @@ mod http {
         if let Some(t) = token {
             r = r.header("authorization", format!("Bearer {t}"));
         }
-        let response = f.router.clone().oneshot(r.body(Body::from(json!({ "query": query }).to_string())).unwrap()).await.unwrap();
+        let response =
+            f.router.clone().oneshot(r.body(Body::from(json!({ "query": query }).to_string())).unwrap()).await.unwrap();
         let status = response.status();
         let challenge = response.headers().get("www-authenticate").map(|v| v.to_str().unwrap().to_owned());
         let body = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap();
@@ -146,7 +152,12 @@ mod http {
         let response = f
             .router
             .clone()
-            .oneshot(Request::get("/sparql?query=ASK%7B%7D").header("authorization", "Basic dTpw").body(Body::empty()).unwrap())
+            .oneshot(
+                Request::get("/sparql?query=ASK%7B%7D")
+                    .header("authorization", "Basic dTpw")
+                    .body(Body::empty())
+                    .unwrap(),
+            )
             .await
             .unwrap();
         assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
@@ -164,7 +175,12 @@ mod http {
         let (_, reader) = f.tokens.create(Role::Reader, None, None, None).unwrap();
         let (status, _, v) = graphql(&f, None, "{ freshness { caughtUp } }").await;
         assert_eq!((status, code(&v)), (StatusCode::UNAUTHORIZED, "UNAUTHENTICATED"), "{v}");
-        let response = f.router.clone().oneshot(Request::get("/sparql?query=ASK%7B%7D").body(Body::empty()).unwrap()).await.unwrap();
+        let response = f
+            .router
+            .clone()
+            .oneshot(Request::get("/sparql?query=ASK%7B%7D").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
         assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
 
         let mut statuses = Vec::new();

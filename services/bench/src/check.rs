@@ -127,7 +127,12 @@ pub fn observe_graphql(c: &Coalition, model: &Model, o: &mut Observed) -> Result
     for batch in ids.chunks(50) {
         let query = format!(
             "{{ {} }}",
-            batch.iter().enumerate().map(|(i, id)| format!("e{i}: activity(id: \"{id}\") {{ title }}")).collect::<Vec<_>>().join(" ")
+            batch
+                .iter()
+                .enumerate()
+                .map(|(i, id)| format!("e{i}: activity(id: \"{id}\") {{ title }}"))
+                .collect::<Vec<_>>()
+                .join(" ")
         );
         let d = c.graphql(&query, json!({}))?;
         for (i, id) in batch.iter().enumerate() {
@@ -323,7 +328,12 @@ impl Report {
             ("broker_restarts", j["broker_restarts"].clone(), ">= 1", j["broker_restarts"].as_u64() >= Some(1)),
             ("lost", j["lost"].clone(), "0", j["lost"] == 0),
             ("duplicated", j["duplicated"].clone(), "0", j["duplicated"] == 0),
-            ("dead_lettered", j["dead_lettered"].clone(), "= expected", j["dead_lettered"] == j["expected_dead_lettered"]),
+            (
+                "dead_lettered",
+                j["dead_lettered"].clone(),
+                "= expected",
+                j["dead_lettered"] == j["expected_dead_lettered"],
+            ),
             ("expected_dead_lettered", j["expected_dead_lettered"].clone(), "", true),
             ("digest_match", j["digest_match"].clone(), "true", j["digest_match"] == true),
             ("index_matches_graph", j["index_matches_graph"].clone(), "true", j["index_matches_graph"] == true),

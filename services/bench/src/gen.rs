@@ -90,7 +90,8 @@ fn date(rng: &mut Rng) -> chrono::NaiveDate {
 pub fn events(conversations: usize, seed: u64) -> Vec<Event> {
     let mut rng = Rng::new(seed);
     let mut n = 0usize;
-    let start = chrono::DateTime::parse_from_rfc3339("2025-01-01T00:00:00Z").expect("valid").with_timezone(&chrono::Utc);
+    let start =
+        chrono::DateTime::parse_from_rfc3339("2025-01-01T00:00:00Z").expect("valid").with_timezone(&chrono::Utc);
     let mut clock = 0i64;
     let mut tick = || {
         clock += 1;
@@ -99,37 +100,52 @@ pub fn events(conversations: usize, seed: u64) -> Vec<Event> {
     let mut out = Vec::new();
     let partners: Vec<String> = (0..(conversations / 50).max(5)).map(|i| format!("partner-{i:05}")).collect();
     for (i, p) in partners.iter().enumerate() {
-        out.push(event(&mut n, p, tick(), Payload::Partner(Partner {
-            id: id(p.clone()),
-            name: format!("Partner organisation {i}"),
-            organisation_type: ORG_TYPES[i % ORG_TYPES.len()].to_owned(),
-            country: Some(COUNTRIES[i % COUNTRIES.len()].to_owned()),
-            coalition_member: i % 3 == 0,
-            description: None,
-            website: None,
-        })));
+        out.push(event(
+            &mut n,
+            p,
+            tick(),
+            Payload::Partner(Partner {
+                id: id(p.clone()),
+                name: format!("Partner organisation {i}"),
+                organisation_type: ORG_TYPES[i % ORG_TYPES.len()].to_owned(),
+                country: Some(COUNTRIES[i % COUNTRIES.len()].to_owned()),
+                coalition_member: i % 3 == 0,
+                description: None,
+                website: None,
+            }),
+        ));
     }
     let lead = partners[0].clone();
     let mut recs = Vec::new();
     for r in 1..=6 {
         let top = format!("rec-{r}");
-        out.push(event(&mut n, &lead, tick(), Payload::Recommendation(Recommendation {
-            id: id(top.clone()),
-            number: Some(r),
-            title: format!("Recommendation {r}"),
-            text: format!("Recommended action number {r} to close the trust gap"),
-            broader: None,
-        })));
+        out.push(event(
+            &mut n,
+            &lead,
+            tick(),
+            Payload::Recommendation(Recommendation {
+                id: id(top.clone()),
+                number: Some(r),
+                title: format!("Recommendation {r}"),
+                text: format!("Recommended action number {r} to close the trust gap"),
+                broader: None,
+            }),
+        ));
         recs.push(top.clone());
         for k in 1..=2 {
             let narrow = format!("rec-{r}-{k}");
-            out.push(event(&mut n, &lead, tick(), Payload::Recommendation(Recommendation {
-                id: id(narrow.clone()),
-                number: None,
-                title: format!("Recommendation {r}.{k}"),
-                text: format!("A narrower action refining recommendation {r}"),
-                broader: Some(id(top.clone())),
-            })));
+            out.push(event(
+                &mut n,
+                &lead,
+                tick(),
+                Payload::Recommendation(Recommendation {
+                    id: id(narrow.clone()),
+                    number: None,
+                    title: format!("Recommendation {r}.{k}"),
+                    text: format!("A narrower action refining recommendation {r}"),
+                    broader: Some(id(top.clone())),
+                }),
+            ));
             recs.push(narrow);
         }
     }
@@ -138,55 +154,75 @@ pub fn events(conversations: usize, seed: u64) -> Vec<Event> {
         let partner = partners[rng.skewed(partners.len())].clone();
         // Every top-level recommendation gets case studies, round-robin.
         let top = format!("rec-{}", i % 6 + 1);
-        out.push(event(&mut n, &partner, tick(), Payload::CaseStudy(CaseStudy {
-            id: id(cs.clone()),
-            title: format!("Case study {cs}"),
-            country: rng.pick(COUNTRIES).to_string(),
-            narrative: format!("A local action led by {partner} to rebuild trust"),
-            partners: vec![id(partner.clone())],
-            implements: vec![id(top)],
-            start_date: Some(date(&mut rng)),
-            source: None,
-        })));
+        out.push(event(
+            &mut n,
+            &partner,
+            tick(),
+            Payload::CaseStudy(CaseStudy {
+                id: id(cs.clone()),
+                title: format!("Case study {cs}"),
+                country: rng.pick(COUNTRIES).to_string(),
+                narrative: format!("A local action led by {partner} to rebuild trust"),
+                partners: vec![id(partner.clone())],
+                implements: vec![id(top)],
+                start_date: Some(date(&mut rng)),
+                source: None,
+            }),
+        ));
     }
     let activities: Vec<String> = (0..conversations).map(|i| format!("act-{i:08}")).collect();
     for a in &activities {
         let partner = partners[rng.skewed(partners.len())].clone();
-        out.push(event(&mut n, &partner, tick(), Payload::Activity(Activity {
-            id: id(a.clone()),
-            title: format!("Activity {a}"),
-            description: Some(rng.pick(PHRASES).to_string()),
-            activity_type: rng.pick(ACTIVITY_TYPES).to_string(),
-            date: date(&mut rng),
-            country: Some(rng.pick(COUNTRIES).to_string()),
-            reach: Some(rng.below(500) as i64 + 1),
-            led_by: vec![id(partner.clone())],
-            case_study: (rng.below(4) == 0).then(|| id(rng.pick(&case_studies).clone())),
-            programme: None,
-            implements: vec![id(rng.pick(&recs).clone())],
-            audience_groups: vec![rng.pick(GROUPS).to_string()],
-        })));
+        out.push(event(
+            &mut n,
+            &partner,
+            tick(),
+            Payload::Activity(Activity {
+                id: id(a.clone()),
+                title: format!("Activity {a}"),
+                description: Some(rng.pick(PHRASES).to_string()),
+                activity_type: rng.pick(ACTIVITY_TYPES).to_string(),
+                date: date(&mut rng),
+                country: Some(rng.pick(COUNTRIES).to_string()),
+                reach: Some(rng.below(500) as i64 + 1),
+                led_by: vec![id(partner.clone())],
+                case_study: (rng.below(4) == 0).then(|| id(rng.pick(&case_studies).clone())),
+                programme: None,
+                implements: vec![id(rng.pick(&recs).clone())],
+                audience_groups: vec![rng.pick(GROUPS).to_string()],
+            }),
+        ));
     }
     for i in 0..conversations {
         let partner = partners[rng.skewed(partners.len())].clone();
         let quotes = (0..1 + rng.below(3))
-            .map(|_| Quote { text: rng.pick(PHRASES).to_string(), speaker: Some("Participant".into()), speaker_role: None, language: None })
+            .map(|_| Quote {
+                text: rng.pick(PHRASES).to_string(),
+                speaker: Some("Participant".into()),
+                speaker_role: None,
+                language: None,
+            })
             .collect();
-        out.push(event(&mut n, &partner, tick(), Payload::Dialogue(Dialogue {
-            id: id(format!("dlg-{i:08}")),
-            title: format!("Listening dialogue {i}"),
-            date: date(&mut rng),
-            country: rng.pick(COUNTRIES).to_string(),
-            audience_groups: vec![rng.pick(GROUPS).to_string()],
-            reach: Some(rng.below(200) as i64 + 5),
-            internal: rng.below(2) == 0,
-            summary: Some(rng.pick(PHRASES).to_string()),
-            quotes,
-            partners: vec![id(partner.clone())],
-            informs: vec![id(rng.pick(&recs).clone())],
-            programme: None,
-            language: None,
-        })));
+        out.push(event(
+            &mut n,
+            &partner,
+            tick(),
+            Payload::Dialogue(Dialogue {
+                id: id(format!("dlg-{i:08}")),
+                title: format!("Listening dialogue {i}"),
+                date: date(&mut rng),
+                country: rng.pick(COUNTRIES).to_string(),
+                audience_groups: vec![rng.pick(GROUPS).to_string()],
+                reach: Some(rng.below(200) as i64 + 5),
+                internal: rng.below(2) == 0,
+                summary: Some(rng.pick(PHRASES).to_string()),
+                quotes,
+                partners: vec![id(partner.clone())],
+                informs: vec![id(rng.pick(&recs).clone())],
+                programme: None,
+                language: None,
+            }),
+        ));
     }
     for i in 0..conversations / 2 {
         let on_case = rng.below(5) == 0;
@@ -196,31 +232,41 @@ pub fn events(conversations: usize, seed: u64) -> Vec<Event> {
             (MeasuredKind::Activity, rng.pick(&activities).clone())
         };
         let partner = partners[rng.skewed(partners.len())].clone();
-        out.push(event(&mut n, &partner, tick(), Payload::Outcome(Outcome {
-            id: id(format!("out-{i:08}")),
-            description: "Measured result".into(),
-            metric: "people reached".into(),
-            value: rng.below(1000) as f64,
-            unit: "people".into(),
-            date: date(&mut rng),
-            baseline: None,
-            target: None,
-            measures: Measured { kind, id: id(target) },
-        })));
+        out.push(event(
+            &mut n,
+            &partner,
+            tick(),
+            Payload::Outcome(Outcome {
+                id: id(format!("out-{i:08}")),
+                description: "Measured result".into(),
+                metric: "people reached".into(),
+                value: rng.below(1000) as f64,
+                unit: "people".into(),
+                date: date(&mut rng),
+                baseline: None,
+                target: None,
+                measures: Measured { kind, id: id(target) },
+            }),
+        ));
     }
     for i in 0..(conversations / 20).max(1) {
-        out.push(event(&mut n, &lead, tick(), Payload::Evidence(EvidenceStatistic {
-            id: id(format!("ev-{i:07}")),
-            measure: "trust-damaging experience".into(),
-            description: None,
-            group: rng.pick(GROUPS).to_string(),
-            country: Some(rng.pick(COUNTRIES).to_string()),
-            percentage: Some(rng.below(100) as f64),
-            sample_size: Some(rng.below(3000) as i64 + 100),
-            year: 2022 + rng.below(3) as i64,
-            supports: vec![id(rng.pick(&recs).clone())],
-            source: None,
-        })));
+        out.push(event(
+            &mut n,
+            &lead,
+            tick(),
+            Payload::Evidence(EvidenceStatistic {
+                id: id(format!("ev-{i:07}")),
+                measure: "trust-damaging experience".into(),
+                description: None,
+                group: rng.pick(GROUPS).to_string(),
+                country: Some(rng.pick(COUNTRIES).to_string()),
+                percentage: Some(rng.below(100) as f64),
+                sample_size: Some(rng.below(3000) as i64 + 100),
+                year: 2022 + rng.below(3) as i64,
+                supports: vec![id(rng.pick(&recs).clone())],
+                source: None,
+            }),
+        ));
     }
     out
 }
@@ -230,7 +276,9 @@ pub fn generate(conversations: usize, seed: u64, out_dir: &Path, nquads: bool) -
     std::fs::create_dir_all(out_dir)?;
     let all = events(conversations, seed);
     let events_file = out_dir.join(format!("events-{conversations}.jsonl"));
-    let mut w = std::io::BufWriter::new(std::fs::File::create(&events_file).with_context(|| format!("creating {}", events_file.display()))?);
+    let mut w = std::io::BufWriter::new(
+        std::fs::File::create(&events_file).with_context(|| format!("creating {}", events_file.display()))?,
+    );
     for e in &all {
         w.write_all(&e.to_bytes())?;
         w.write_all(b"\n")?;
@@ -241,7 +289,8 @@ pub fn generate(conversations: usize, seed: u64, out_dir: &Path, nquads: bool) -
         let path = out_dir.join(format!("data-{conversations}.nq"));
         let mut w = std::io::BufWriter::new(std::fs::File::create(&path)?);
         for (i, e) in all.iter().enumerate() {
-            let pos = coalition_mapping::LogPosition { topic: e.kind.topic().to_owned(), partition: 0, offset: i as i64 };
+            let pos =
+                coalition_mapping::LogPosition { topic: e.kind.topic().to_owned(), partition: 0, offset: i as i64 };
             let mapped = coalition_mapping::map_event(e, &pos).map_err(|err| anyhow::anyhow!("{err}"))?;
             for q in &mapped.facts {
                 writeln!(w, "{q} .")?;

@@ -30,6 +30,9 @@ pub struct HotPathArgs {
     /// Probe events for the freshness measurement.
     #[arg(long, default_value_t = 100)]
     pub probes: usize,
+    /// Background events per second produced while the freshness probes run.
+    #[arg(long, default_value_t = 1000)]
+    pub load_rate: usize,
     #[arg(long, default_value = "target/bench/hot-path.json")]
     pub out: PathBuf,
     #[arg(long, default_value = "target/bench/hot-path-work")]
@@ -204,29 +207,79 @@ fn one_size(args: &HotPathArgs, conversations: usize, repo: &Path) -> Result<Run
         .set("linger.ms", "0")
         .create()?;
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let sent_load = std::sync::atomic::AtomicU64::new(0);
+    let template = events.iter().find(|e| e.kind == coalition_events::Kind::Activity).expect("activities").clone();
     let mut fresh = Vec::new();
-    for i in 0..args.probes {
-        let mut probe = events.iter().find(|e| e.kind == coalition_events::Kind::Activity).expect("activities").clone();
-        let id = format!("probe-{i:05}");
-        if let coalition_events::Payload::Activity(a) = &mut probe.payload {
-            a.id = coalition_events::EntityId(id.clone());
-        }
-        probe.subject = coalition_events::EntityId(id.clone());
-        probe.id = coalition_events::EventId(format!("probe-event-{i}"));
-        let bytes = probe.to_bytes();
-        let t = Instant::now();
-        let delivery = runtime.block_on(producer.send(FutureRecord::to(probe.kind.topic()).key(&id).payload(&bytes), Duration::from_secs(30)));
-        let delivery = delivery.map_err(|(e, _)| anyhow::anyhow!("{e}"))?;
-        let token = format!("{}@{}:{}", probe.kind.topic(), delivery.partition, delivery.offset);
-        let (status, v) = server.graphql_with_headers(
-            &[("coalition-consistency", &token)],
-            &format!(r#"{{ activity(id: "{id}") {{ id }} }}"#),
-            serde_json::json!({}),
-        )?;
-        anyhow::ensure!(status == 200 && v["data"]["activity"]["id"] == id.as_str(), "probe {id} not visible: {v}");
-        fresh.push(t.elapsed().as_secs_f64() * 1000.0);
-    }
+    std::thread::scope(|scope| -> Result<()> {
+        // Background load: new activities at --load-rate events/s while the probes run.
+        scope.spawn(|| {
+            let Ok(load) = ClientConfig::new()
+                .set("bootstrap.servers", &broker.bootstrap)
+                .set("linger.ms", "5")
+                .create::<FutureProducer>()
+            else {
+                return;
+            };
+            let per_tick = (args.load_rate / 100).max(1);
+            let mut n = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let tick = Instant::now();
+                for _ in 0..per_tick {
+                    let mut e = template.clone();
+                    let id = format!("load-{n:08}");
+                    if let coalition_events::Payload::Activity(a) = &mut e.payload {
+                        a.id = coalition_events::EntityId(id.clone());
+                    }
+                    e.subject = coalition_events::EntityId(id.clone());
+                    e.id = coalition_events::EventId(format!("load-event-{n}"));
+                    if load.send_result(FutureRecord::to(e.kind.topic()).key(&id).payload(&e.to_bytes())).is_ok() {
+                        n += 1;
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(10).saturating_sub(tick.elapsed()));
+            }
+            let _ = rdkafka::producer::Producer::flush(&load, Duration::from_secs(30));
+            sent_load.store(n, std::sync::atomic::Ordering::Relaxed);
+        });
+        let mut probes = || -> Result<()> {
+            for i in 0..args.probes {
+                let mut probe =
+                    events.iter().find(|e| e.kind == coalition_events::Kind::Activity).expect("activities").clone();
+                let id = format!("probe-{i:05}");
+                if let coalition_events::Payload::Activity(a) = &mut probe.payload {
+                    a.id = coalition_events::EntityId(id.clone());
+                }
+                probe.subject = coalition_events::EntityId(id.clone());
+                probe.id = coalition_events::EventId(format!("probe-event-{i}"));
+                let bytes = probe.to_bytes();
+                let t = Instant::now();
+                let delivery = runtime.block_on(
+                    producer
+                        .send(FutureRecord::to(probe.kind.topic()).key(&id).payload(&bytes), Duration::from_secs(30)),
+                );
+                let delivery = delivery.map_err(|(e, _)| anyhow::anyhow!("{e}"))?;
+                let token = format!("{}@{}:{}", probe.kind.topic(), delivery.partition, delivery.offset);
+                let (status, v) = server.graphql_with_headers(
+                    &[("coalition-consistency", &token)],
+                    &format!(r#"{{ activity(id: "{id}") {{ id }} }}"#),
+                    serde_json::json!({}),
+                )?;
+                anyhow::ensure!(
+                    status == 200 && v["data"]["activity"]["id"] == id.as_str(),
+                    "probe {id} not visible: {v}"
+                );
+                fresh.push(t.elapsed().as_secs_f64() * 1000.0);
+            }
+            Ok(())
+        };
+        let result = probes();
+        // The load thread stops whatever happened to the probes.
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        result
+    })?;
     fresh.sort_by(|a, b| a.total_cmp(b));
+    let load_events = sent_load.load(std::sync::atomic::Ordering::Relaxed);
 
     eprintln!("[{conversations}] queries");
     let raw = raw_oxigraph(report.nquads_file.as_ref().expect("generated with N-Quads"), &work.join("raw-oxigraph"))?;
@@ -236,9 +289,13 @@ fn one_size(args: &HotPathArgs, conversations: usize, repo: &Path) -> Result<Run
         // Both engines must give the same answer before their speed means anything.
         let (status, _, body) = server.sparql_get(&query, "application/sparql-results+json")?;
         anyhow::ensure!(status == 200, "{name}: HTTP {status}: {body}");
-        let ours_rows = serde_json::from_str::<serde_json::Value>(&body)?["results"]["bindings"].as_array().map_or(0, Vec::len);
+        let ours_rows =
+            serde_json::from_str::<serde_json::Value>(&body)?["results"]["bindings"].as_array().map_or(0, Vec::len);
         let raw_rows = raw_query(&raw, &query)?;
-        anyhow::ensure!(ours_rows == raw_rows && ours_rows > 0, "{name}: {ours_rows} rows over HTTP, {raw_rows} on raw Oxigraph");
+        anyhow::ensure!(
+            ours_rows == raw_rows && ours_rows > 0,
+            "{name}: {ours_rows} rows over HTTP, {raw_rows} on raw Oxigraph"
+        );
         let ours = concurrent(args.clients, args.iterations, || {
             let (status, _, body) = server.sparql_get(&query, "application/sparql-results+json")?;
             anyhow::ensure!(status == 200, "{name}: HTTP {status}: {body}");
@@ -264,8 +321,10 @@ fn one_size(args: &HotPathArgs, conversations: usize, repo: &Path) -> Result<Run
         &work.join("replica"),
         &["--kafka-brokers", &broker.bootstrap, "--consumer-group", "bench-replica", "--no-seed"],
     )?;
-    let expected = total + args.probes as u64;
-    wait_for("the replica to apply the log", Duration::from_secs(3600), || applied(&replica).ok().filter(|n| *n >= expected))?;
+    let expected = total + args.probes as u64 + load_events;
+    wait_for("the replica to apply the log", Duration::from_secs(3600), || {
+        applied(&replica).ok().filter(|n| *n >= expected)
+    })?;
     let rebuild_s = started.elapsed().as_secs_f64();
     drop(replica);
     drop(server);
@@ -288,7 +347,10 @@ pub fn run(args: HotPathArgs) -> Result<()> {
     for &c in &args.conversations {
         runs.push(one_size(&args, c, &repo)?);
     }
-    let report = Report { machine: format!("{} cores", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)), runs };
+    let report = Report {
+        machine: format!("{} cores", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)),
+        runs,
+    };
     println!(
         "{:>9} {:>8} {:>10} {:>9} {:>9} {:>8} {:>7}   query  p50/p99 ms (raw Oxigraph p50/p99, speedup)",
         "convs", "events", "ingest/s", "fresh50", "fresh99", "rebuild", "rss MiB"
@@ -297,7 +359,12 @@ pub fn run(args: HotPathArgs) -> Result<()> {
         let q: Vec<String> = r
             .queries
             .iter()
-            .map(|q| format!("{} {:.1}/{:.1} ({:.1}/{:.1}, {:.2}x)", q.name, q.p50_ms, q.p99_ms, q.raw_oxigraph_p50_ms, q.raw_oxigraph_p99_ms, q.speedup))
+            .map(|q| {
+                format!(
+                    "{} {:.1}/{:.1} ({:.1}/{:.1}, {:.2}x)",
+                    q.name, q.p50_ms, q.p99_ms, q.raw_oxigraph_p50_ms, q.raw_oxigraph_p99_ms, q.speedup
+                )
+            })
             .collect();
         println!(
             "{:>9} {:>8} {:>10.0} {:>9.1} {:>9.1} {:>8.1} {:>7.0}   {}",

@@ -231,7 +231,12 @@ fn faults(args: &FaultArgs) -> Result<check::Report> {
     let live_wait = check::wait_converged(&mut live, args.partitions, timeout)?;
     let mut observed = check::observe(&live)?;
     check::observe_graphql(&live, &wl.model, &mut observed)?;
-    let dead = kafka::count_dead_letters(&tansu.bootstrap(), coalition_events::DEAD_LETTER_TOPIC, wl.model.poison, Duration::from_secs(120))?;
+    let dead = kafka::count_dead_letters(
+        &tansu.bootstrap(),
+        coalition_events::DEAD_LETTER_TOPIC,
+        wl.model.poison,
+        Duration::from_secs(120),
+    )?;
     live.stop()?;
     let live_digest = live.digest()?;
 

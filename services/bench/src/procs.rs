@@ -28,7 +28,8 @@ impl Proc {
         if let Some(child) = self.child.as_mut() {
             if let Some(status) = child.try_wait()? {
                 let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-                let tail: String = log.lines().rev().take(30).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
+                let tail: String =
+                    log.lines().rev().take(30).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
                 bail!("{what} exited with {status}\n--- {} ---\n{tail}", self.log.display());
             }
         }
@@ -80,7 +81,8 @@ impl Moto {
         let bin = std::env::var("COALITION_MOTO").unwrap_or_else(|_| "moto_server".to_owned());
         let mut cmd = Command::new(&bin);
         cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()]);
-        let proc = Proc::spawn(cmd, work.join("moto.log")).with_context(|| format!("{bin} not found: pip install 'moto[server]'"))?;
+        let proc = Proc::spawn(cmd, work.join("moto.log"))
+            .with_context(|| format!("{bin} not found: pip install 'moto[server]'"))?;
         let endpoint = format!("http://127.0.0.1:{port}");
         let agent = agent();
         wait_for("moto_server", Duration::from_secs(30), || agent.get(format!("{endpoint}/")).call().ok())?;
@@ -135,7 +137,15 @@ impl Tansu {
     fn launch(&mut self) -> Result<()> {
         let url = format!("tcp://127.0.0.1:{}", self.port);
         let mut cmd = Command::new(&self.bin);
-        cmd.args(["broker", "--listener-url", &url, "--advertised-listener-url", &url, "--storage-engine", &self.storage]);
+        cmd.args([
+            "broker",
+            "--listener-url",
+            &url,
+            "--advertised-listener-url",
+            &url,
+            "--storage-engine",
+            &self.storage,
+        ]);
         for (k, v) in &self.env {
             cmd.env(k, v);
         }
@@ -210,7 +220,15 @@ pub struct Coalition {
 
 impl Coalition {
     pub fn new(data_dir: PathBuf, group: &str, brokers: String) -> Coalition {
-        Coalition { proc: None, data_dir, group: group.to_owned(), brokers, base: String::new(), agent: agent(), starts: 0 }
+        Coalition {
+            proc: None,
+            data_dir,
+            group: group.to_owned(),
+            brokers,
+            base: String::new(),
+            agent: agent(),
+            starts: 0,
+        }
     }
 
     /// Starts the server and waits until it answers `/healthz` (not `/readyz`: a kill may land
@@ -307,7 +325,8 @@ impl Coalition {
 
     /// `coalition digest --json` of this replica's data dir (the server must be stopped).
     pub fn digest(&self) -> Result<Value> {
-        let out = Command::new(coalition_bin()).arg("digest").arg("--data-dir").arg(&self.data_dir).arg("--json").output()?;
+        let out =
+            Command::new(coalition_bin()).arg("digest").arg("--data-dir").arg(&self.data_dir).arg("--json").output()?;
         if !out.status.success() {
             bail!("coalition digest failed: {}", String::from_utf8_lossy(&out.stderr));
         }

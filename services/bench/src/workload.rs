@@ -155,7 +155,13 @@ pub fn generate(n: usize, seed: u64) -> Workload {
                 Poison::NotJson => format!("{{\"specversion\": \"1.0\", \"id\": \"poison-{seq}\", oops").into_bytes(),
                 Poison::MissingTitle => {
                     let mut e = envelope(
-                        &Good { entity: key.clone(), version: 0, time: base_time(), id: format!("{PREFIX}{seed}-poison-{seq}"), title: Some(String::new()) },
+                        &Good {
+                            entity: key.clone(),
+                            version: 0,
+                            time: base_time(),
+                            id: format!("{PREFIX}{seed}-poison-{seq}"),
+                            title: Some(String::new()),
+                        },
                         "fb-partner-0",
                     );
                     e["data"].as_object_mut().expect("object").remove("title");
@@ -163,7 +169,13 @@ pub fn generate(n: usize, seed: u64) -> Workload {
                 }
                 Poison::UnknownType => {
                     let mut e = envelope(
-                        &Good { entity: key.clone(), version: 0, time: base_time(), id: format!("{PREFIX}{seed}-poison-{seq}"), title: Some("x".into()) },
+                        &Good {
+                            entity: key.clone(),
+                            version: 0,
+                            time: base_time(),
+                            id: format!("{PREFIX}{seed}-poison-{seq}"),
+                            title: Some("x".into()),
+                        },
                         "fb-partner-0",
                     );
                     e["type"] = json!("org.coalition.activity.exploded.v1");
@@ -177,7 +189,8 @@ pub fn generate(n: usize, seed: u64) -> Workload {
             // Exact duplicate of a recent good event (same id, same bytes).
             let back = rng.below(50.min(goods.len() as u64)) as usize;
             let i = goods.len() - 1 - back;
-            let value = serde_json::to_vec(&envelope(&goods[i], &partner(entity_index(&goods[i].entity)))).expect("json");
+            let value =
+                serde_json::to_vec(&envelope(&goods[i], &partner(entity_index(&goods[i].entity)))).expect("json");
             model.duplicates += 1;
             stream.push((Some(i), Record { key: goods[i].entity.clone(), value, partition: None }));
         } else {
@@ -186,11 +199,14 @@ pub fn generate(n: usize, seed: u64) -> Workload {
             *v += 1;
             let retract = *v > 1 && rng.chance(0.1);
             let id = format!("{PREFIX}{seed}-{seq}");
-            let title = (!retract).then(|| format!("{MARK} {} version {} {}", entity(e), *v, WORDS[rng.below(WORDS.len() as u64) as usize]));
+            let title = (!retract).then(|| {
+                format!("{MARK} {} version {} {}", entity(e), *v, WORDS[rng.below(WORDS.len() as u64) as usize])
+            });
             if retract {
                 model.retractions += 1;
             }
-            let g = Good { entity: entity(e), version: *v, time: base_time() + Duration::seconds(seq as i64), id, title };
+            let g =
+                Good { entity: entity(e), version: *v, time: base_time() + Duration::seconds(seq as i64), id, title };
             let value = serde_json::to_vec(&envelope(&g, &partner(e))).expect("json");
             goods.push(g);
             stream.push((Some(goods.len() - 1), Record { key: entity(e), value, partition: None }));
@@ -253,7 +269,11 @@ pub fn marker(seed: u64, partition: i32, model: &mut Model) -> Record {
         title: Some(title.clone()),
     };
     model.entities.insert(id.clone(), Expected::Present { title });
-    Record { key: id, value: serde_json::to_vec(&envelope(&g, "fb-partner-0")).expect("json"), partition: Some(partition) }
+    Record {
+        key: id,
+        value: serde_json::to_vec(&envelope(&g, "fb-partner-0")).expect("json"),
+        partition: Some(partition),
+    }
 }
 
 const WORDS: [&str; 8] = ["outreach", "listening", "trust", "clinic", "screening", "workshop", "mentoring", "survey"];

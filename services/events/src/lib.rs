@@ -208,7 +208,13 @@ impl Event {
     }
 
     /// Builds a retraction of the entity of `kind` with `id`.
-    pub fn retraction(partner: PartnerId, source: impl Into<String>, kind: Kind, id: EntityId, reason: Option<String>) -> Event {
+    pub fn retraction(
+        partner: PartnerId,
+        source: impl Into<String>,
+        kind: Kind,
+        id: EntityId,
+        reason: Option<String>,
+    ) -> Event {
         Event::new(partner, source, Payload::Retraction(Retraction { kind, id, reason }))
     }
 
@@ -289,8 +295,7 @@ impl EventError {
 
 /// Parses and validates raw structured-mode bytes into an [`Event`].
 pub fn decode(bytes: &[u8]) -> Result<Event, EventError> {
-    let mut value: serde_json::Value =
-        serde_json::from_slice(bytes).map_err(|e| EventError::NotJson(e.to_string()))?;
+    let mut value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| EventError::NotJson(e.to_string()))?;
     let upcast_id = value.get("id").and_then(|t| t.as_str()).unwrap_or("?").to_owned();
     upcast::upcast(&mut value).map_err(|errors| EventError::Schema { id: upcast_id, errors })?;
     let ty = value
@@ -317,8 +322,8 @@ pub fn decode(bytes: &[u8]) -> Result<Event, EventError> {
     if !errors.is_empty() {
         return Err(EventError::Schema { id, errors });
     }
-    let envelope: Envelope = serde_json::from_value(value)
-        .map_err(|e| EventError::NotCloudEvent(format!("event {id}: {e}")))?;
+    let envelope: Envelope =
+        serde_json::from_value(value).map_err(|e| EventError::NotCloudEvent(format!("event {id}: {e}")))?;
     let payload = match action {
         Action::Submit => Payload::from_json(kind, envelope.data.clone()),
         Action::Retract => serde_json::from_value::<RetractionData>(envelope.data.clone())
@@ -327,11 +332,7 @@ pub fn decode(bytes: &[u8]) -> Result<Event, EventError> {
     .map_err(|e| EventError::Payload { id: id.clone(), message: e.to_string() })?;
     let data_id = payload.subject();
     if data_id != envelope.subject {
-        return Err(EventError::SubjectMismatch {
-            id,
-            subject: envelope.subject.0,
-            data_id: data_id.0,
-        });
+        return Err(EventError::SubjectMismatch { id, subject: envelope.subject.0, data_id: data_id.0 });
     }
     Ok(Event {
         id: envelope.id,

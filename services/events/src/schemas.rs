@@ -42,11 +42,8 @@ pub fn schema_names() -> impl Iterator<Item = &'static str> {
 
 /// The raw JSON Schema of a kind's event type.
 pub fn schema_for(kind: Kind) -> serde_json::Value {
-    let text = SCHEMAS
-        .iter()
-        .find(|(name, _)| *name == kind.slug())
-        .map(|(_, text)| *text)
-        .expect("every kind has a schema");
+    let text =
+        SCHEMAS.iter().find(|(name, _)| *name == kind.slug()).map(|(_, text)| *text).expect("every kind has a schema");
     serde_json::from_str(text).expect("embedded schemas are JSON (checked by tests)")
 }
 
@@ -93,10 +90,7 @@ impl std::fmt::Display for Violation {
 /// Validates a whole structured-mode event against its type's schema; returns one violation per
 /// problem, each naming the JSON pointer of the offending field.
 pub(crate) fn validate(kind: Kind, event: &serde_json::Value) -> Vec<Violation> {
-    let (_, validator) = validators()
-        .iter()
-        .find(|(k, _)| *k == kind)
-        .expect("every kind has a validator");
+    let (_, validator) = validators().iter().find(|(k, _)| *k == kind).expect("every kind has a validator");
     violations(validator, event)
 }
 

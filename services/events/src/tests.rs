@@ -106,7 +106,8 @@ fn unknown_versions_are_named_as_such() {
 
 #[test]
 fn retractions_decode_and_round_trip() {
-    let e = Event::retraction(PartnerId("nachw".into()), "/t", Kind::Activity, EntityId("x-1".into()), Some("dup".into()));
+    let e =
+        Event::retraction(PartnerId("nachw".into()), "/t", Kind::Activity, EntityId("x-1".into()), Some("dup".into()));
     let back = decode(&e.to_bytes()).unwrap();
     assert_eq!(back.action(), Action::Retract);
     assert_eq!(back, e);

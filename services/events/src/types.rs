@@ -320,7 +320,9 @@ impl Payload {
             Payload::Evidence(p) => serde_json::to_value(p),
             Payload::Source(p) => serde_json::to_value(p),
             Payload::Link(p) => serde_json::to_value(p),
-            Payload::Retraction(r) => serde_json::to_value(RetractionData { id: r.id.clone(), reason: r.reason.clone() }),
+            Payload::Retraction(r) => {
+                serde_json::to_value(RetractionData { id: r.id.clone(), reason: r.reason.clone() })
+            }
         };
         strip_nulls(v.expect("payloads always serialize"))
     }
@@ -347,14 +349,9 @@ impl Payload {
 fn strip_nulls(v: serde_json::Value) -> serde_json::Value {
     match v {
         serde_json::Value::Object(map) => serde_json::Value::Object(
-            map.into_iter()
-                .filter(|(_, v)| !v.is_null())
-                .map(|(k, v)| (k, strip_nulls(v)))
-                .collect(),
+            map.into_iter().filter(|(_, v)| !v.is_null()).map(|(k, v)| (k, strip_nulls(v))).collect(),
         ),
-        serde_json::Value::Array(items) => {
-            serde_json::Value::Array(items.into_iter().map(strip_nulls).collect())
-        }
+        serde_json::Value::Array(items) => serde_json::Value::Array(items.into_iter().map(strip_nulls).collect()),
         other => other,
     }
 }

@@ -21,8 +21,7 @@ pub struct DeadLetter {
 impl DeadLetter {
     /// The headers of the dead-letter record: the original ones, then the reason and source.
     pub fn record_headers(&self) -> Vec<(String, Vec<u8>)> {
-        let mut h: Vec<(String, Vec<u8>)> =
-            self.headers.iter().filter(|(k, _)| k != "content-type").cloned().collect();
+        let mut h: Vec<(String, Vec<u8>)> = self.headers.iter().filter(|(k, _)| k != "content-type").cloned().collect();
         let mut add = |name: &str, value: String| h.push((format!("{DLQ_HEADER_PREFIX}{name}"), value.into_bytes()));
         add("reason", self.reason.clone());
         add("message", self.message.clone());

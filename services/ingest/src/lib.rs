@@ -86,10 +86,8 @@ pub async fn ensure_topics(config: &KafkaConfig, partitions: i32, replication: i
     let admin: AdminClient<DefaultClientContext> = config.client().create()?;
     let mut names: Vec<&str> = coalition_events::Kind::topics();
     names.push(coalition_events::DEAD_LETTER_TOPIC);
-    let topics: Vec<NewTopic<'_>> = names
-        .iter()
-        .map(|name| NewTopic::new(name, partitions, TopicReplication::Fixed(replication)))
-        .collect();
+    let topics: Vec<NewTopic<'_>> =
+        names.iter().map(|name| NewTopic::new(name, partitions, TopicReplication::Fixed(replication))).collect();
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
     for result in admin.create_topics(&topics, &options).await? {
         match result {

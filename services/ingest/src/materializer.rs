@@ -188,9 +188,7 @@ impl Materializer {
         let (partitions, highs) = {
             let c = consumer.clone();
             let cancel = cancel.clone();
-            tokio::task::spawn_blocking(move || discover(&c, &cancel))
-                .await
-                .map_err(|_| IngestError::Stopped)??
+            tokio::task::spawn_blocking(move || discover(&c, &cancel)).await.map_err(|_| IngestError::Stopped)??
         };
         let mut tpl = TopicPartitionList::new();
         for tp in &partitions {
@@ -252,9 +250,10 @@ impl Materializer {
         }
         let reached = {
             let w = tx.borrow();
-            highs.0.iter().all(|(tp, high)| {
-                *high == 0 || w.graph.next(&tp.topic, tp.partition).is_some_and(|n| n >= *high)
-            })
+            highs
+                .0
+                .iter()
+                .all(|(tp, high)| *high == 0 || w.graph.next(&tp.topic, tp.partition).is_some_and(|n| n >= *high))
         };
         if reached || all_eof {
             tracing::info!(reached_start_high_watermarks = reached, all_eof, "caught up with the log");
@@ -470,7 +469,13 @@ fn decode_and_map(
     } else if event.kind.topic() != pos.topic {
         return Err((
             "wrong_topic",
-            format!("event {} of type {} belongs on topic {}, not {}", event.id, event.kind.event_type(), event.kind.topic(), pos.topic),
+            format!(
+                "event {} of type {} belongs on topic {}, not {}",
+                event.id,
+                event.kind.event_type(),
+                event.kind.topic(),
+                pos.topic
+            ),
         ));
     }
     let mapped = coalition_mapping::map_event(&event, pos).map_err(|e| (e.code(), e.to_string()))?;
@@ -478,7 +483,10 @@ fn decode_and_map(
 }
 
 /// Finds every partition of every coalition topic and its high watermark at start.
-fn discover(consumer: &MaterializerConsumer, cancel: &CancellationToken) -> Result<(Vec<TopicPartition>, Offsets), IngestError> {
+fn discover(
+    consumer: &MaterializerConsumer,
+    cancel: &CancellationToken,
+) -> Result<(Vec<TopicPartition>, Offsets), IngestError> {
     let mut partitions = Vec::new();
     let mut highs = Offsets::default();
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -522,7 +530,15 @@ mod tests {
     const SEED: &str = include_str!("../../server/seed/coalition-seed.jsonl");
 
     fn record(topic: &str, payload: Option<&[u8]>) -> (OwnedMessage, LogPosition) {
-        let msg = OwnedMessage::new(payload.map(<[u8]>::to_vec), Some(b"k".to_vec()), topic.to_owned(), Timestamp::NotAvailable, 0, 7, None);
+        let msg = OwnedMessage::new(
+            payload.map(<[u8]>::to_vec),
+            Some(b"k".to_vec()),
+            topic.to_owned(),
+            Timestamp::NotAvailable,
+            0,
+            7,
+            None,
+        );
         (msg, LogPosition { topic: topic.to_owned(), partition: 0, offset: 7 })
     }
 
@@ -555,9 +571,13 @@ mod tests {
         assert_eq!(reason("coalition.dialogues.v1", Some(activity.as_bytes())), "wrong_topic");
         // `shacl_violation`: the JSON Schemas already refuse what the shapes would, so it is
         // defence in depth; the mapping's tests exercise it directly.
-        let owner = serde_json::from_str::<serde_json::Value>(&activity).unwrap()["partnerid"].as_str().unwrap().to_owned();
+        let owner =
+            serde_json::from_str::<serde_json::Value>(&activity).unwrap()["partnerid"].as_str().unwrap().to_owned();
         assert_eq!(reason(&coalition_events::inbox_topic(&owner), Some(activity.as_bytes())), "accepted");
-        assert_eq!(reason(&coalition_events::inbox_topic("someone-else"), Some(activity.as_bytes())), "partner_mismatch");
+        assert_eq!(
+            reason(&coalition_events::inbox_topic("someone-else"), Some(activity.as_bytes())),
+            "partner_mismatch"
+        );
     }
 
     #[test]

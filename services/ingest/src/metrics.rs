@@ -1,8 +1,6 @@
 //! Metric names of the ingest layer, registered in one Prometheus registry shared with the API.
 
-use prometheus::{
-    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
-};
+use prometheus::{Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry};
 
 #[derive(Clone, Debug)]
 pub struct IngestMetrics {
@@ -52,10 +50,7 @@ impl IngestMetrics {
                 &["reason"],
             )?,
             lag: IntGaugeVec::new(
-                Opts::new(
-                    "coalition_consumer_lag_events",
-                    "Broker-reported high watermark minus next applied offset",
-                ),
+                Opts::new("coalition_consumer_lag_events", "Broker-reported high watermark minus next applied offset"),
                 &["topic", "partition"],
             )?,
             watermark: IntGaugeVec::new(

@@ -59,9 +59,11 @@ async fn graph_and_index_agree_at_every_watermark() {
     .await
     .unwrap();
 
-    let mut events: Vec<Event> = SEED.lines().filter(|l| !l.trim().is_empty()).map(|l| decode(l.as_bytes()).unwrap()).collect();
+    let mut events: Vec<Event> =
+        SEED.lines().filter(|l| !l.trim().is_empty()).map(|l| decode(l.as_bytes()).unwrap()).collect();
     // Updates and retractions of some activities and dialogues.
-    let targets: Vec<Event> = events.iter().filter(|e| matches!(e.kind, Kind::Activity | Kind::Dialogue)).take(8).cloned().collect();
+    let targets: Vec<Event> =
+        events.iter().filter(|e| matches!(e.kind, Kind::Activity | Kind::Dialogue)).take(8).cloned().collect();
     for (i, t) in targets.iter().enumerate() {
         let mut update = t.clone();
         update.id = EventId(format!("update-{i}"));

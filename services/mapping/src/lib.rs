@@ -9,8 +9,8 @@ pub mod shacl;
 pub mod vocab;
 
 use coalition_events::{
-    Action, Activity, CaseStudy, Dialogue, EntityId, Event, EvidenceStatistic, Kind, Link,
-    MeasuredKind, Outcome, Partner, Payload, Person, Programme, Recommendation, SourceDocument,
+    Action, Activity, CaseStudy, Dialogue, EntityId, Event, EvidenceStatistic, Kind, Link, MeasuredKind, Outcome,
+    Partner, Payload, Person, Programme, Recommendation, SourceDocument,
 };
 use oxigraph::model::{GraphName, Literal, NamedNode, NamedOrBlankNode, Quad, Term};
 use serde::{Deserialize, Serialize};
@@ -142,12 +142,7 @@ impl GraphBuilder {
     }
 
     fn add(&mut self, s: &NamedNode, p: &str, o: impl Into<Term>) {
-        self.quads.push(Quad::new(
-            NamedOrBlankNode::from(s.clone()),
-            iri(p),
-            o.into(),
-            self.graph.clone(),
-        ));
+        self.quads.push(Quad::new(NamedOrBlankNode::from(s.clone()), iri(p), o.into(), self.graph.clone()));
     }
 
     fn string(&mut self, s: &NamedNode, p: &str, value: &str) {
@@ -246,8 +241,7 @@ pub fn map_event(event: &Event, position: &LogPosition) -> Result<Mapped, Mappin
         generation,
         docs,
     };
-    let violations =
-        shacl::shapes().validate(mapped.facts.iter().chain(&mapped.provenance).chain(&mapped.generation));
+    let violations = shacl::shapes().validate(mapped.facts.iter().chain(&mapped.provenance).chain(&mapped.generation));
     if !violations.is_empty() {
         return Err(MappingError::Shacl {
             event_id: event.id.0.clone(),
@@ -616,10 +610,7 @@ impl<'de> Deserialize<'de> for Offsets {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let entries = Vec::<OffsetEntry>::deserialize(d)?;
         Ok(Offsets(
-            entries
-                .into_iter()
-                .map(|e| (TopicPartition { topic: e.topic, partition: e.partition }, e.next))
-                .collect(),
+            entries.into_iter().map(|e| (TopicPartition { topic: e.topic, partition: e.partition }, e.next)).collect(),
         ))
     }
 }

@@ -45,9 +45,24 @@ shape_files!(
 
 /// Predicates a property shape may use; anything else is rejected at compile time.
 const SUPPORTED: &[&str] = &[
-    "path", "minCount", "maxCount", "datatype", "nodeKind", "pattern", "flags", "in",
-    "minInclusive", "maxInclusive", "minLength", "maxLength", "name", "description", "message",
-    "order", "group", "severity",
+    "path",
+    "minCount",
+    "maxCount",
+    "datatype",
+    "nodeKind",
+    "pattern",
+    "flags",
+    "in",
+    "minInclusive",
+    "maxInclusive",
+    "minLength",
+    "maxLength",
+    "name",
+    "description",
+    "message",
+    "order",
+    "group",
+    "severity",
 ];
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -173,10 +188,7 @@ impl Shapes {
                     continue;
                 }
                 for p in &shape.properties {
-                    let objects: &[&Term] = values
-                        .get(&(*focus, p.path.as_str()))
-                        .map(Vec::as_slice)
-                        .unwrap_or(&[]);
+                    let objects: &[&Term] = values.get(&(*focus, p.path.as_str())).map(Vec::as_slice).unwrap_or(&[]);
                     check_property(focus, p, objects, &mut violations);
                 }
             }

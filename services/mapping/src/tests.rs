@@ -46,9 +46,18 @@ fn every_vocabulary_term_is_declared_in_the_ontology() {
 fn every_mapped_class_has_a_shape() {
     let classes = shacl::shapes().target_classes();
     for class in [
-        vocab::coal::PARTNER, vocab::coal::PROGRAMME, vocab::coal::DIALOGUE, vocab::coal::QUOTE,
-        vocab::coal::RECOMMENDATION, vocab::coal::CASE_STUDY, vocab::coal::ACTIVITY, vocab::coal::OUTCOME,
-        vocab::coal::EVIDENCE_STATISTIC, vocab::coal::SOURCE_DOCUMENT, vocab::coal::LINK, vocab::coal::EVENT,
+        vocab::coal::PARTNER,
+        vocab::coal::PROGRAMME,
+        vocab::coal::DIALOGUE,
+        vocab::coal::QUOTE,
+        vocab::coal::RECOMMENDATION,
+        vocab::coal::CASE_STUDY,
+        vocab::coal::ACTIVITY,
+        vocab::coal::OUTCOME,
+        vocab::coal::EVIDENCE_STATISTIC,
+        vocab::coal::SOURCE_DOCUMENT,
+        vocab::coal::LINK,
+        vocab::coal::EVENT,
         vocab::schema::PERSON,
     ] {
         assert!(classes.contains(class), "no SHACL shape targets {class}");

@@ -9,10 +9,10 @@
 use coalition_mapping::{Offsets, SearchDoc};
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Mutex;
 use tantivy::aggregation::agg_req::Aggregations;
 use tantivy::aggregation::agg_result::AggregationResults;
 use tantivy::aggregation::AggregationCollector;
-use std::sync::Mutex;
 use tantivy::collector::{Count, TopDocs};
 use tantivy::directory::MmapDirectory;
 use tantivy::query::{BooleanQuery, Occur, Query, QueryParser, TermQuery};
@@ -21,8 +21,8 @@ use tantivy::schema::{
 };
 use tantivy::snippet::SnippetGenerator;
 use tantivy::tokenizer::{
-    AsciiFoldingFilter, Language, LowerCaser, NgramTokenizer, RemoveLongFilter, SimpleTokenizer, Stemmer, StopWordFilter,
-    TextAnalyzer,
+    AsciiFoldingFilter, Language, LowerCaser, NgramTokenizer, RemoveLongFilter, SimpleTokenizer, Stemmer,
+    StopWordFilter, TextAnalyzer,
 };
 use tantivy::{doc, Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Term};
 
@@ -92,7 +92,9 @@ fn schema() -> (Schema, Fields) {
         entity_id: b.add_text_field("entity_id", STRING | STORED),
         text: LANGUAGES
             .iter()
-            .map(|l| (b.add_text_field(&format!("title_{l}"), text(l)), b.add_text_field(&format!("body_{l}"), text(l))))
+            .map(|l| {
+                (b.add_text_field(&format!("title_{l}"), text(l)), b.add_text_field(&format!("body_{l}"), text(l)))
+            })
             .collect(),
         language: b.add_text_field("language", STRING | STORED),
         country: b.add_text_field("country", facet.clone()),
@@ -111,7 +113,9 @@ fn register_analyzers(index: &Index) {
                 .filter(RemoveLongFilter::limit(40))
                 .filter(LowerCaser)
                 .build(),
-            "other" => TextAnalyzer::builder(SimpleTokenizer::default()).filter(LowerCaser).filter(AsciiFoldingFilter).build(),
+            "other" => {
+                TextAnalyzer::builder(SimpleTokenizer::default()).filter(LowerCaser).filter(AsciiFoldingFilter).build()
+            }
             code => {
                 let lang = match code {
                     "fr" => Language::French,
@@ -246,7 +250,8 @@ impl SearchIndex {
         match metas.payload {
             None => Ok(Offsets::default()),
             Some(p) => {
-                let payload: CommitPayload = serde_json::from_str(&p).map_err(|e| SearchError::Payload(e.to_string()))?;
+                let payload: CommitPayload =
+                    serde_json::from_str(&p).map_err(|e| SearchError::Payload(e.to_string()))?;
                 Ok(if payload.log == log { payload.offsets } else { Offsets::default() })
             }
         }
@@ -254,7 +259,13 @@ impl SearchIndex {
 
     /// Replaces the documents of each entity in `replaced` with `docs`, then commits with `offsets`
     /// as payload and makes the result visible to searches.
-    pub fn apply(&self, log: &str, replaced: &[String], docs: &[SearchDoc], offsets: &Offsets) -> Result<(), SearchError> {
+    pub fn apply(
+        &self,
+        log: &str,
+        replaced: &[String],
+        docs: &[SearchDoc],
+        offsets: &Offsets,
+    ) -> Result<(), SearchError> {
         let f = &self.fields;
         let mut guard = self.writer.lock().expect("index writer lock poisoned");
         let writer = guard.as_mut().ok_or_else(|| SearchError::Payload("index opened read-only".into()))?;
@@ -357,7 +368,13 @@ impl SearchIndex {
     }
 
     /// BM25 search over titles (boosted) and bodies, with filters applied inside the query.
-    pub fn search(&self, query: &str, filter: &SearchFilter, limit: usize, offset: usize) -> Result<SearchResults, SearchError> {
+    pub fn search(
+        &self,
+        query: &str,
+        filter: &SearchFilter,
+        limit: usize,
+        offset: usize,
+    ) -> Result<SearchResults, SearchError> {
         let f = &self.fields;
         // Each language's fields are queried with that language's analysis, and a document matches
         // if the query matches it in the language it was indexed in: all terms must match
@@ -371,10 +388,9 @@ impl SearchIndex {
                 parser.set_field_fuzzy(*body, false, 1, true);
             }
             parser.set_conjunction_by_default();
-            let q = parser.parse_query(query).map_err(|e| SearchError::Query {
-                query: query.to_owned(),
-                message: e.to_string(),
-            })?;
+            let q = parser
+                .parse_query(query)
+                .map_err(|e| SearchError::Query { query: query.to_owned(), message: e.to_string() })?;
             per_language.push((Occur::Should, q));
         }
         let text_query: Box<dyn Query> = Box::new(BooleanQuery::new(per_language));
@@ -398,7 +414,10 @@ impl SearchIndex {
             }
         }
         if let Some(y) = filter.year {
-            clauses.push((Occur::Must, Box::new(TermQuery::new(Term::from_field_i64(f.year, y), IndexRecordOption::Basic))));
+            clauses.push((
+                Occur::Must,
+                Box::new(TermQuery::new(Term::from_field_i64(f.year, y), IndexRecordOption::Basic)),
+            ));
         }
         let combined = BooleanQuery::new(clauses);
         let searcher = self.reader.searcher();
@@ -412,10 +431,8 @@ impl SearchIndex {
         }))
         .map_err(|e| SearchError::Payload(format!("facet request: {e}")))?;
         let facets_collector = AggregationCollector::from_aggs(facets_request, Default::default());
-        let (top, total, facet_results) = searcher.search(
-            &combined,
-            &(TopDocs::with_limit(limit.max(1)).and_offset(offset), Count, facets_collector),
-        )?;
+        let (top, total, facet_results) = searcher
+            .search(&combined, &(TopDocs::with_limit(limit.max(1)).and_offset(offset), Count, facets_collector))?;
         let mut snippet_generators: Vec<Option<SnippetGenerator>> = (0..LANGUAGES.len()).map(|_| None).collect();
         let mut hits = Vec::with_capacity(top.len());
         for (score, address) in top.into_iter().take(limit) {

@@ -140,7 +140,9 @@ mod relevance {
     #[test]
     fn each_language_is_analysed_as_itself() {
         let index = corpus();
-        for (query, language) in [("écoutées", "fr"), ("ouvido", "pt"), ("latinas", "es"), ("Ärzte", "de"), ("対話", "ja"), ("carers", "en")] {
+        for (query, language) in
+            [("écoutées", "fr"), ("ouvido", "pt"), ("latinas", "es"), ("Ärzte", "de"), ("対話", "ja"), ("carers", "en")]
+        {
             let r = index.search(query, &SearchFilter::default(), 5, 0).unwrap();
             assert!(r.hits.iter().any(|h| h.language == language), "{query}: {:?}", r.hits);
         }

@@ -5,7 +5,11 @@ use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 
 #[derive(Debug, Parser)]
-#[command(name = "coalition", version, about = "Coalition Graph: an event-streamed knowledge graph for a health-equity coalition")]
+#[command(
+    name = "coalition",
+    version,
+    about = "Coalition Graph: an event-streamed knowledge graph for a health-equity coalition"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

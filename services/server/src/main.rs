@@ -66,7 +66,9 @@ fn main() -> anyhow::Result<()> {
                     let config = external_kafka(&kafka)?;
                     tokio::task::spawn_blocking(move || ops::list(&config, json)).await?
                 }
-                DlqCommand::Replay { kafka, records, all } => ops::replay(&external_kafka(&kafka)?, &records, all).await,
+                DlqCommand::Replay { kafka, records, all } => {
+                    ops::replay(&external_kafka(&kafka)?, &records, all).await
+                }
             },
         }
     })
@@ -106,7 +108,8 @@ async fn start_broker(args: &ServeArgs) -> anyhow::Result<Broker> {
 
 /// The Kafka configuration of a command that needs an external cluster.
 fn external_kafka(args: &KafkaArgs) -> anyhow::Result<KafkaConfig> {
-    let brokers = args.kafka_brokers.clone().context("this command needs --kafka-brokers (or COALITION_KAFKA_BROKERS)")?;
+    let brokers =
+        args.kafka_brokers.clone().context("this command needs --kafka-brokers (or COALITION_KAFKA_BROKERS)")?;
     Ok(kafka_config(args, &brokers))
 }
 
@@ -126,7 +129,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<Broker> {
     ops::swap_in_staged_rebuild(&args.data_dir)?;
     let store = GraphStore::open(&args.data_dir.join("graph")).context("opening the graph store")?;
     let index = Arc::new(SearchIndex::open(&args.data_dir.join("index")).context("opening the search index")?);
-    let token_store = Arc::new(coalition_api::auth::TokenStore::open(&args.data_dir).context("opening the token store")?);
+    let token_store =
+        Arc::new(coalition_api::auth::TokenStore::open(&args.data_dir).context("opening the token store")?);
     let registry = prometheus::Registry::new();
     let ingest_metrics = IngestMetrics::register(&registry)?;
     let api_metrics = ApiMetrics::register(&registry)?;
@@ -181,9 +185,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<Broker> {
         tokens: token_store.clone(),
     };
     let demo_tokens = if embedded { tokens::demo_tokens(&token_store)? } else { Vec::new() };
-    let listener = tokio::net::TcpListener::bind(&args.listen)
-        .await
-        .with_context(|| format!("binding {}", args.listen))?;
+    let listener =
+        tokio::net::TcpListener::bind(&args.listen).await.with_context(|| format!("binding {}", args.listen))?;
     let addr = listener.local_addr()?;
     println!("Coalition Graph is running ({})", if embedded { "embedded broker" } else { "external Kafka" });
     println!("  GraphQL   http://{addr}/graphql");
@@ -196,7 +199,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<Broker> {
     for line in demo_tokens {
         println!("{line}");
     }
-    let server = axum::serve(listener, coalition_api::app(state)).with_graceful_shutdown(cancel.clone().cancelled_owned());
+    let server =
+        axum::serve(listener, coalition_api::app(state)).with_graceful_shutdown(cancel.clone().cancelled_owned());
     let signalled = {
         let cancel = cancel.clone();
         async move {

@@ -13,9 +13,11 @@ use std::time::{Duration, Instant};
 /// Prints the digest of the graph (SHA-256 over sorted canonical N-Quads, provenance included,
 /// consumed offsets excluded) and of the index (sorted document IRIs with every stored field).
 pub fn digest(data_dir: &Path, json: bool) -> anyhow::Result<()> {
-    let store = coalition_store::GraphStore::open_read_only(&data_dir.join("graph")).context("opening the graph store read-only")?;
+    let store = coalition_store::GraphStore::open_read_only(&data_dir.join("graph"))
+        .context("opening the graph store read-only")?;
     let (graph, quads) = coalition_store::digest(&store)?;
-    let index = coalition_search::SearchIndex::open_reader(&data_dir.join("index")).context("opening the search index")?;
+    let index =
+        coalition_search::SearchIndex::open_reader(&data_dir.join("index")).context("opening the search index")?;
     let (index_digest, docs) = index.digest()?;
     if json {
         println!("{}", serde_json::json!({ "graph": graph, "quads": quads, "index": index_digest, "documents": docs }));
@@ -144,7 +146,13 @@ pub async fn replay(config: &KafkaConfig, chosen: &[String], all: bool) -> anyho
         anyhow::ensure!(!r.source_topic.is_empty(), "dead letter {}/{} has no source topic", r.partition, r.offset);
         let key = r.key.clone().unwrap_or_default();
         let receipt = producer
-            .send(&r.source_topic, &key, &r.value, &format!("replay-of-dlq-{}-{}", r.partition, r.offset), r.original_headers.iter().filter(|(k, _)| k != "content-type").cloned().collect())
+            .send(
+                &r.source_topic,
+                &key,
+                &r.value,
+                &format!("replay-of-dlq-{}-{}", r.partition, r.offset),
+                r.original_headers.iter().filter(|(k, _)| k != "content-type").cloned().collect(),
+            )
             .await?;
         println!("replayed {}/{} -> {}/{}/{}", r.partition, r.offset, receipt.topic, receipt.partition, receipt.offset);
         replayed += 1;
@@ -218,7 +226,10 @@ pub async fn rebuild(data_dir: &Path, kafka: KafkaConfig) -> anyhow::Result<()> 
             println!("swapped the rebuilt stores in");
         }
         Err(e) => {
-            println!("a server holds {} ({e}); the rebuilt stores are staged and swap in at its next start", data_dir.display());
+            println!(
+                "a server holds {} ({e}); the rebuilt stores are staged and swap in at its next start",
+                data_dir.display()
+            );
         }
     }
     Ok(())

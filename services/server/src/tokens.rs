@@ -81,7 +81,9 @@ pub fn run(args: TokenArgs) -> anyhow::Result<()> {
                         t.role,
                         t.partner.as_ref().map(|p| p.0.as_str()).unwrap_or("-"),
                         t.status(now),
-                        t.expires_at.map(|e| e.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)).unwrap_or_else(|| "never".into()),
+                        t.expires_at
+                            .map(|e| e.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+                            .unwrap_or_else(|| "never".into()),
                         t.label.as_deref().unwrap_or("")
                     );
                 }
@@ -116,9 +118,12 @@ pub fn demo_tokens(store: &TokenStore) -> anyhow::Result<Vec<String>> {
     if !store.is_empty()? {
         return Ok(Vec::new());
     }
-    let (partner, partner_secret) = store.create(Role::Partner, Some(DEMO_PARTNER.into()), None, Some("demo".into()))?;
+    let (partner, partner_secret) =
+        store.create(Role::Partner, Some(DEMO_PARTNER.into()), None, Some("demo".into()))?;
     let (policy, policy_secret) = store.create(Role::Policy, None, None, Some("demo".into()))?;
-    let line = |what: &str, r: &TokenRecord, s: &Secret| format!("  {what:<22}Authorization: Bearer {}   (id {})", s.expose(), r.id);
+    let line = |what: &str, r: &TokenRecord, s: &Secret| {
+        format!("  {what:<22}Authorization: Bearer {}   (id {})", s.expose(), r.id)
+    };
     Ok(vec![
         format!("  demo tokens (shown once; only their hashes are kept in {}):", store.path().display()),
         line(&format!("partner {DEMO_PARTNER}"), &partner, &partner_secret),

@@ -27,7 +27,8 @@ fn help_lists_the_commands() {
 
 #[test]
 fn import_without_brokers_is_a_clear_error() {
-    let out = coalition().args(["import", "nothing.jsonl"]).env_remove("COALITION_KAFKA_BROKERS").output().expect("runs");
+    let out =
+        coalition().args(["import", "nothing.jsonl"]).env_remove("COALITION_KAFKA_BROKERS").output().expect("runs");
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--kafka-brokers"), "{err}");

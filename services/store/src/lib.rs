@@ -10,8 +10,7 @@ use coalition_mapping::vocab::{self, coal};
 use coalition_mapping::{Mapped, Offsets, OrderKey, TopicPartition};
 use oxigraph::io::{RdfFormat, RdfSerializer};
 use oxigraph::model::{
-    GraphName, GraphNameRef, Literal, NamedNode, NamedNodeRef, NamedOrBlankNodeRef, Quad, QuadRef,
-    Term, TermRef,
+    GraphName, GraphNameRef, Literal, NamedNode, NamedNodeRef, NamedOrBlankNodeRef, Quad, QuadRef, Term, TermRef,
 };
 use oxigraph::sparql::{QueryResults, QuerySolution, SparqlEvaluator};
 use std::collections::BTreeMap;
@@ -76,13 +75,7 @@ fn nn(s: &str) -> NamedNodeRef<'_> {
 }
 
 fn offset_node(log: &str, tp: &TopicPartition) -> NamedNode {
-    NamedNode::new_unchecked(format!(
-        "{}offset/{}/{}/{}",
-        vocab::ID,
-        log,
-        tp.topic,
-        tp.partition
-    ))
+    NamedNode::new_unchecked(format!("{}offset/{}/{}/{}", vocab::ID, log, tp.topic, tp.partition))
 }
 
 impl GraphStore {
@@ -136,7 +129,12 @@ impl GraphStore {
             tx.clear_graph(GraphNameRef::NamedNode(m.graph.as_ref()))?;
             // The graph's previous generation record is replaced; the old event stays in provenance.
             let old: Vec<Quad> = tx
-                .quads_for_pattern(Some(NamedOrBlankNodeRef::from(m.graph.as_ref())), None, None, Some(provenance.into()))
+                .quads_for_pattern(
+                    Some(NamedOrBlankNodeRef::from(m.graph.as_ref())),
+                    None,
+                    None,
+                    Some(provenance.into()),
+                )
                 .collect::<Result<_, _>>()?;
             for q in &old {
                 tx.remove(q);
@@ -161,7 +159,12 @@ impl GraphStore {
             let g = GraphName::NamedNode(offsets_graph.into_owned());
             let s = NamedOrBlankNodeRef::from(node.as_ref());
             tx.insert(QuadRef::new(s, nn(vocab::RDF_TYPE), nn(coal::OFFSET), &g));
-            tx.insert(QuadRef::new(s, nn(coal::TOPIC), TermRef::from(Literal::new_simple_literal(&tp.topic).as_ref()), &g));
+            tx.insert(QuadRef::new(
+                s,
+                nn(coal::TOPIC),
+                TermRef::from(Literal::new_simple_literal(&tp.topic).as_ref()),
+                &g,
+            ));
             tx.insert(QuadRef::new(s, nn(coal::PARTITION), &Term::from(Literal::from(i64::from(tp.partition))), &g));
             tx.insert(QuadRef::new(s, nn(coal::NEXT_OFFSET), &Term::from(Literal::from(*next)), &g));
         }
@@ -215,7 +218,12 @@ impl GraphStore {
         let id_literal = Literal::new_simple_literal(event_id);
         Ok(self
             .db
-            .quads_for_pattern(None, Some(nn(coal::EVENT_ID)), Some(id_literal.as_ref().into()), Some(nn(vocab::PROVENANCE_GRAPH).into()))
+            .quads_for_pattern(
+                None,
+                Some(nn(coal::EVENT_ID)),
+                Some(id_literal.as_ref().into()),
+                Some(nn(vocab::PROVENANCE_GRAPH).into()),
+            )
             .next()
             .transpose()?
             .is_some())
@@ -232,20 +240,13 @@ impl GraphStore {
 
     /// Evaluates a SELECT query with the union of all graphs as the default graph.
     pub fn select(&self, query: &str) -> Result<Vec<Row>, StoreError> {
-        let mut prepared = SparqlEvaluator::new()
-            .parse_query(query)
-            .map_err(|e| StoreError::Syntax(e.to_string()))?;
+        let mut prepared = SparqlEvaluator::new().parse_query(query).map_err(|e| StoreError::Syntax(e.to_string()))?;
         prepared.dataset_mut().set_default_graph_as_union();
-        let results = prepared
-            .on_store(&self.db)
-            .execute()
-            .map_err(|e| StoreError::Evaluation(e.to_string()))?;
+        let results = prepared.on_store(&self.db).execute().map_err(|e| StoreError::Evaluation(e.to_string()))?;
         let QueryResults::Solutions(solutions) = results else {
             return Err(StoreError::Evaluation("not a SELECT query".to_owned()));
         };
-        solutions
-            .map(|s| s.map(row).map_err(|e| StoreError::Evaluation(e.to_string())))
-            .collect()
+        solutions.map(|s| s.map(row).map_err(|e| StoreError::Evaluation(e.to_string()))).collect()
     }
 
     /// All quads of one named graph.
@@ -288,7 +289,12 @@ fn lexical(t: &Term) -> String {
     }
 }
 
-fn object(db: &oxigraph::store::Store, s: &NamedNode, p: NamedNodeRef<'_>, g: NamedNodeRef<'_>) -> Result<Option<Term>, StoreError> {
+fn object(
+    db: &oxigraph::store::Store,
+    s: &NamedNode,
+    p: NamedNodeRef<'_>,
+    g: NamedNodeRef<'_>,
+) -> Result<Option<Term>, StoreError> {
     Ok(db
         .quads_for_pattern(Some(s.as_ref().into()), Some(p), None, Some(g.into()))
         .next()
@@ -296,7 +302,11 @@ fn object(db: &oxigraph::store::Store, s: &NamedNode, p: NamedNodeRef<'_>, g: Na
         .map(|q| q.object))
 }
 
-fn tx_object(tx: &oxigraph::store::Transaction<'_>, s: &NamedNode, p: NamedNodeRef<'_>) -> Result<Option<Term>, StoreError> {
+fn tx_object(
+    tx: &oxigraph::store::Transaction<'_>,
+    s: &NamedNode,
+    p: NamedNodeRef<'_>,
+) -> Result<Option<Term>, StoreError> {
     let g = nn(vocab::PROVENANCE_GRAPH);
     Ok(tx
         .quads_for_pattern(Some(s.as_ref().into()), Some(p), None, Some(g.into()))
@@ -328,10 +338,7 @@ pub fn digest(store: &GraphStore) -> Result<(String, usize), StoreError> {
 }
 
 fn row(solution: QuerySolution) -> Row {
-    solution
-        .iter()
-        .map(|(var, term)| (var.as_str().to_owned(), term.clone()))
-        .collect()
+    solution.iter().map(|(var, term)| (var.as_str().to_owned(), term.clone())).collect()
 }
 
 /// The lexical value of a bound literal (or the IRI string of a bound IRI).

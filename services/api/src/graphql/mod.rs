@@ -9,9 +9,7 @@ use crate::auth::Principal;
 use crate::errors::{ApiError, ErrorKind};
 use crate::read::{self, check_id, ListFilter};
 use crate::AppState;
-use async_graphql::{
-    Context, EmptySubscription, InputObject, Object, Result, Schema, SimpleObject, ID,
-};
+use async_graphql::{Context, EmptySubscription, InputObject, Object, Result, Schema, SimpleObject, ID};
 use coalition_events::Kind;
 use coalition_search::SearchFilter;
 pub use inputs::*;
@@ -34,7 +32,8 @@ pub(crate) async fn blocking<T: Send + 'static>(
 
 pub fn build_schema(state: AppState) -> CoalitionSchema {
     let limits = state.config.clone();
-    let entities = async_graphql::dataloader::DataLoader::new(loader::EntityLoader { store: state.store.clone() }, tokio::spawn);
+    let entities =
+        async_graphql::dataloader::DataLoader::new(loader::EntityLoader { store: state.store.clone() }, tokio::spawn);
     let state_store_for_loaders = state.store.clone();
     let mut builder = Schema::build(QueryRoot, MutationRoot, EmptySubscription)
         .data(AppCtx { state })
@@ -143,12 +142,7 @@ macro_rules! to_page {
     ($paged:expr, $page:ident, $item:ident) => {{
         let p = $paged;
         let has_next_page = p.offset + p.items.len() < p.total;
-        $page {
-            total_count: p.total,
-            offset: p.offset,
-            has_next_page,
-            items: p.items.into_iter().map($item).collect(),
-        }
+        $page { total_count: p.total, offset: p.offset, has_next_page, items: p.items.into_iter().map($item).collect() }
     }};
 }
 
@@ -376,11 +370,11 @@ impl QueryRoot {
         let (kind, entity_id) = if let Some(parsed) = coalition_mapping::parse_entity_iri(&id.0) {
             parsed
         } else {
-            let (slug, rest) = id
-                .0
-                .split_once('/')
-                .ok_or_else(|| ApiError::bad_input("id", "expected kind/id, e.g. activity/my-activity, or an entity IRI"))?;
-            let kind = Kind::from_slug(slug).ok_or_else(|| ApiError::bad_input("id", format!("unknown kind \"{slug}\"")))?;
+            let (slug, rest) = id.0.split_once('/').ok_or_else(|| {
+                ApiError::bad_input("id", "expected kind/id, e.g. activity/my-activity, or an entity IRI")
+            })?;
+            let kind =
+                Kind::from_slug(slug).ok_or_else(|| ApiError::bad_input("id", format!("unknown kind \"{slug}\"")))?;
             (kind, rest.to_owned())
         };
         Ok(get(ctx, kind, &ID(entity_id)).await?.and_then(Node::from_entity))
@@ -398,7 +392,11 @@ impl QueryRoot {
         let state = ctx.data::<AppCtx>()?.state.clone();
         let max = state.config.max_page_size;
         if first < 0 || first as usize > max || offset < 0 {
-            return Err(ApiError::bad_input("first", format!("first must be between 0 and {max}, offset not negative")).into());
+            return Err(ApiError::bad_input(
+                "first",
+                format!("first must be between 0 and {max}, offset not negative"),
+            )
+            .into());
         }
         let f = filter.unwrap_or_default();
         let filter = SearchFilter {
@@ -529,7 +527,9 @@ impl MutationRoot {
             blocking(move || Ok(read::load(&store, kind, &entity)?.is_some())).await?
         };
         if !exists {
-            return Err(ApiError::new(ErrorKind::NotFound, format!("no {} \"{}\" to retract", kind.slug(), id.0)).into());
+            return Err(
+                ApiError::new(ErrorKind::NotFound, format!("no {} \"{}\" to retract", kind.slug(), id.0)).into()
+            );
         }
         let payload = Ok(coalition_events::Payload::Retraction(coalition_events::Retraction {
             kind,
@@ -570,7 +570,11 @@ fn mutation_gate(field: &str) -> Option<Gate> {
 /// Authorises a GraphQL request as a whole, before validation: anonymous reads when reads are
 /// closed, and mutations by a caller whose role cannot run them, are refused here. A request that
 /// does not parse is left to the schema, which reports the syntax error.
-pub(crate) fn authorize_request(principal: &Principal, public_reads: bool, request: &mut async_graphql::Request) -> Result<(), ApiError> {
+pub(crate) fn authorize_request(
+    principal: &Principal,
+    public_reads: bool,
+    request: &mut async_graphql::Request,
+) -> Result<(), ApiError> {
     use async_graphql::parser::types::{DocumentOperations, OperationType, Selection, SelectionSet};
     let operation_name = request.operation_name.clone();
     let Ok(doc) = request.parsed_query() else {
@@ -588,7 +592,12 @@ pub(crate) fn authorize_request(principal: &Principal, public_reads: bool, reque
     if operation.node.ty != OperationType::Mutation {
         return principal.authorize_read(public_reads);
     }
-    fn root_fields<'a>(set: &'a SelectionSet, doc: &'a async_graphql::parser::types::ExecutableDocument, depth: usize, out: &mut Vec<&'a str>) {
+    fn root_fields<'a>(
+        set: &'a SelectionSet,
+        doc: &'a async_graphql::parser::types::ExecutableDocument,
+        depth: usize,
+        out: &mut Vec<&'a str>,
+    ) {
         if depth > 8 {
             return;
         }
@@ -607,7 +616,10 @@ pub(crate) fn authorize_request(principal: &Principal, public_reads: bool, reque
     let mut fields = Vec::new();
     root_fields(&operation.node.selection_set.node, doc, 0, &mut fields);
     if matches!(principal, Principal::Anonymous) && fields.iter().any(|f| *f != "__typename") {
-        return Err(ApiError::new(ErrorKind::Unauthenticated, "mutations need a bearer token (Authorization: Bearer <token>)"));
+        return Err(ApiError::new(
+            ErrorKind::Unauthenticated,
+            "mutations need a bearer token (Authorization: Bearer <token>)",
+        ));
     }
     for field in fields {
         if let Some(gate) = mutation_gate(field) {
@@ -624,10 +636,14 @@ pub fn refusal(e: ApiError) -> axum::response::Response {
     let unauthenticated = e.kind == ErrorKind::Unauthenticated;
     let mut error = async_graphql::Error::from(e).into_server_error(async_graphql::Pos::default());
     error.locations.clear();
-    let mut response = async_graphql_axum::GraphQLResponse::from(async_graphql::Response::from_errors(vec![error])).into_response();
+    let mut response =
+        async_graphql_axum::GraphQLResponse::from(async_graphql::Response::from_errors(vec![error])).into_response();
     *response.status_mut() = status;
     if unauthenticated {
-        response.headers_mut().insert(axum::http::header::WWW_AUTHENTICATE, axum::http::HeaderValue::from_static("Bearer realm=\"coalition\""));
+        response.headers_mut().insert(
+            axum::http::header::WWW_AUTHENTICATE,
+            axum::http::HeaderValue::from_static("Bearer realm=\"coalition\""),
+        );
     }
     response
 }
@@ -705,9 +721,15 @@ async fn submit(
     let mut applied = false;
     if state.config.ack_after_apply {
         let mut w = state.watermark.clone();
-        coalition_ingest::wait_applied(&mut w, &receipt.topic, receipt.partition, receipt.offset, state.config.apply_timeout)
-            .await
-            .map_err(ApiError::from)?;
+        coalition_ingest::wait_applied(
+            &mut w,
+            &receipt.topic,
+            receipt.partition,
+            receipt.offset,
+            state.config.apply_timeout,
+        )
+        .await
+        .map_err(ApiError::from)?;
         applied = true;
     }
     let consistency_token = crate::consistency::ConsistencyToken {
@@ -730,7 +752,12 @@ async fn submit(
 /// A partner changes only its own entities: an entity already in the graph belongs to the partner
 /// whose event first described it. Links are the policy team's and are not owned; admins may
 /// change anything. Runs before the input is validated.
-pub(crate) async fn authorize_owner(state: &AppState, principal: &Principal, kind: Kind, id: &str) -> Result<(), ApiError> {
+pub(crate) async fn authorize_owner(
+    state: &AppState,
+    principal: &Principal,
+    kind: Kind,
+    id: &str,
+) -> Result<(), ApiError> {
     let Principal::Token { role: crate::auth::Role::Partner, partner: Some(own), id: token } = principal else {
         return Ok(());
     };

@@ -239,7 +239,8 @@ async fn implemented(ctx: &Context<'_>, iri: &str) -> Result<Vec<Recommendation>
     let store = ctx.data::<AppCtx>()?.state.store.clone();
     let iri = iri.to_owned();
     let entities = blocking(move || {
-        let rows = store.select(&format!("SELECT DISTINCT ?r WHERE {{ <{iri}> <{}> ?r }} ORDER BY ?r", coal::IMPLEMENTS))?;
+        let rows =
+            store.select(&format!("SELECT DISTINCT ?r WHERE {{ <{iri}> <{}> ?r }} ORDER BY ?r", coal::IMPLEMENTS))?;
         read::load_many(&store, Kind::Recommendation, &read::ids_of(&rows, "r"))
     })
     .await?;
