@@ -1,5 +1,9 @@
 //! `coalition-bench`: measurements against the real `coalition` binary and a real broker process.
 //!
+//! `gen` writes a deterministic synthetic coalition (events and N-Quads); `hot-path` ingests it
+//! through Kafka and measures ingest, freshness, rebuild, RSS and the hot-path queries next to
+//! raw Oxigraph (`docs/performance.md`).
+//!
 //! `faults` is the fault-injection harness of issue 4: it streams a seeded workload (creates,
 //! versioned updates, retractions, exact duplicates, out-of-order and poison records) through a
 //! Tansu broker on durable S3 storage (moto), SIGKILLs the materializer at K random points,
