@@ -190,3 +190,53 @@ fn a_partner_updates_and_retracts_its_own_entities_only() -> Result<()> {
     assert_eq!(v["errors"][0]["extensions"]["code"], "NOT_FOUND", "{v}");
     Ok(())
 }
+
+#[test]
+fn queries_can_be_asked_as_of_a_log_position() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let server = Server::start(&dir.path().join("data"), &[])?;
+    let token = server.create_token("partner", Some("nachw"), &[])?;
+    let submit = |title: &str| -> Result<String> {
+        let v = server.graphql_ok_with_token(
+            &token,
+            r#"mutation($title: String!) { submitActivity(partnerId: "nachw", input: {
+                 id: "timeline-activity", title: $title, activityType: "workshop", date: "2025-05-05" }) { consistencyToken } }"#,
+            json!({ "title": title }),
+        )?;
+        Ok(v["submitActivity"]["consistencyToken"].as_str().unwrap().to_owned())
+    };
+    let first = submit("Before")?;
+    let second = submit("After")?;
+    let node = |at: &str| {
+        server.graphql(
+            r#"query($at: String) { node(id: "activity/timeline-activity", asOf: $at) { ... on Activity { title } } }"#,
+            json!({ "at": at }),
+        )
+    };
+    let v = node(&second)?;
+    assert_eq!(v["data"]["node"]["title"], "After", "{v}");
+    let v = node(&first)?;
+    assert_eq!(v["errors"][0]["extensions"]["code"], "HISTORY_UNAVAILABLE", "{v}");
+    assert!(v["errors"][0]["message"].as_str().unwrap().contains("has changed since"), "{v}");
+    let (topic, _) = first.rsplit_once('@').unwrap();
+    let v = node(&format!("{topic}@0:-1,{topic}@1:-1,{topic}@2:-1"))?;
+    assert!(v["data"]["node"].is_null(), "not yet in the log: {v}");
+
+    let title_at = |at: &str| -> Result<Vec<String>> {
+        let (status, _, body) = server.sparql_get_as_of(
+            "SELECT ?t WHERE { <https://w3id.org/coalition/id/activity/timeline-activity> <http://purl.org/dc/terms/title> ?t }",
+            at,
+        )?;
+        anyhow::ensure!(status == 200, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body)?;
+        Ok(v["results"]["bindings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b["t"]["value"].as_str().unwrap().to_owned())
+            .collect())
+    };
+    assert_eq!(title_at(&second)?, vec!["After".to_owned()]);
+    assert!(title_at(&first)?.is_empty(), "an entity changed since the position is left out");
+    Ok(())
+}

@@ -15,6 +15,8 @@ pub enum ErrorKind {
     TooLarge,
     RateLimited,
     Unavailable,
+    /// Asked as of a log position whose facts the store no longer keeps.
+    HistoryUnavailable,
     Internal,
 }
 
@@ -31,6 +33,7 @@ impl ErrorKind {
             ErrorKind::TooLarge => ("LIMIT_EXCEEDED", StatusCode::PAYLOAD_TOO_LARGE),
             ErrorKind::RateLimited => ("RATE_LIMITED", StatusCode::TOO_MANY_REQUESTS),
             ErrorKind::Unavailable => ("UNAVAILABLE", StatusCode::SERVICE_UNAVAILABLE),
+            ErrorKind::HistoryUnavailable => ("HISTORY_UNAVAILABLE", StatusCode::GONE),
             ErrorKind::Internal => ("INTERNAL", StatusCode::INTERNAL_SERVER_ERROR),
         }
     }

@@ -268,15 +268,115 @@ pub struct ProvenanceRecord {
     pub topic: String,
     pub partition: i64,
     pub offset: i64,
+    /// The entity version the event carried (0 when none).
+    pub version: i64,
+}
+
+impl ProvenanceRecord {
+    /// The order of events about one entity: (version, time, event id); the greatest decides.
+    fn order_key(&self) -> (i64, &str, &str) {
+        (self.version, self.time.as_str(), self.event_id.as_str())
+    }
+
+    fn is_retraction(&self) -> bool {
+        self.event_type.ends_with(".retracted.v1")
+    }
+}
+
+/// A log position: per partition, the last offset included.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Position(pub BTreeMap<(String, i64), i64>);
+
+impl Position {
+    /// Parses `topic@partition:offset[,…]` (the form of consistency tokens). Partitions not named
+    /// are not part of the position: nothing on them is visible.
+    pub fn parse(text: &str) -> Result<Position, ApiError> {
+        let mut out = BTreeMap::new();
+        for part in text.split(',').filter(|p| !p.trim().is_empty()) {
+            let t = crate::consistency::ConsistencyToken::parse(part)?;
+            let e = out.entry((t.topic, i64::from(t.partition))).or_insert(t.offset);
+            *e = (*e).max(t.offset);
+        }
+        if out.is_empty() {
+            return Err(ApiError::bad_input("asOf", "an empty position: give topic@partition:offset[,…]"));
+        }
+        Ok(Position(out))
+    }
+
+    pub fn includes(&self, topic: &str, partition: i64, offset: i64) -> bool {
+        self.0.get(&(topic.to_owned(), partition)).is_some_and(|last| offset <= *last)
+    }
+}
+
+/// An entity as of a log position.
+#[derive(Debug, Clone)]
+pub enum AsOf {
+    /// The entity's current facts were already its facts at the position.
+    Current,
+    /// No event about the entity was in the log yet, or the last one was a retraction.
+    Absent,
+    /// The entity changed after the position; its facts then are not kept (only current facts and
+    /// every event's provenance are). The record names the event that was current then.
+    Superseded(ProvenanceRecord),
+}
+
+/// What the entity looked like at `position`, from the provenance the store keeps.
+pub fn as_of(store: &GraphStore, kind: Kind, id: &str, position: &Position) -> Result<AsOf, ApiError> {
+    let entity = entity_iri(kind, id);
+    let history = provenance(store, entity.as_str())?;
+    let Some(decider) = history
+        .iter()
+        .filter(|e| position.includes(&e.topic, e.partition, e.offset))
+        .max_by(|a, b| a.order_key().cmp(&b.order_key()))
+    else {
+        return Ok(AsOf::Absent);
+    };
+    if decider.is_retraction() {
+        return Ok(AsOf::Absent);
+    }
+    let current = store.generator(&graph_iri(kind, id))?;
+    Ok(match current {
+        Some(g) if g.event_id == decider.event_id => AsOf::Current,
+        _ => AsOf::Superseded(decider.clone()),
+    })
+}
+
+/// The entity graphs whose current facts were already current at `position`: the dataset of a
+/// SPARQL query asked as of it. Entities that changed after the position are left out.
+pub fn graphs_as_of(store: &GraphStore, position: &Position) -> Result<Vec<oxigraph::model::NamedNode>, ApiError> {
+    let rows = store.select(&format!(
+        "SELECT ?g ?topic ?partition ?offset WHERE {{ GRAPH <{p}> {{
+           ?g <{gen}> ?ev . ?ev <{topic}> ?topic ; <{part}> ?partition ; <{off}> ?offset .
+           FILTER NOT EXISTS {{ ?g <{retracted}> true }} }} }}",
+        p = vocab::PROVENANCE_GRAPH,
+        gen = prov::WAS_GENERATED_BY,
+        topic = coal::TOPIC,
+        part = coal::PARTITION,
+        off = coal::OFFSET_PROP,
+        retracted = coal::RETRACTED,
+    ))?;
+    Ok(rows
+        .iter()
+        .filter(|r| {
+            let (Some(t), Some(p), Some(o)) = (literal(r, "topic"), literal(r, "partition"), literal(r, "offset"))
+            else {
+                return false;
+            };
+            position.includes(&t, p.parse().unwrap_or(-1), o.parse().unwrap_or(i64::MAX))
+        })
+        .filter_map(|r| literal(r, "g").map(oxigraph::model::NamedNode::new_unchecked))
+        .collect())
 }
 
 /// Every event that described the entity, oldest first.
 pub fn provenance(store: &GraphStore, entity: &str) -> Result<Vec<ProvenanceRecord>, ApiError> {
     let rows = store.select(&format!(
-        "SELECT ?id ?type ?partner ?time ?source ?topic ?partition ?offset WHERE {{ GRAPH <{g}> {{
+        "SELECT ?id ?type ?partner ?time ?source ?topic ?partition ?offset ?version WHERE {{ GRAPH <{g}> {{
            ?ev <{describes}> <{entity}> ; <{eid}> ?id ; <{ety}> ?type ; <{assoc}> ?partner ;
-               <{time}> ?time ; <{src}> ?source ; <{topic}> ?topic ; <{part}> ?partition ; <{off}> ?offset }} }}
+               <{time}> ?time ; <{src}> ?source ; <{topic}> ?topic ; <{part}> ?partition ; <{off}> ?offset .
+           OPTIONAL {{ ?ev <{ver}> ?version }} }} }}
          ORDER BY ?time ?id",
+        ver = coal::ENTITY_VERSION,
         g = vocab::PROVENANCE_GRAPH,
         describes = coal::DESCRIBES,
         eid = coal::EVENT_ID,
@@ -299,6 +399,7 @@ pub fn provenance(store: &GraphStore, entity: &str) -> Result<Vec<ProvenanceReco
             topic: literal(r, "topic").unwrap_or_default(),
             partition: literal(r, "partition").and_then(|v| v.parse().ok()).unwrap_or_default(),
             offset: literal(r, "offset").and_then(|v| v.parse().ok()).unwrap_or_default(),
+            version: literal(r, "version").and_then(|v| v.parse().ok()).unwrap_or_default(),
         })
         .collect())
 }

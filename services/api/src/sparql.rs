@@ -29,6 +29,10 @@ pub struct Params {
     update: Option<String>,
     #[serde(rename = "default-graph-uri")]
     default_graph_uri: Option<String>,
+    /// A log position (`topic@partition:offset[,…]`): answer over the entity graphs whose current
+    /// facts were already current then (entities changed since are left out).
+    #[serde(rename = "as-of")]
+    as_of: Option<String>,
 }
 
 pub async fn get(
@@ -125,7 +129,16 @@ async fn run(state: AppState, slots: QuerySlots, params: Params, headers: &Heade
             return Err(ApiError::new(ErrorKind::BadUserInput, format!("invalid SPARQL query: {e}")));
         }
     };
-    if prepared.dataset().is_default_dataset() {
+    if let Some(position) = &params.as_of {
+        let position = crate::read::Position::parse(position)?;
+        let store = state.store.clone();
+        let graphs = tokio::task::spawn_blocking(move || crate::read::graphs_as_of(&store, &position))
+            .await
+            .map_err(ApiError::internal)??;
+        let dataset = prepared.dataset_mut();
+        dataset.set_available_named_graphs(graphs.iter().cloned().map(Into::into).collect());
+        dataset.set_default_graph(graphs.into_iter().map(Into::into).collect());
+    } else if prepared.dataset().is_default_dataset() {
         prepared.dataset_mut().set_default_graph_as_union();
     }
     let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();

@@ -272,6 +272,7 @@ fn provenance(event: &Event, position: &LogPosition, entity: &NamedNode, graph: 
     p.string(&ev, coal::TOPIC, &position.topic);
     p.integer(&ev, coal::PARTITION, Some(i64::from(position.partition)));
     p.integer(&ev, coal::OFFSET_PROP, Some(position.offset));
+    p.integer(&ev, coal::ENTITY_VERSION, Some(event.version.unwrap_or(0)));
     p.add(&ev, coal::DESCRIBES, entity.clone());
     let mut g = GraphBuilder::new(&iri(vocab::PROVENANCE_GRAPH));
     g.class(graph, prov::ENTITY);

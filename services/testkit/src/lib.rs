@@ -313,6 +313,19 @@ impl Server {
         Ok((r.status().as_u16(), ct, r.body_mut().read_to_string()?))
     }
 
+    /// A SPARQL protocol GET asked as of a log position (`as-of`).
+    pub fn sparql_get_as_of(&self, query: &str, as_of: &str) -> Result<(u16, String, String)> {
+        let mut r = self
+            .agent
+            .get(format!("{}/sparql", self.base))
+            .query("query", query)
+            .query("as-of", as_of)
+            .header("accept", "application/sparql-results+json")
+            .call()?;
+        let ct = r.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+        Ok((r.status().as_u16(), ct, r.body_mut().read_to_string()?))
+    }
+
     /// A SPARQL protocol POST with the given content type and body.
     pub fn sparql_post(&self, content_type: &str, body: &str, accept: &str) -> Result<(u16, String, String)> {
         let mut r = self

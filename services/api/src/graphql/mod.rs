@@ -366,7 +366,13 @@ impl QueryRoot {
     }
 
     /// Any entity by `kind/id` (e.g. `activity/pfp-allyship-session-2024`) or by IRI.
-    async fn node(&self, ctx: &Context<'_>, id: ID) -> Result<Option<Node>> {
+    ///
+    /// With `asOf` (a log position, `topic@partition:offset[,…]`, e.g. a consistency token): the
+    /// entity as it was then, answered from provenance. The store keeps current facts and every
+    /// event's provenance, so an entity that changed after the position gives
+    /// `HISTORY_UNAVAILABLE` naming the event that was current then; one created later or
+    /// retracted by then gives `null`. Partitions not named in the position count as unread.
+    async fn node(&self, ctx: &Context<'_>, id: ID, as_of: Option<String>) -> Result<Option<Node>> {
         let (kind, entity_id) = if let Some(parsed) = coalition_mapping::parse_entity_iri(&id.0) {
             parsed
         } else {
@@ -377,6 +383,30 @@ impl QueryRoot {
                 Kind::from_slug(slug).ok_or_else(|| ApiError::bad_input("id", format!("unknown kind \"{slug}\"")))?;
             (kind, rest.to_owned())
         };
+        if let Some(position) = as_of {
+            check_id("id", &entity_id)?;
+            let position = read::Position::parse(&position)?;
+            let store = ctx.data::<AppCtx>()?.state.store.clone();
+            let (k, e) = (kind, entity_id.clone());
+            match blocking(move || read::as_of(&store, k, &e, &position)).await? {
+                read::AsOf::Absent => return Ok(None),
+                read::AsOf::Current => {}
+                read::AsOf::Superseded(then) => {
+                    return Err(ApiError::new(
+                        ErrorKind::HistoryUnavailable,
+                        format!(
+                            "{}/{entity_id} has changed since that position; its facts then (from event {} at {}/{}/{}) are not kept — only current facts and every event's provenance are",
+                            kind.slug(),
+                            then.event_id,
+                            then.topic,
+                            then.partition,
+                            then.offset
+                        ),
+                    )
+                    .into())
+                }
+            }
+        }
         Ok(get(ctx, kind, &ID(entity_id)).await?.and_then(Node::from_entity))
     }
 
