@@ -46,17 +46,8 @@ impl Proc {
 
     /// SIGTERM, then wait up to `grace` for the exit (SIGKILL after that).
     pub fn terminate(&mut self, grace: Duration) -> Result<()> {
-        if let Some(mut child) = self.child.take() {
-            let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
-            let deadline = Instant::now() + grace;
-            while child.try_wait()?.is_none() {
-                if Instant::now() > deadline {
-                    let _ = child.kill();
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = child.wait();
+        if let Some(child) = self.child.take() {
+            coalition_testkit::terminate(child, grace)?;
         }
         Ok(())
     }

@@ -32,6 +32,24 @@ pub fn coalition_bin() -> PathBuf {
     exe.parent().and_then(Path::parent).expect("target/<profile>").join("coalition")
 }
 
+/// Sends SIGTERM and waits for the exit (a waiter thread reports it; no polling), sending SIGKILL
+/// if the process is still there after `grace`.
+pub fn terminate(mut child: Child, grace: Duration) -> Result<std::process::ExitStatus> {
+    let pid = child.id().to_string();
+    let _ = Command::new("kill").args(["-TERM", &pid]).status();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait());
+    });
+    match rx.recv_timeout(grace) {
+        Ok(status) => Ok(status?),
+        Err(_) => {
+            let _ = Command::new("kill").args(["-KILL", &pid]).status();
+            Ok(rx.recv()??)
+        }
+    }
+}
+
 /// A free TCP port on loopback.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
@@ -223,17 +241,8 @@ impl Server {
 
     /// Stops the server with SIGTERM (graceful) and waits for it to exit.
     pub fn stop(&mut self) -> Result<()> {
-        if let Some(mut child) = self.child.take() {
-            let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
-            let deadline = Instant::now() + Duration::from_secs(30);
-            while child.try_wait()?.is_none() {
-                if Instant::now() > deadline {
-                    let _ = child.kill();
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = child.wait();
+        if let Some(child) = self.child.take() {
+            terminate(child, Duration::from_secs(30))?;
         }
         Ok(())
     }
