@@ -15,10 +15,13 @@ def produce(args):
     value = sys.stdin.buffer.read()
     producer = Producer({"bootstrap.servers": args.brokers, "enable.idempotence": True, "acks": "all"})
     errors = []
+    positions = []
 
-    def delivered(err, _msg):
+    def delivered(err, msg):
         if err is not None:
             errors.append(err)
+        else:
+            positions.append(f"{msg.topic()}@{msg.partition()}:{msg.offset()}")
 
     producer.produce(args.topic, key=args.key.encode(), value=value,
                      headers=[("content-type", b"application/cloudevents+json; charset=UTF-8")],
@@ -27,6 +30,8 @@ def produce(args):
     if remaining or errors:
         print(f"delivery failed: {errors or 'timeout'}", file=sys.stderr)
         return 1
+    # Where the broker stored the record, as a consistency token.
+    print(positions[0])
     return 0
 
 

@@ -45,27 +45,28 @@ fn versions_retractions_dead_letters_import_and_rebuild() -> Result<()> {
     let topic = "coalition.activities.v1";
     let submitted = "org.coalition.activity.submitted.v1";
 
+    let mut tokens = Vec::new();
     // Version 2 arrives before version 1: version 2 stays.
-    external_produce(
+    tokens.push(external_produce(
         &broker.bootstrap,
         topic,
         "okapi-day",
         &envelope("okapi-v2", submitted, "okapi-day", Some(2), activity("okapi-day", "Okapi day v2")),
-    )?;
-    external_produce(
+    )?);
+    tokens.push(external_produce(
         &broker.bootstrap,
         topic,
         "okapi-day",
         &envelope("okapi-v1", submitted, "okapi-day", Some(1), activity("okapi-day", "Okapi day v1")),
-    )?;
+    )?);
     // Another entity, then retracted.
-    external_produce(
+    tokens.push(external_produce(
         &broker.bootstrap,
         topic,
         "okapi-night",
         &envelope("night-v1", submitted, "okapi-night", Some(1), activity("okapi-night", "Okapi night")),
-    )?;
-    external_produce(
+    )?);
+    tokens.push(external_produce(
         &broker.bootstrap,
         topic,
         "okapi-night",
@@ -76,19 +77,19 @@ fn versions_retractions_dead_letters_import_and_rebuild() -> Result<()> {
             Some(2),
             json!({ "id": "okapi-night", "reason": "duplicate entry" }),
         ),
-    )?;
+    )?);
     // A poison record.
-    external_produce(&broker.bootstrap, topic, "poison", "{\"specversion\": \"1.0\"}")?;
+    tokens.push(external_produce(&broker.bootstrap, topic, "poison", "{\"specversion\": \"1.0\"}")?);
     // A marker to wait for.
-    external_produce(
+    let marker = external_produce(
         &broker.bootstrap,
         topic,
         "okapi-marker",
         &envelope("marker", submitted, "okapi-marker", None, activity("okapi-marker", "Marker")),
     )?;
-    wait_for("the marker event", Duration::from_secs(60), || {
-        title(&live, "okapi-marker").ok().filter(|t| !t.is_null())
-    })?;
+    for t in tokens.iter().chain([&marker]) {
+        live.await_applied(t)?;
+    }
 
     assert_eq!(title(&live, "okapi-day")?, "Okapi day v2", "a stale version never overwrites a newer one");
     assert!(title(&live, "okapi-night")?.is_null(), "a retracted entity is gone from the graph");
@@ -176,16 +177,16 @@ fn partner_inboxes_accept_only_their_own_partner() -> Result<()> {
         activity("forged-activity", "Forged"),
     ))?;
     forged["partnerid"] = json!("sanofi");
-    external_produce(&broker.bootstrap, inbox, "forged-activity", &forged.to_string())?;
-    external_produce(
+    let forged_at = external_produce(&broker.bootstrap, inbox, "forged-activity", &forged.to_string())?;
+    let own_at = external_produce(
         &broker.bootstrap,
         inbox,
         "own-activity",
         &envelope("own", submitted, "own-activity", None, activity("own-activity", "Own inbox activity")),
     )?;
-    wait_for("the inbox event", Duration::from_secs(60), || {
-        title(&server, "own-activity").ok().filter(|t| !t.is_null())
-    })?;
+    for t in [&forged_at, &own_at] {
+        server.await_applied(t)?;
+    }
     assert!(title(&server, "forged-activity")?.is_null(), "a forged partner claim is not applied");
     let dead = external_consume(&broker.bootstrap, "coalition.deadletter.v1", 1, Duration::from_secs(30))?;
     assert_eq!(dead.len(), 1, "{dead:?}");

@@ -372,6 +372,16 @@ impl Server {
         Ok((r.status().as_u16(), r.body_mut().read_json()?))
     }
 
+    /// Waits until graph and index have applied the record behind `token` (the server's
+    /// freshness watermark, via `Coalition-Consistency`; the server bounds the wait).
+    pub fn await_applied(&self, token: &str) -> Result<()> {
+        let mut r = self.agent.get(format!("{}/healthz", self.base)).header("coalition-consistency", token).call()?;
+        if r.status() != 200 {
+            bail!("{token} not applied: {}", r.body_mut().read_to_string()?);
+        }
+        Ok(())
+    }
+
     pub fn get(&self, path: &str) -> Result<(u16, String)> {
         let mut r = self.agent.get(format!("{}{path}", self.base)).call()?;
         Ok((r.status().as_u16(), r.body_mut().read_to_string()?))
@@ -429,8 +439,9 @@ fn kafka_client() -> PathBuf {
     repo_root().join("tests/kafka_client.py")
 }
 
-/// Produces `value` to `topic` with the external client (Python confluent-kafka).
-pub fn external_produce(bootstrap: &str, topic: &str, key: &str, value: &str) -> Result<()> {
+/// Produces `value` to `topic` with the external client (Python confluent-kafka); returns where
+/// the broker stored it, as a consistency token (`topic@partition:offset`).
+pub fn external_produce(bootstrap: &str, topic: &str, key: &str, value: &str) -> Result<String> {
     let mut child = Command::new(python())
         .arg(kafka_client())
         .args(["produce", "--brokers", bootstrap, "--topic", topic, "--key", key])
@@ -444,7 +455,7 @@ pub fn external_produce(bootstrap: &str, topic: &str, key: &str, value: &str) ->
     if !out.status.success() {
         bail!("external produce failed: {}", String::from_utf8_lossy(&out.stderr));
     }
-    Ok(())
+    Ok(String::from_utf8(out.stdout)?.trim().to_owned())
 }
 
 /// Reads every record of `topic` from the beginning with the external client, waiting up to
