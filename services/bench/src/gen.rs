@@ -14,20 +14,16 @@ use coalition_events::{
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-/// A small, fast, deterministic generator (SplitMix64).
-pub struct Rng(u64);
+/// The workload's seeded generator, with the draws the synthetic coalition needs.
+pub struct Rng(crate::workload::Rng);
 
 impl Rng {
     pub fn new(seed: u64) -> Self {
-        Rng(seed ^ 0x9E37_79B9_7F4A_7C15)
+        Rng(crate::workload::Rng::new(seed))
     }
 
     pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        self.0.next_u64()
     }
 
     pub fn below(&mut self, n: usize) -> usize {
