@@ -113,7 +113,8 @@ pub fn parse_entity_iri(iri: &str) -> Option<(Kind, String)> {
     Some((Kind::from_slug(slug)?, id.to_owned()))
 }
 
-fn encode_segment(s: &str) -> String {
+/// Percent-encodes everything but unreserved characters, so any string can be one IRI path segment.
+pub fn encode_segment(s: &str) -> String {
     s.chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() || "-._~".contains(c) {

@@ -13,6 +13,14 @@ pub const EVENT: &str = "https://w3id.org/coalition/event/";
 pub const PROVENANCE_GRAPH: &str = "https://w3id.org/coalition/graph/provenance";
 /// The graph holding consumed offsets, committed with the data they cover.
 pub const OFFSETS_GRAPH: &str = "https://w3id.org/coalition/graph/offsets";
+/// The evidence projections: Data Cube observations maintained with every applied batch.
+pub const PROJECTIONS_GRAPH: &str = "https://w3id.org/coalition/graph/projections";
+/// The reference counts behind the projections' distinct counts and latest dates.
+pub const PROJECTION_CELLS_GRAPH: &str = "https://w3id.org/coalition/graph/projection-cells";
+/// Data Cube data sets of the projections.
+pub const DASHBOARD_DATASET: &str = "https://w3id.org/coalition/id/dataset/recommendation-dashboard";
+pub const EVIDENCE_DATASET: &str = "https://w3id.org/coalition/id/dataset/evidence-by-group-and-country";
+pub const ROLLUP_DATASET: &str = "https://w3id.org/coalition/id/dataset/partner-activity-rollup";
 /// The coalition itself, which partners are members of.
 pub const COALITION: &str = "https://w3id.org/coalition/id/coalition/a-million-conversations";
 /// The SKOS concept scheme of recommendations.
@@ -89,6 +97,26 @@ pub mod coal {
         SOURCE_URI = "sourceUri",
         ENTITY_VERSION = "entityVersion",
         RETRACTED = "retracted",
+        // evidence projections (Data Cube)
+        PROJECTION_CELL = "ProjectionCell",
+        REF_RECOMMENDATION = "refRecommendation",
+        REF_PARTNER = "refPartner",
+        REF_PERIOD = "refPeriod",
+        REF_GROUP = "refGroup",
+        REF_AREA = "refArea",
+        CASE_STUDY_COUNT = "caseStudyCount",
+        ACTIVITY_COUNT = "activityCount",
+        PARTNER_COUNT = "partnerCount",
+        COUNTRY_COUNT = "countryCount",
+        PEOPLE_REACHED = "peopleReached",
+        OUTCOME_COUNT = "outcomeCount",
+        LATEST_OUTCOME_DATE = "latestOutcomeDate",
+        DIALOGUE_COUNT = "dialogueCount",
+        STATISTIC_COUNT = "statisticCount",
+        CELL = "cell",
+        CELL_DIMENSION = "cellDimension",
+        CELL_VALUE = "cellValue",
+        CELL_COUNT = "cellCount",
     );
 }
 
@@ -138,6 +166,7 @@ pub mod schema {
 
 pub mod qb {
     pub const OBSERVATION: &str = "http://purl.org/linked-data/cube#Observation";
+    pub const DATA_SET: &str = "http://purl.org/linked-data/cube#dataSet";
 }
 
 pub mod xsd {

@@ -3,7 +3,8 @@
 //!
 //! Guarantees: [`GraphStore::apply`] writes a batch's facts, provenance and offsets in one
 //! transaction — all or nothing — so the offsets in the store are exactly the events it holds.
-//! Events are idempotent by event id: an event already applied is skipped and counted.
+//! Events are idempotent by event id: an event already applied is skipped and counted. The
+//! evidence projections ([`projection`]) change in the same transaction as the facts they count.
 //! Calls are blocking; async callers go through `spawn_blocking`.
 
 use coalition_mapping::vocab::{self, coal};
@@ -16,6 +17,8 @@ use oxigraph::sparql::{QueryResults, QuerySolution, SparqlEvaluator};
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
+
+pub mod projection;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -105,6 +108,7 @@ impl GraphStore {
         let offsets_graph = nn(vocab::OFFSETS_GRAPH);
         let event_id_p = nn(coal::EVENT_ID);
         let mut stats = ApplyStats::default();
+        let mut maintenance = projection::Maintenance::default();
         let mut tx = self.db.start_transaction()?;
         for item in batch {
             let id_literal = Literal::new_simple_literal(&item.event_id);
@@ -126,6 +130,11 @@ impl GraphStore {
                 stats.stale_ids.push(item.event_id.clone());
                 continue;
             }
+            let before: Vec<Quad> = tx
+                .quads_for_pattern(None, None, None, Some(GraphNameRef::NamedNode(m.graph.as_ref())))
+                .collect::<Result<_, _>>()?;
+            let affected = maintenance.affected(&tx, &projection::Change { old: &before, new: &m.facts })?;
+            maintenance.account(&tx, &affected, -1)?;
             tx.clear_graph(GraphNameRef::NamedNode(m.graph.as_ref()))?;
             // The graph's previous generation record is replaced; the old event stays in provenance.
             let old: Vec<Quad> = tx
@@ -142,12 +151,15 @@ impl GraphStore {
             for q in m.facts.iter().chain(&m.generation) {
                 tx.insert(q);
             }
+            maintenance.applied();
+            maintenance.account(&tx, &affected, 1)?;
             stats.applied += 1;
             if m.action == coalition_events::Action::Retract {
                 stats.retracted += 1;
             }
             stats.quads += m.facts.len() + m.provenance.len() + m.generation.len();
         }
+        maintenance.write(&mut tx)?;
         for (tp, next) in &offsets.0 {
             let node = offset_node(log, tp);
             let old: Vec<Quad> = tx

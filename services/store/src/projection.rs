@@ -1,0 +1,731 @@
+//! Evidence projections: the hot-path aggregates kept as Data Cube observations in their own
+//! named graph, maintained inside the transaction that applies the events changing them.
+//!
+//! Each projected entity (case study, activity, outcome, dialogue, evidence statistic) has a
+//! *contribution*: the amounts it adds to observation counters and reference-count cells, read
+//! from the store's current state (its own facts, links that name it, the recommendation
+//! hierarchy, what an outcome measures). Applying an event computes the contributions of every
+//! entity whose contribution the event can change — before and after the change — and adds the
+//! difference. Contributions are functions of the state, so the projections are a function of
+//! the state too: any delivery order converges, and a rebuild digests the same.
+//!
+//! Distinct counts (partners, countries) and the latest outcome date are derived from reference
+//! counts per value ([`coal::PROJECTION_CELL`] nodes in their own graph); a counter, cell or
+//! observation at zero is removed, never kept at zero.
+//!
+//! Cost: O(1) index lookups per applied entity, except a change to a recommendation's type or
+//! broader link, which recomputes the entities implementing its narrower tree.
+
+use crate::StoreError;
+use coalition_events::Kind;
+use coalition_mapping::vocab::{self, coal, dcterms, qb, skos};
+use coalition_mapping::{encode_segment, parse_entity_iri};
+use oxigraph::model::{
+    GraphName, GraphNameRef, Literal, NamedNode, NamedNodeRef, NamedOrBlankNodeRef, Quad, QuadRef, Term, TermRef,
+};
+use oxigraph::store::Transaction;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+
+fn nn(s: &str) -> NamedNodeRef<'_> {
+    NamedNodeRef::new_unchecked(s)
+}
+
+/// One observation of one of the three data sets.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Observation {
+    /// Recommendation dashboard: a recommendation over its narrower tree.
+    Dashboard { recommendation: NamedNode },
+    /// Evidence by audience group and country (`None`: statistics given for no country).
+    Evidence { group: String, country: Option<String> },
+    /// A partner's activities by year and implemented recommendation (`None`: implements none).
+    Rollup { partner: NamedNode, year: i64, recommendation: Option<NamedNode> },
+}
+
+fn tail(iri: &NamedNode) -> String {
+    match parse_entity_iri(iri.as_str()) {
+        Some((_, id)) => id,
+        None => encode_segment(iri.as_str()),
+    }
+}
+
+impl Observation {
+    pub fn iri(&self) -> NamedNode {
+        let base = format!("{}projection/", vocab::ID);
+        NamedNode::new_unchecked(match self {
+            Observation::Dashboard { recommendation } => format!("{base}dashboard/{}", tail(recommendation)),
+            Observation::Evidence { group, country } => format!(
+                "{base}evidence/{}/{}",
+                encode_segment(group),
+                country.as_deref().map_or_else(|| "any".to_owned(), encode_segment)
+            ),
+            Observation::Rollup { partner, year, recommendation } => format!(
+                "{base}rollup/{}/{year}/{}",
+                tail(partner),
+                recommendation.as_ref().map_or_else(|| "none".to_owned(), tail)
+            ),
+        })
+    }
+
+    /// The data set and dimension values written when the observation comes into being.
+    fn header(&self) -> Vec<(&'static str, Term)> {
+        let dataset = |iri: &str| (qb::DATA_SET, Term::NamedNode(NamedNode::new_unchecked(iri)));
+        let mut out = vec![(vocab::RDF_TYPE, Term::NamedNode(NamedNode::new_unchecked(qb::OBSERVATION)))];
+        match self {
+            Observation::Dashboard { recommendation } => {
+                out.push(dataset(vocab::DASHBOARD_DATASET));
+                out.push((coal::REF_RECOMMENDATION, recommendation.clone().into()));
+            }
+            Observation::Evidence { group, country } => {
+                out.push(dataset(vocab::EVIDENCE_DATASET));
+                out.push((coal::REF_GROUP, Literal::new_simple_literal(group).into()));
+                if let Some(c) = country {
+                    out.push((coal::REF_AREA, Literal::new_simple_literal(c).into()));
+                }
+            }
+            Observation::Rollup { partner, year, recommendation } => {
+                out.push(dataset(vocab::ROLLUP_DATASET));
+                out.push((coal::REF_PARTNER, partner.clone().into()));
+                out.push((coal::REF_PERIOD, Literal::from(*year).into()));
+                if let Some(r) = recommendation {
+                    out.push((coal::REF_RECOMMENDATION, r.clone().into()));
+                }
+            }
+        }
+        out
+    }
+}
+
+/// What a reference-count cell counts, and the counter it drives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Dimension {
+    Partner,
+    Country,
+    Date,
+}
+
+impl Dimension {
+    fn name(self) -> &'static str {
+        match self {
+            Dimension::Partner => "partner",
+            Dimension::Country => "country",
+            Dimension::Date => "date",
+        }
+    }
+}
+
+/// A unit of a contribution.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Cell {
+    /// A counter measure of an observation.
+    Counter(Observation, &'static str),
+    /// A reference count of one value of an observation.
+    Refcount(Observation, Dimension, Term),
+}
+
+/// Difference of contributions, accumulated over a batch and written once at its end.
+#[derive(Debug, Default)]
+pub(crate) struct Maintenance {
+    deltas: HashMap<Cell, i64>,
+    /// Ancestors-or-self of a recommendation that are recommendations; valid until a
+    /// recommendation changes.
+    ancestors: HashMap<NamedNode, Vec<NamedNode>>,
+    /// The change being applied alters the recommendation hierarchy.
+    reshapes: bool,
+}
+
+/// Facts of `entity`'s graph before and after one event: what the event changes.
+pub(crate) struct Change<'a> {
+    pub old: &'a [Quad],
+    pub new: &'a [Quad],
+}
+
+type Contribution = Vec<(Cell, i64)>;
+
+impl Maintenance {
+    /// The entities whose contribution `change` can alter, read before the change is applied.
+    pub(crate) fn affected(&mut self, tx: &Transaction<'_>, change: &Change<'_>) -> Result<Vec<NamedNode>, StoreError> {
+        let mut subjects = BTreeSet::new();
+        for q in change.old.iter().chain(change.new) {
+            if let oxigraph::model::NamedOrBlankNode::NamedNode(s) = &q.subject {
+                if parse_entity_iri(s.as_str()).is_some() {
+                    subjects.insert(s.clone());
+                }
+            }
+        }
+        let mut out = BTreeSet::new();
+        for s in subjects {
+            if matches!(parse_entity_iri(s.as_str()), Some((Kind::Recommendation, _))) && hierarchy_changed(&s, change)
+            {
+                self.ancestors.clear();
+                self.reshapes = true;
+                for r in subtree(tx, &s)? {
+                    for e in subjects_of(tx, coal::IMPLEMENTS, r.as_ref().into())? {
+                        out.extend(measured_by(tx, &e)?);
+                        out.insert(e);
+                    }
+                }
+            }
+            out.extend(measured_by(tx, &s)?);
+            out.insert(s);
+        }
+        Ok(out.into_iter().collect())
+    }
+
+    /// Marks the change returned by [`Maintenance::affected`] as applied to the facts.
+    pub(crate) fn applied(&mut self) {
+        if std::mem::take(&mut self.reshapes) {
+            self.ancestors.clear();
+        }
+    }
+
+    /// Adds `sign` times the current contribution of each entity.
+    pub(crate) fn account(
+        &mut self,
+        tx: &Transaction<'_>,
+        entities: &[NamedNode],
+        sign: i64,
+    ) -> Result<(), StoreError> {
+        for e in entities {
+            for (cell, amount) in self.contribution(tx, e)? {
+                *self.deltas.entry(cell).or_default() += sign * amount;
+            }
+        }
+        Ok(())
+    }
+
+    fn contribution(&mut self, tx: &Transaction<'_>, e: &NamedNode) -> Result<Contribution, StoreError> {
+        let Some((kind, _)) = parse_entity_iri(e.as_str()) else { return Ok(Vec::new()) };
+        let mut out = Vec::new();
+        match kind {
+            Kind::Activity | Kind::CaseStudy => {
+                let class = if kind == Kind::Activity { coal::ACTIVITY } else { coal::CASE_STUDY };
+                if !has_type(tx, e, class)? {
+                    return Ok(out);
+                }
+                let recs = named_objects(tx, e, coal::IMPLEMENTS)?;
+                let partners = named_objects(tx, e, coal::LED_BY)?;
+                let countries = objects(tx, e, coal::COUNTRY)?;
+                let reach = integer(tx, e, coal::REACH)?;
+                let counter = if kind == Kind::Activity { coal::ACTIVITY_COUNT } else { coal::CASE_STUDY_COUNT };
+                for x in self.ancestors_of_all(tx, &recs)? {
+                    let obs = Observation::Dashboard { recommendation: x };
+                    out.push((Cell::Counter(obs.clone(), counter), 1));
+                    if kind == Kind::Activity {
+                        out.push((Cell::Counter(obs.clone(), coal::PEOPLE_REACHED), reach));
+                    }
+                    for p in &partners {
+                        out.push((Cell::Refcount(obs.clone(), Dimension::Partner, p.clone().into()), 1));
+                    }
+                    for c in &countries {
+                        out.push((Cell::Refcount(obs.clone(), Dimension::Country, c.clone()), 1));
+                    }
+                }
+                if kind == Kind::Activity {
+                    let year = objects(tx, e, dcterms::DATE)?.iter().find_map(year);
+                    if let Some(year) = year {
+                        let recs: Vec<Option<NamedNode>> =
+                            if recs.is_empty() { vec![None] } else { recs.into_iter().map(Some).collect() };
+                        for partner in &partners {
+                            for recommendation in &recs {
+                                let obs = Observation::Rollup {
+                                    partner: partner.clone(),
+                                    year,
+                                    recommendation: recommendation.clone(),
+                                };
+                                out.push((Cell::Counter(obs.clone(), coal::ACTIVITY_COUNT), 1));
+                                out.push((Cell::Counter(obs, coal::PEOPLE_REACHED), reach));
+                            }
+                        }
+                    }
+                }
+            }
+            Kind::Outcome => {
+                if !has_type(tx, e, coal::OUTCOME)? {
+                    return Ok(out);
+                }
+                let mut recs = BTreeSet::new();
+                for m in named_objects(tx, e, coal::MEASURES)? {
+                    recs.extend(named_objects(tx, &m, coal::IMPLEMENTS)?);
+                }
+                let recs: Vec<NamedNode> = recs.into_iter().collect();
+                let dates = objects(tx, e, dcterms::DATE)?;
+                for x in self.ancestors_of_all(tx, &recs)? {
+                    let obs = Observation::Dashboard { recommendation: x };
+                    out.push((Cell::Counter(obs.clone(), coal::OUTCOME_COUNT), 1));
+                    for d in &dates {
+                        out.push((Cell::Refcount(obs.clone(), Dimension::Date, d.clone()), 1));
+                    }
+                }
+            }
+            Kind::Dialogue => {
+                if !has_type(tx, e, coal::DIALOGUE)? {
+                    return Ok(out);
+                }
+                let reach = integer(tx, e, coal::REACH)?;
+                let groups = strings(tx, e, coal::AUDIENCE_GROUP)?;
+                for country in strings(tx, e, coal::COUNTRY)? {
+                    for group in &groups {
+                        let obs = Observation::Evidence { group: group.clone(), country: Some(country.clone()) };
+                        out.push((Cell::Counter(obs.clone(), coal::DIALOGUE_COUNT), 1));
+                        out.push((Cell::Counter(obs, coal::PEOPLE_REACHED), reach));
+                    }
+                }
+            }
+            Kind::Evidence => {
+                if !has_type(tx, e, coal::EVIDENCE_STATISTIC)? {
+                    return Ok(out);
+                }
+                let countries: Vec<Option<String>> = match strings(tx, e, coal::COUNTRY)? {
+                    c if c.is_empty() => vec![None],
+                    c => c.into_iter().map(Some).collect(),
+                };
+                for group in strings(tx, e, coal::GROUP)? {
+                    for country in &countries {
+                        let obs = Observation::Evidence { group: group.clone(), country: country.clone() };
+                        out.push((Cell::Counter(obs, coal::STATISTIC_COUNT), 1));
+                    }
+                }
+            }
+            _ => {}
+        }
+        Ok(out)
+    }
+
+    /// Recommendations reached from any of `recs` by `skos:broader*`, each once.
+    fn ancestors_of_all(
+        &mut self,
+        tx: &Transaction<'_>,
+        recs: &[NamedNode],
+    ) -> Result<BTreeSet<NamedNode>, StoreError> {
+        let mut out = BTreeSet::new();
+        for r in recs {
+            if !self.ancestors.contains_key(r) {
+                let found = ancestors(tx, r)?;
+                self.ancestors.insert(r.clone(), found);
+            }
+            out.extend(self.ancestors[r].iter().cloned());
+        }
+        Ok(out)
+    }
+
+    /// Writes the accumulated differences: reference counts first (their transitions through
+    /// zero move the distinct counters and the latest date), then counters, then observations
+    /// that came into being or reached zero.
+    pub(crate) fn write(self, tx: &mut Transaction<'_>) -> Result<(), StoreError> {
+        let projections = GraphName::NamedNode(NamedNode::new_unchecked(vocab::PROJECTIONS_GRAPH));
+        let cells_graph = GraphName::NamedNode(NamedNode::new_unchecked(vocab::PROJECTION_CELLS_GRAPH));
+        let mut counters: BTreeMap<(Observation, &'static str), i64> = BTreeMap::new();
+        let mut dates_added: BTreeMap<Observation, Vec<Term>> = BTreeMap::new();
+        let mut dates_removed: BTreeMap<Observation, Vec<Term>> = BTreeMap::new();
+        for (cell, delta) in self.deltas {
+            if delta == 0 {
+                continue;
+            }
+            match cell {
+                Cell::Counter(obs, measure) => *counters.entry((obs, measure)).or_default() += delta,
+                Cell::Refcount(obs, dim, value) => {
+                    let node = cell_iri(&obs, dim, &value);
+                    let before = integer_in(tx, &node, coal::CELL_COUNT, &cells_graph)?;
+                    let after = before + delta;
+                    let obs_iri = obs.iri();
+                    if before == 0 {
+                        tx.insert(QuadRef::new(&obs_iri, nn(coal::CELL), &node, &cells_graph));
+                        tx.insert(QuadRef::new(&node, nn(vocab::RDF_TYPE), nn(coal::PROJECTION_CELL), &cells_graph));
+                        tx.insert(QuadRef::new(
+                            &node,
+                            nn(coal::CELL_DIMENSION),
+                            &Literal::new_simple_literal(dim.name()),
+                            &cells_graph,
+                        ));
+                        tx.insert(QuadRef::new(&node, nn(coal::CELL_VALUE), &value, &cells_graph));
+                    }
+                    set_integer(tx, &node, coal::CELL_COUNT, before, after, &cells_graph);
+                    if after == 0 {
+                        tx.remove(QuadRef::new(&obs_iri, nn(coal::CELL), &node, &cells_graph));
+                        for q in quads(tx, &node, None, &cells_graph)? {
+                            tx.remove(&q);
+                        }
+                    }
+                    let step = i64::from(after > 0) - i64::from(before > 0);
+                    if step == 0 {
+                        continue;
+                    }
+                    match dim {
+                        Dimension::Partner => *counters.entry((obs, coal::PARTNER_COUNT)).or_default() += step,
+                        Dimension::Country => *counters.entry((obs, coal::COUNTRY_COUNT)).or_default() += step,
+                        Dimension::Date if step > 0 => dates_added.entry(obs).or_default().push(value),
+                        Dimension::Date => dates_removed.entry(obs).or_default().push(value),
+                    }
+                }
+            }
+        }
+        let mut touched = BTreeSet::new();
+        for ((obs, measure), delta) in counters {
+            if delta == 0 {
+                continue;
+            }
+            let node = obs.iri();
+            let before = integer_in(tx, &node, measure, &projections)?;
+            set_integer(tx, &node, measure, before, before + delta, &projections);
+            touched.insert(obs);
+        }
+        let dated: BTreeSet<Observation> = dates_added.keys().chain(dates_removed.keys()).cloned().collect();
+        for obs in dated {
+            let node = obs.iri();
+            let current = quads(tx, &node, Some(coal::LATEST_OUTCOME_DATE), &projections)?;
+            let current_value = current.first().map(|q| q.object.clone());
+            let removed = dates_removed.get(&obs).map(Vec::as_slice).unwrap_or_default();
+            let latest = if current_value.as_ref().is_none_or(|c| removed.contains(c)) {
+                // The latest date went away (or there was none): find the greatest still counted.
+                latest_date(tx, &node, &cells_graph)?
+            } else {
+                let added = dates_added.get(&obs).into_iter().flatten();
+                added.chain(current_value.as_ref()).max_by(|a, b| lexical(a).cmp(&lexical(b))).cloned()
+            };
+            if latest != current_value {
+                for q in &current {
+                    tx.remove(q);
+                }
+                if let Some(latest) = &latest {
+                    tx.insert(QuadRef::new(&node, nn(coal::LATEST_OUTCOME_DATE), latest, &projections));
+                }
+            }
+            touched.insert(obs);
+        }
+        for obs in touched {
+            let node = obs.iri();
+            let has_counter = MEASURES.iter().any(|m| {
+                tx.quads_for_pattern(Some(node.as_ref().into()), Some(nn(m)), None, Some(projections.as_ref()))
+                    .next()
+                    .is_some()
+            });
+            let header = obs.header();
+            let exists = tx
+                .quads_for_pattern(
+                    Some(node.as_ref().into()),
+                    Some(nn(vocab::RDF_TYPE)),
+                    None,
+                    Some(projections.as_ref()),
+                )
+                .next()
+                .is_some();
+            if has_counter && !exists {
+                for (p, o) in &header {
+                    tx.insert(QuadRef::new(&node, nn(p), o, &projections));
+                }
+            } else if !has_counter && exists {
+                for q in quads(tx, &node, None, &projections)? {
+                    tx.remove(&q);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Every counter measure an observation can carry.
+const MEASURES: &[&str] = &[
+    coal::CASE_STUDY_COUNT,
+    coal::ACTIVITY_COUNT,
+    coal::PARTNER_COUNT,
+    coal::COUNTRY_COUNT,
+    coal::PEOPLE_REACHED,
+    coal::OUTCOME_COUNT,
+    coal::DIALOGUE_COUNT,
+    coal::STATISTIC_COUNT,
+];
+
+fn cell_iri(obs: &Observation, dim: Dimension, value: &Term) -> NamedNode {
+    NamedNode::new_unchecked(format!("{}/{}/{}", obs.iri().as_str(), dim.name(), encode_segment(&lexical(value))))
+}
+
+fn lexical(t: &Term) -> String {
+    match t {
+        Term::Literal(l) => l.value().to_owned(),
+        Term::NamedNode(n) => n.as_str().to_owned(),
+        Term::BlankNode(b) => b.as_str().to_owned(),
+    }
+}
+
+fn year(t: &Term) -> Option<i64> {
+    let Term::Literal(l) = t else { return None };
+    l.value().get(..4)?.parse().ok()
+}
+
+/// True when the recommendation facts that shape the hierarchy (type, broader) differ.
+fn hierarchy_changed(rec: &NamedNode, change: &Change<'_>) -> bool {
+    let shape = |quads: &[Quad]| -> BTreeSet<(String, String)> {
+        quads
+            .iter()
+            .filter(|q| q.subject.as_ref() == NamedOrBlankNodeRef::from(rec.as_ref()))
+            .filter(|q| q.predicate.as_str() == vocab::RDF_TYPE || q.predicate.as_str() == skos::BROADER)
+            .map(|q| (q.predicate.as_str().to_owned(), q.object.to_string()))
+            .collect()
+    };
+    shape(change.old) != shape(change.new)
+}
+
+fn quads(tx: &Transaction<'_>, s: &NamedNode, p: Option<&str>, g: &GraphName) -> Result<Vec<Quad>, StoreError> {
+    Ok(tx.quads_for_pattern(Some(s.as_ref().into()), p.map(nn), None, Some(g.as_ref())).collect::<Result<_, _>>()?)
+}
+
+/// Objects of `s p` in any graph, each once.
+fn objects(tx: &Transaction<'_>, s: &NamedNode, p: &str) -> Result<Vec<Term>, StoreError> {
+    let mut seen = HashSet::new();
+    let mut out = Vec::new();
+    for q in tx.quads_for_pattern(Some(s.as_ref().into()), Some(nn(p)), None, None) {
+        let o = q?.object;
+        if seen.insert(o.clone()) {
+            out.push(o);
+        }
+    }
+    Ok(out)
+}
+
+fn named_objects(tx: &Transaction<'_>, s: &NamedNode, p: &str) -> Result<Vec<NamedNode>, StoreError> {
+    Ok(objects(tx, s, p)?
+        .into_iter()
+        .filter_map(|t| match t {
+            Term::NamedNode(n) => Some(n),
+            _ => None,
+        })
+        .collect())
+}
+
+fn strings(tx: &Transaction<'_>, s: &NamedNode, p: &str) -> Result<Vec<String>, StoreError> {
+    Ok(objects(tx, s, p)?
+        .into_iter()
+        .filter_map(|t| match t {
+            Term::Literal(l) => Some(l.value().to_owned()),
+            _ => None,
+        })
+        .collect())
+}
+
+/// The sum of the integer values of `s p` (0 when none).
+fn integer(tx: &Transaction<'_>, s: &NamedNode, p: &str) -> Result<i64, StoreError> {
+    Ok(objects(tx, s, p)?.iter().filter_map(|t| lexical(t).parse::<i64>().ok()).sum())
+}
+
+fn integer_in(tx: &Transaction<'_>, s: &NamedNode, p: &str, g: &GraphName) -> Result<i64, StoreError> {
+    Ok(quads(tx, s, Some(p), g)?.iter().filter_map(|q| lexical(&q.object).parse::<i64>().ok()).sum())
+}
+
+/// Replaces the integer `before` of `s p` by `after`; zero is written as no value.
+fn set_integer(tx: &mut Transaction<'_>, s: &NamedNode, p: &str, before: i64, after: i64, g: &GraphName) {
+    if before != 0 {
+        tx.remove(QuadRef::new(s, nn(p), &Literal::from(before), g));
+    }
+    if after != 0 {
+        tx.insert(QuadRef::new(s, nn(p), &Literal::from(after), g));
+    }
+}
+
+fn has_type(tx: &Transaction<'_>, s: &NamedNode, class: &str) -> Result<bool, StoreError> {
+    Ok(tx
+        .quads_for_pattern(Some(s.as_ref().into()), Some(nn(vocab::RDF_TYPE)), Some(nn(class).into()), None)
+        .next()
+        .transpose()?
+        .is_some())
+}
+
+fn subjects_of(tx: &Transaction<'_>, p: &str, o: TermRef<'_>) -> Result<Vec<NamedNode>, StoreError> {
+    let set: BTreeSet<NamedNode> = tx
+        .quads_for_pattern(None, Some(nn(p)), Some(o), None)
+        .filter_map(|q| match q {
+            Ok(q) => match q.subject {
+                oxigraph::model::NamedOrBlankNode::NamedNode(n) => Some(Ok(n)),
+                _ => None,
+            },
+            Err(e) => Some(Err(e)),
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(set.into_iter().collect())
+}
+
+/// Outcomes measuring `e`.
+fn measured_by(tx: &Transaction<'_>, e: &NamedNode) -> Result<Vec<NamedNode>, StoreError> {
+    subjects_of(tx, coal::MEASURES, e.as_ref().into())
+}
+
+/// `r` and every node below it by `skos:broader`.
+fn subtree(tx: &Transaction<'_>, r: &NamedNode) -> Result<BTreeSet<NamedNode>, StoreError> {
+    let mut seen = BTreeSet::from([r.clone()]);
+    let mut stack = vec![r.clone()];
+    while let Some(x) = stack.pop() {
+        for n in subjects_of(tx, skos::BROADER, x.as_ref().into())? {
+            if seen.insert(n.clone()) {
+                stack.push(n);
+            }
+        }
+    }
+    Ok(seen)
+}
+
+/// The recommendations among `r` and everything above it by `skos:broader` (as `?r skos:broader* ?x`).
+fn ancestors(tx: &Transaction<'_>, r: &NamedNode) -> Result<Vec<NamedNode>, StoreError> {
+    let mut seen = BTreeSet::from([r.clone()]);
+    let mut stack = vec![r.clone()];
+    let mut out = Vec::new();
+    while let Some(x) = stack.pop() {
+        if has_type(tx, &x, coal::RECOMMENDATION)? {
+            out.push(x.clone());
+        }
+        for b in named_objects(tx, &x, skos::BROADER)? {
+            if seen.insert(b.clone()) {
+                stack.push(b);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The greatest date still counted by a cell of `obs`.
+fn latest_date(tx: &Transaction<'_>, obs: &NamedNode, cells: &GraphName) -> Result<Option<Term>, StoreError> {
+    let mut best: Option<Term> = None;
+    for q in quads(tx, obs, Some(coal::CELL), cells)? {
+        let Term::NamedNode(cell) = &q.object else { continue };
+        let is_date = quads(tx, cell, Some(coal::CELL_DIMENSION), cells)?
+            .iter()
+            .any(|q| lexical(&q.object) == Dimension::Date.name());
+        if !is_date {
+            continue;
+        }
+        for v in quads(tx, cell, Some(coal::CELL_VALUE), cells)? {
+            if best.as_ref().is_none_or(|b| lexical(&v.object) > lexical(b)) {
+                best = Some(v.object);
+            }
+        }
+    }
+    Ok(best)
+}
+
+/// Reads every observation of the projections graph: IRI → measure → lexical value.
+pub fn snapshot(store: &oxigraph::store::Store) -> Result<BTreeMap<String, BTreeMap<String, String>>, StoreError> {
+    let g = nn(vocab::PROJECTIONS_GRAPH);
+    let mut out: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+    for q in store.quads_for_pattern(None, None, None, Some(GraphNameRef::NamedNode(g))) {
+        let q = q?;
+        if MEASURES.contains(&q.predicate.as_str()) || q.predicate.as_str() == coal::LATEST_OUTCOME_DATE {
+            let s = match &q.subject {
+                oxigraph::model::NamedOrBlankNode::NamedNode(n) => n.as_str().to_owned(),
+                other => other.to_string(),
+            };
+            out.entry(s).or_default().insert(q.predicate.as_str().to_owned(), lexical(&q.object));
+        }
+    }
+    Ok(out)
+}
+
+/// The projections computed from scratch by SPARQL aggregates over the current facts, in the
+/// shape of [`snapshot`]: what the incremental maintenance must always equal.
+pub fn from_scratch(store: &crate::GraphStore) -> Result<BTreeMap<String, BTreeMap<String, String>>, StoreError> {
+    let mut out: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+    let mut put = |obs: Observation, measure: &str, value: Option<String>| {
+        if let Some(v) = value.filter(|v| v != "0") {
+            out.entry(obs.iri().as_str().to_owned()).or_default().insert(measure.to_owned(), v);
+        }
+    };
+    let rec = |row: &crate::Row| match row.get("x") {
+        Some(Term::NamedNode(n)) => Some(Observation::Dashboard { recommendation: n.clone() }),
+        _ => None,
+    };
+    for (query, measures) in FROM_SCRATCH_DASHBOARD {
+        for row in store.select(&format!("{PREFIXES}{query}"))? {
+            let Some(obs) = rec(&row) else { continue };
+            for (var, measure) in *measures {
+                put(obs.clone(), measure, crate::literal(&row, var));
+            }
+        }
+    }
+    for row in store.select(&format!("{PREFIXES}{FROM_SCRATCH_DIALOGUES}"))? {
+        let (Some(group), country) = (crate::literal(&row, "g"), crate::literal(&row, "c")) else { continue };
+        let obs = Observation::Evidence { group, country };
+        put(obs.clone(), coal::DIALOGUE_COUNT, crate::literal(&row, "n"));
+        put(obs, coal::PEOPLE_REACHED, crate::literal(&row, "reached"));
+    }
+    for row in store.select(&format!("{PREFIXES}{FROM_SCRATCH_STATISTICS}"))? {
+        let (Some(group), country) = (crate::literal(&row, "g"), crate::literal(&row, "c")) else { continue };
+        put(Observation::Evidence { group, country }, coal::STATISTIC_COUNT, crate::literal(&row, "n"));
+    }
+    for row in store.select(&format!("{PREFIXES}{FROM_SCRATCH_ROLLUP}"))? {
+        let (Some(Term::NamedNode(partner)), Some(year)) =
+            (row.get("p"), crate::literal(&row, "y").and_then(|y| y.parse().ok()))
+        else {
+            continue;
+        };
+        let recommendation = match row.get("r") {
+            Some(Term::NamedNode(r)) => Some(r.clone()),
+            _ => None,
+        };
+        let obs = Observation::Rollup { partner: partner.clone(), year, recommendation };
+        put(obs.clone(), coal::ACTIVITY_COUNT, crate::literal(&row, "n"));
+        put(obs, coal::PEOPLE_REACHED, crate::literal(&row, "reached"));
+    }
+    Ok(out)
+}
+
+const PREFIXES: &str = "PREFIX coal: <https://w3id.org/coalition/ns#>
+PREFIX skos: <http://www.w3.org/2004/02/skos/core#>
+PREFIX dcterms: <http://purl.org/dc/terms/>
+";
+
+type MeasureVars = &'static [(&'static str, &'static str)];
+
+const FROM_SCRATCH_DASHBOARD: &[(&str, MeasureVars)] = &[
+    (
+        "SELECT ?x (COUNT(DISTINCT ?e) AS ?n) WHERE {
+           ?x a coal:Recommendation . ?r skos:broader* ?x . ?e a coal:CaseStudy ; coal:implements ?r
+         } GROUP BY ?x",
+        &[("n", coal::CASE_STUDY_COUNT)],
+    ),
+    (
+        "SELECT ?x (COUNT(?e) AS ?n) (SUM(?reach) AS ?reached) WHERE {
+           { SELECT DISTINCT ?x ?e WHERE {
+               ?x a coal:Recommendation . ?r skos:broader* ?x . ?e a coal:Activity ; coal:implements ?r } }
+           OPTIONAL { ?e coal:reach ?r0 } BIND(COALESCE(?r0, 0) AS ?reach)
+         } GROUP BY ?x",
+        &[("n", coal::ACTIVITY_COUNT), ("reached", coal::PEOPLE_REACHED)],
+    ),
+    (
+        "SELECT ?x (COUNT(DISTINCT ?p) AS ?n) WHERE {
+           ?x a coal:Recommendation . ?r skos:broader* ?x .
+           { ?e a coal:CaseStudy } UNION { ?e a coal:Activity }
+           ?e coal:implements ?r ; coal:ledBy ?p
+         } GROUP BY ?x",
+        &[("n", coal::PARTNER_COUNT)],
+    ),
+    (
+        "SELECT ?x (COUNT(DISTINCT ?c) AS ?n) WHERE {
+           ?x a coal:Recommendation . ?r skos:broader* ?x .
+           { ?e a coal:CaseStudy } UNION { ?e a coal:Activity }
+           ?e coal:implements ?r ; coal:country ?c
+         } GROUP BY ?x",
+        &[("n", coal::COUNTRY_COUNT)],
+    ),
+    (
+        "SELECT ?x (COUNT(DISTINCT ?o) AS ?n) (MAX(?d) AS ?latest) WHERE {
+           ?x a coal:Recommendation . ?r skos:broader* ?x .
+           ?m coal:implements ?r . ?o a coal:Outcome ; coal:measures ?m .
+           OPTIONAL { ?o dcterms:date ?d }
+         } GROUP BY ?x",
+        &[("n", coal::OUTCOME_COUNT), ("latest", coal::LATEST_OUTCOME_DATE)],
+    ),
+];
+
+const FROM_SCRATCH_DIALOGUES: &str = "SELECT ?g ?c (COUNT(?d) AS ?n) (SUM(?reach) AS ?reached) WHERE {
+   { SELECT DISTINCT ?d ?g ?c WHERE { ?d a coal:Dialogue ; coal:audienceGroup ?g ; coal:country ?c } }
+   OPTIONAL { ?d coal:reach ?r0 } BIND(COALESCE(?r0, 0) AS ?reach)
+ } GROUP BY ?g ?c";
+
+const FROM_SCRATCH_STATISTICS: &str = "SELECT ?g ?c (COUNT(DISTINCT ?s) AS ?n) WHERE {
+   ?s a coal:EvidenceStatistic ; coal:group ?g . OPTIONAL { ?s coal:country ?c }
+ } GROUP BY ?g ?c";
+
+const FROM_SCRATCH_ROLLUP: &str = "SELECT ?p ?y ?r (COUNT(?e) AS ?n) (SUM(?reach) AS ?reached) WHERE {
+   { SELECT DISTINCT ?e ?p ?y ?r WHERE {
+       ?e a coal:Activity ; coal:ledBy ?p ; dcterms:date ?date .
+       OPTIONAL { ?e coal:implements ?r }
+       BIND(YEAR(?date) AS ?y) } }
+   OPTIONAL { ?e coal:reach ?r0 } BIND(COALESCE(?r0, 0) AS ?reach)
+ } GROUP BY ?p ?y ?r";
