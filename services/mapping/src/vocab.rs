@@ -13,8 +13,11 @@ pub const EVENT: &str = "https://w3id.org/coalition/event/";
 pub const PROVENANCE_GRAPH: &str = "https://w3id.org/coalition/graph/provenance";
 /// The graph holding consumed offsets, committed with the data they cover.
 pub const OFFSETS_GRAPH: &str = "https://w3id.org/coalition/graph/offsets";
-/// The evidence projections: Data Cube observations maintained with every applied batch.
-pub const PROJECTIONS_GRAPH: &str = "https://w3id.org/coalition/graph/projections";
+/// The evidence projections: Data Cube observations maintained with every applied batch, one
+/// named graph per data set.
+pub const DASHBOARD_GRAPH: &str = "https://w3id.org/coalition/graph/projection/dashboard";
+pub const EVIDENCE_GRAPH: &str = "https://w3id.org/coalition/graph/projection/evidence";
+pub const ROLLUP_GRAPH: &str = "https://w3id.org/coalition/graph/projection/rollup";
 /// The reference counts behind the projections' distinct counts and latest dates.
 pub const PROJECTION_CELLS_GRAPH: &str = "https://w3id.org/coalition/graph/projection-cells";
 /// Data Cube data sets of the projections.

@@ -66,6 +66,15 @@ impl Observation {
         })
     }
 
+    /// The named graph of the observation's data set.
+    pub fn graph(&self) -> GraphName {
+        GraphName::NamedNode(NamedNode::new_unchecked(match self {
+            Observation::Dashboard { .. } => vocab::DASHBOARD_GRAPH,
+            Observation::Evidence { .. } => vocab::EVIDENCE_GRAPH,
+            Observation::Rollup { .. } => vocab::ROLLUP_GRAPH,
+        }))
+    }
+
     /// The data set and dimension values written when the observation comes into being.
     fn header(&self) -> Vec<(&'static str, Term)> {
         let dataset = |iri: &str| (qb::DATA_SET, Term::NamedNode(NamedNode::new_unchecked(iri)));
@@ -312,7 +321,6 @@ impl Maintenance {
     /// zero move the distinct counters and the latest date), then counters, then observations
     /// that came into being or reached zero.
     pub(crate) fn write(self, tx: &mut Transaction<'_>) -> Result<(), StoreError> {
-        let projections = GraphName::NamedNode(NamedNode::new_unchecked(vocab::PROJECTIONS_GRAPH));
         let cells_graph = GraphName::NamedNode(NamedNode::new_unchecked(vocab::PROJECTION_CELLS_GRAPH));
         let mut counters: BTreeMap<(Observation, &'static str), i64> = BTreeMap::new();
         let mut dates_added: BTreeMap<Observation, Vec<Term>> = BTreeMap::new();
@@ -365,6 +373,7 @@ impl Maintenance {
                 continue;
             }
             let node = obs.iri();
+            let projections = obs.graph();
             let before = integer_in(tx, &node, measure, &projections)?;
             set_integer(tx, &node, measure, before, before + delta, &projections);
             touched.insert(obs);
@@ -372,6 +381,7 @@ impl Maintenance {
         let dated: BTreeSet<Observation> = dates_added.keys().chain(dates_removed.keys()).cloned().collect();
         for obs in dated {
             let node = obs.iri();
+            let projections = obs.graph();
             let current = quads(tx, &node, Some(coal::LATEST_OUTCOME_DATE), &projections)?;
             let current_value = current.first().map(|q| q.object.clone());
             let removed = dates_removed.get(&obs).map(Vec::as_slice).unwrap_or_default();
@@ -394,6 +404,7 @@ impl Maintenance {
         }
         for obs in touched {
             let node = obs.iri();
+            let projections = obs.graph();
             let has_counter = MEASURES.iter().any(|m| {
                 tx.quads_for_pattern(Some(node.as_ref().into()), Some(nn(m)), None, Some(projections.as_ref()))
                     .next()
@@ -600,11 +611,12 @@ fn latest_date(tx: &Transaction<'_>, obs: &NamedNode, cells: &GraphName) -> Resu
     Ok(best)
 }
 
-/// Reads every observation of the projections graph: IRI → measure → lexical value.
+/// Reads every observation of the projection graphs: IRI → measure → lexical value.
 pub fn snapshot(store: &oxigraph::store::Store) -> Result<BTreeMap<String, BTreeMap<String, String>>, StoreError> {
-    let g = nn(vocab::PROJECTIONS_GRAPH);
     let mut out: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
-    for q in store.quads_for_pattern(None, None, None, Some(GraphNameRef::NamedNode(g))) {
+    let graphs = [vocab::DASHBOARD_GRAPH, vocab::EVIDENCE_GRAPH, vocab::ROLLUP_GRAPH];
+    for q in graphs.iter().flat_map(|g| store.quads_for_pattern(None, None, None, Some(GraphNameRef::NamedNode(nn(g)))))
+    {
         let q = q?;
         if MEASURES.contains(&q.predicate.as_str()) || q.predicate.as_str() == coal::LATEST_OUTCOME_DATE {
             let s = match &q.subject {
@@ -729,3 +741,79 @@ const FROM_SCRATCH_ROLLUP: &str = "SELECT ?p ?y ?r (COUNT(?e) AS ?n) (SUM(?reach
        BIND(YEAR(?date) AS ?y) } }
    OPTIONAL { ?e coal:reach ?r0 } BIND(COALESCE(?r0, 0) AS ?reach)
  } GROUP BY ?p ?y ?r";
+
+/// The measures of one observation; zero (or `None`) where the projection holds no value.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Measures {
+    pub case_studies: i64,
+    pub activities: i64,
+    pub partners: i64,
+    pub countries: i64,
+    pub people_reached: i64,
+    pub outcomes: i64,
+    pub latest_outcome_date: Option<String>,
+    pub dialogues: i64,
+    pub statistics: i64,
+}
+
+impl Measures {
+    fn set(&mut self, predicate: &str, value: &Term) {
+        let n = || lexical(value).parse().unwrap_or(0);
+        match predicate {
+            coal::CASE_STUDY_COUNT => self.case_studies = n(),
+            coal::ACTIVITY_COUNT => self.activities = n(),
+            coal::PARTNER_COUNT => self.partners = n(),
+            coal::COUNTRY_COUNT => self.countries = n(),
+            coal::PEOPLE_REACHED => self.people_reached = n(),
+            coal::OUTCOME_COUNT => self.outcomes = n(),
+            coal::LATEST_OUTCOME_DATE => self.latest_outcome_date = Some(lexical(value)),
+            coal::DIALOGUE_COUNT => self.dialogues = n(),
+            coal::STATISTIC_COUNT => self.statistics = n(),
+            _ => {}
+        }
+    }
+}
+
+/// One row of a partner's roll-up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RollupRow {
+    pub year: i64,
+    pub recommendation: Option<NamedNode>,
+    pub measures: Measures,
+}
+
+impl crate::GraphStore {
+    /// The measures of `obs`: one lookup of its IRI.
+    pub fn observation(&self, obs: &Observation) -> Result<Measures, StoreError> {
+        let mut out = Measures::default();
+        let graph = obs.graph();
+        for q in self.oxigraph().quads_for_pattern(Some(obs.iri().as_ref().into()), None, None, Some(graph.as_ref())) {
+            let q = q?;
+            out.set(q.predicate.as_str(), &q.object);
+        }
+        Ok(out)
+    }
+
+    /// A partner's activities by year and recommendation, ordered by year then recommendation:
+    /// one index range over the partner's observations.
+    pub fn rollup(&self, partner: &NamedNode) -> Result<Vec<RollupRow>, StoreError> {
+        let db = self.oxigraph();
+        let graph = GraphNameRef::NamedNode(nn(vocab::ROLLUP_GRAPH));
+        let mut rows = Vec::new();
+        for q in db.quads_for_pattern(None, Some(nn(coal::REF_PARTNER)), Some(partner.as_ref().into()), Some(graph)) {
+            let obs = q?.subject;
+            let mut row = RollupRow { year: 0, recommendation: None, measures: Measures::default() };
+            for q in db.quads_for_pattern(Some(obs.as_ref()), None, None, Some(graph)) {
+                let q = q?;
+                match (q.predicate.as_str(), &q.object) {
+                    (coal::REF_PERIOD, v) => row.year = lexical(v).parse().unwrap_or(0),
+                    (coal::REF_RECOMMENDATION, Term::NamedNode(r)) => row.recommendation = Some(r.clone()),
+                    (p, v) => row.measures.set(p, v),
+                }
+            }
+            rows.push(row);
+        }
+        rows.sort_by(|a, b| (a.year, &a.recommendation).cmp(&(b.year, &b.recommendation)));
+        Ok(rows)
+    }
+}

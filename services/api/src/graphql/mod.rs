@@ -3,6 +3,7 @@
 
 mod inputs;
 mod loader;
+mod projections;
 mod types;
 
 use crate::auth::Principal;
@@ -13,6 +14,7 @@ use async_graphql::{Context, EmptySubscription, InputObject, Object, Result, Sch
 use coalition_events::Kind;
 use coalition_search::SearchFilter;
 pub use inputs::*;
+pub use projections::*;
 pub use types::*;
 
 pub type CoalitionSchema = Schema<QueryRoot, MutationRoot, EmptySubscription>;
@@ -253,6 +255,32 @@ impl QueryRoot {
 
     async fn recommendation(&self, ctx: &Context<'_>, id: ID) -> Result<Option<Recommendation>> {
         Ok(get(ctx, Kind::Recommendation, &id).await?.map(Recommendation))
+    }
+
+    /// The numbered recommendations in order; select `dashboard` on each for its counts.
+    async fn recommendation_dashboard(&self, ctx: &Context<'_>) -> Result<Vec<Recommendation>> {
+        let store = ctx.data::<AppCtx>()?.state.store.clone();
+        let ids = blocking(move || {
+            let rows = store.select(&format!(
+                "SELECT ?e WHERE {{ ?e a <{}> ; <{}> ?n }} ORDER BY ?n",
+                coalition_mapping::vocab::coal::RECOMMENDATION,
+                coalition_mapping::vocab::coal::RECOMMENDATION_NUMBER
+            ))?;
+            Ok(read::ids_of(&rows, "e"))
+        })
+        .await?;
+        Ok(types::load_refs(ctx, Kind::Recommendation, ids).await?.into_iter().map(Recommendation).collect())
+    }
+
+    /// Evidence for one audience group in one country: counts from the maintained projection,
+    /// with the first dialogues and statistics.
+    async fn evidence_summary(&self, ctx: &Context<'_>, group: String, country: String) -> Result<EvidenceSummary> {
+        projections::evidence_summary(ctx, group, country).await
+    }
+
+    /// A partner's activities rolled up by year and recommendation, from the maintained projection.
+    async fn partner_rollup(&self, ctx: &Context<'_>, partner_id: ID) -> Result<Vec<RollupRow>> {
+        projections::partner_rollup(ctx, partner_id).await
     }
 
     async fn case_studies(

@@ -13,14 +13,14 @@ use std::collections::BTreeSet;
 type Entities = async_graphql::dataloader::DataLoader<super::loader::EntityLoader>;
 
 /// Loads referenced entities through the request-spanning batch loader, in the order given.
-async fn load_refs(ctx: &Context<'_>, kind: Kind, ids: Vec<String>) -> Result<Vec<Entity>> {
+pub(crate) async fn load_refs(ctx: &Context<'_>, kind: Kind, ids: Vec<String>) -> Result<Vec<Entity>> {
     let loader = ctx.data::<Entities>()?;
     let keys: Vec<(Kind, String)> = ids.into_iter().map(|id| (kind, id)).collect();
     let found = loader.load_many(keys.clone()).await.map_err(|e| async_graphql::Error::new(e.as_str()))?;
     Ok(keys.iter().filter_map(|k| found.get(k).cloned()).collect())
 }
 
-async fn load_one(ctx: &Context<'_>, kind: Kind, id: Option<String>) -> Result<Option<Entity>> {
+pub(crate) async fn load_one(ctx: &Context<'_>, kind: Kind, id: Option<String>) -> Result<Option<Entity>> {
     let Some(id) = id else { return Ok(None) };
     let loader = ctx.data::<Entities>()?;
     loader.load_one((kind, id)).await.map_err(|e| async_graphql::Error::new(e.as_str()))
@@ -133,6 +133,10 @@ entity_object!(
         }
         async fn broader(&self, ctx: &Context<'_>) -> Result<Option<Recommendation>> {
             Ok(load_one(ctx, Kind::Recommendation, self.0.refs(skos::BROADER).pop()).await?.map(Recommendation))
+        }
+        /// Counts over this recommendation and every one below it, from the maintained projection.
+        async fn dashboard(&self, ctx: &Context<'_>) -> Result<super::projections::RecommendationDashboard> {
+            super::projections::dashboard(ctx, &self.0.iri).await
         }
         async fn narrower(&self, ctx: &Context<'_>) -> Result<Vec<Recommendation>> {
             Ok(wrap(referrers(ctx, Kind::Recommendation, skos::BROADER, &self.0.iri).await?, Recommendation))
