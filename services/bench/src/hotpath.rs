@@ -68,12 +68,68 @@ pub struct Report {
     pub runs: Vec<Run>,
 }
 
-const QUERIES: &[(&str, &str)] = &[
-    ("H1", "h1-recommendation-dashboard.sparql"),
-    ("H2", "h2-evidence-group-country.sparql"),
-    ("H3", "h3-recommendation-case-studies-outcomes.sparql"),
-    ("H4", "h4-partner-rollup.sparql"),
+/// A hot-path question as served (SPARQL file over HTTP, or GraphQL file) and, for SPARQL, the
+/// same question computed from the facts for raw Oxigraph (`queries/raw/`, or the file itself when
+/// the served form already reads only facts).
+struct Question {
+    name: &'static str,
+    file: &'static str,
+    raw: Option<&'static str>,
+}
+
+const QUESTIONS: &[Question] = &[
+    Question {
+        name: "H1",
+        file: "h1-recommendation-dashboard.sparql",
+        raw: Some("raw/h1-recommendation-dashboard.sparql"),
+    },
+    Question {
+        name: "H2",
+        file: "h2-evidence-group-country.sparql",
+        raw: Some("raw/h2-evidence-group-country.sparql"),
+    },
+    Question {
+        name: "H3",
+        file: "h3-recommendation-case-studies-outcomes.sparql",
+        raw: Some("h3-recommendation-case-studies-outcomes.sparql"),
+    },
+    Question { name: "H4", file: "h4-partner-rollup.sparql", raw: Some("raw/h4-partner-rollup.sparql") },
+    Question { name: "H1 GraphQL", file: "h1-recommendation-dashboard.graphql", raw: None },
+    Question { name: "H2 GraphQL", file: "h2-evidence-group-country.graphql", raw: None },
+    Question { name: "H3 GraphQL", file: "h3-recommendation-case-studies-outcomes.graphql", raw: None },
+    Question { name: "H4 GraphQL", file: "h4-partner-rollup.graphql", raw: None },
+    Question { name: "H5 GraphQL", file: "h5-search-to-recommendations.graphql", raw: None },
 ];
+
+/// The generated dataset's values for the GraphQL files' variables.
+fn variables() -> serde_json::Value {
+    serde_json::json!({"id": "rec-2", "partner": "partner-00000", "group": "disabled", "country": "FR"})
+}
+
+/// A SPARQL answer as sorted rows of variable → lexical value, to compare answers by content.
+type Rows = Vec<std::collections::BTreeMap<String, String>>;
+
+fn http_rows(body: &str) -> Result<Rows> {
+    let v: serde_json::Value = serde_json::from_str(body)?;
+    let mut rows: Rows = v["results"]["bindings"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|r| {
+                    r.as_object()
+                        .map(|o| {
+                            o.iter()
+                                .map(|(k, v)| (k.clone(), v["value"].as_str().unwrap_or_default().to_owned()))
+                                .collect()
+                        })
+                        .unwrap_or_default()
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    rows.sort();
+    Ok(rows)
+}
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
@@ -167,14 +223,99 @@ fn raw_oxigraph(nquads: &Path, dir: &Path) -> Result<oxigraph::store::Store> {
     Ok(store)
 }
 
-fn raw_query(store: &oxigraph::store::Store, query: &str) -> Result<usize> {
+fn raw_query(store: &oxigraph::store::Store, query: &str) -> Result<Rows> {
     use oxigraph::sparql::{QueryResults, SparqlEvaluator};
     let mut prepared = SparqlEvaluator::new().parse_query(query)?;
     prepared.dataset_mut().set_default_graph_as_union();
-    Ok(match prepared.on_store(store).execute()? {
-        QueryResults::Solutions(s) => s.count(),
-        QueryResults::Boolean(_) => 1,
-        QueryResults::Graph(g) => g.count(),
+    let QueryResults::Solutions(solutions) = prepared.on_store(store).execute()? else {
+        bail!("not a SELECT query");
+    };
+    let mut rows = Vec::new();
+    for solution in solutions {
+        let solution = solution?;
+        rows.push(
+            solution
+                .iter()
+                .map(|(var, term)| {
+                    let value = match term {
+                        oxigraph::model::Term::Literal(l) => l.value().to_owned(),
+                        oxigraph::model::Term::NamedNode(n) => n.as_str().to_owned(),
+                        oxigraph::model::Term::BlankNode(b) => b.as_str().to_owned(),
+                    };
+                    (var.as_str().to_owned(), value)
+                })
+                .collect(),
+        );
+    }
+    rows.sort();
+    Ok(rows)
+}
+
+/// Sends one request for `q` to the server; returns the SPARQL answer's rows (empty for GraphQL).
+fn ask(server: &Server, q: &Question, text: &str) -> Result<Rows> {
+    if q.file.ends_with(".graphql") {
+        let (status, v) = server.graphql_with_headers(&[], text, variables())?;
+        anyhow::ensure!(status == 200 && v.get("errors").is_none(), "{}: HTTP {status}: {v}", q.name);
+        return Ok(Rows::new());
+    }
+    let (status, _, body) = server.sparql_get(text, "application/sparql-results+json")?;
+    anyhow::ensure!(status == 200, "{}: HTTP {status}: {body}", q.name);
+    http_rows(&body)
+}
+
+/// A copy of the activity `template` as a new entity `id` in a new event `event_id`.
+fn activity_like(template: &coalition_events::Event, id: &str, event_id: &str) -> coalition_events::Event {
+    let mut e = template.clone();
+    if let coalition_events::Payload::Activity(a) = &mut e.payload {
+        a.id = coalition_events::EntityId(id.to_owned());
+    }
+    e.subject = coalition_events::EntityId(id.to_owned());
+    e.id = coalition_events::EventId(event_id.to_owned());
+    e
+}
+
+/// Background load events sent so far, over every phase (their ids stay unique).
+static LOAD_SENT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Runs `f` while a producer adds new activities at `rate` events/s; returns `f`'s result and the
+/// number of load events sent (all flushed to the broker before returning).
+fn with_load<T>(
+    bootstrap: &str,
+    rate: usize,
+    template: &coalition_events::Event,
+    f: impl FnOnce() -> Result<T>,
+) -> Result<(T, u64)> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        let load = scope.spawn(|| -> Result<u64> {
+            let producer: FutureProducer =
+                ClientConfig::new().set("bootstrap.servers", bootstrap).set("linger.ms", "5").create()?;
+            let per_tick = (rate / 100).max(1) as u64;
+            let mut sent = 0u64;
+            while rate > 0 && !stop.load(Ordering::Relaxed) {
+                let tick = Instant::now();
+                for _ in 0..per_tick {
+                    let n = LOAD_SENT.fetch_add(1, Ordering::Relaxed);
+                    let id = format!("load-{n:08}");
+                    let e = activity_like(template, &id, &format!("load-event-{n}"));
+                    match producer.send_result(FutureRecord::to(e.kind.topic()).key(&id).payload(&e.to_bytes())) {
+                        Ok(_) => sent += 1,
+                        Err(_) => {
+                            LOAD_SENT.fetch_sub(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(10).saturating_sub(tick.elapsed()));
+            }
+            rdkafka::producer::Producer::flush(&producer, Duration::from_secs(30))?;
+            Ok(sent)
+        });
+        let result = f();
+        // The load stops whatever happened to `f`.
+        stop.store(true, Ordering::Relaxed);
+        let sent = load.join().map_err(|_| anyhow::anyhow!("load thread panicked"))??;
+        Ok((result?, sent))
     })
 }
 
@@ -207,105 +348,61 @@ fn one_size(args: &HotPathArgs, conversations: usize, repo: &Path) -> Result<Run
         .set("linger.ms", "0")
         .create()?;
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let stop = std::sync::atomic::AtomicBool::new(false);
-    let sent_load = std::sync::atomic::AtomicU64::new(0);
     let template = events.iter().find(|e| e.kind == coalition_events::Kind::Activity).expect("activities").clone();
-    let mut fresh = Vec::new();
-    std::thread::scope(|scope| -> Result<()> {
-        // Background load: new activities at --load-rate events/s while the probes run.
-        scope.spawn(|| {
-            let Ok(load) = ClientConfig::new()
-                .set("bootstrap.servers", &broker.bootstrap)
-                .set("linger.ms", "5")
-                .create::<FutureProducer>()
-            else {
-                return;
-            };
-            let per_tick = (args.load_rate / 100).max(1);
-            let mut n = 0u64;
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                let tick = Instant::now();
-                for _ in 0..per_tick {
-                    let mut e = template.clone();
-                    let id = format!("load-{n:08}");
-                    if let coalition_events::Payload::Activity(a) = &mut e.payload {
-                        a.id = coalition_events::EntityId(id.clone());
-                    }
-                    e.subject = coalition_events::EntityId(id.clone());
-                    e.id = coalition_events::EventId(format!("load-event-{n}"));
-                    if load.send_result(FutureRecord::to(e.kind.topic()).key(&id).payload(&e.to_bytes())).is_ok() {
-                        n += 1;
-                    }
-                }
-                std::thread::sleep(Duration::from_millis(10).saturating_sub(tick.elapsed()));
-            }
-            let _ = rdkafka::producer::Producer::flush(&load, Duration::from_secs(30));
-            sent_load.store(n, std::sync::atomic::Ordering::Relaxed);
-        });
-        let mut probes = || -> Result<()> {
-            for i in 0..args.probes {
-                let mut probe =
-                    events.iter().find(|e| e.kind == coalition_events::Kind::Activity).expect("activities").clone();
-                let id = format!("probe-{i:05}");
-                if let coalition_events::Payload::Activity(a) = &mut probe.payload {
-                    a.id = coalition_events::EntityId(id.clone());
-                }
-                probe.subject = coalition_events::EntityId(id.clone());
-                probe.id = coalition_events::EventId(format!("probe-event-{i}"));
-                let bytes = probe.to_bytes();
-                let t = Instant::now();
-                let delivery = runtime.block_on(
-                    producer
-                        .send(FutureRecord::to(probe.kind.topic()).key(&id).payload(&bytes), Duration::from_secs(30)),
-                );
-                let delivery = delivery.map_err(|(e, _)| anyhow::anyhow!("{e}"))?;
-                let token = format!("{}@{}:{}", probe.kind.topic(), delivery.partition, delivery.offset);
-                let (status, v) = server.graphql_with_headers(
-                    &[("coalition-consistency", &token)],
-                    &format!(r#"{{ activity(id: "{id}") {{ id }} }}"#),
-                    serde_json::json!({}),
-                )?;
-                anyhow::ensure!(
-                    status == 200 && v["data"]["activity"]["id"] == id.as_str(),
-                    "probe {id} not visible: {v}"
-                );
-                fresh.push(t.elapsed().as_secs_f64() * 1000.0);
-            }
-            Ok(())
-        };
-        let result = probes();
-        // The load thread stops whatever happened to the probes.
-        stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        result
+    let (fresh, mut load_events) = with_load(&broker.bootstrap, args.load_rate, &template, || -> Result<Vec<f64>> {
+        let mut fresh = Vec::new();
+        for i in 0..args.probes {
+            let id = format!("probe-{i:05}");
+            let probe = activity_like(&template, &id, &format!("probe-event-{i}"));
+            let bytes = probe.to_bytes();
+            let t = Instant::now();
+            let delivery = runtime.block_on(
+                producer.send(FutureRecord::to(probe.kind.topic()).key(&id).payload(&bytes), Duration::from_secs(30)),
+            );
+            let delivery = delivery.map_err(|(e, _)| anyhow::anyhow!("{e}"))?;
+            let token = format!("{}@{}:{}", probe.kind.topic(), delivery.partition, delivery.offset);
+            let (status, v) = server.graphql_with_headers(
+                &[("coalition-consistency", &token)],
+                &format!(r#"{{ activity(id: "{id}") {{ id }} }}"#),
+                serde_json::json!({}),
+            )?;
+            anyhow::ensure!(status == 200 && v["data"]["activity"]["id"] == id.as_str(), "probe {id} not visible: {v}");
+            fresh.push(t.elapsed().as_secs_f64() * 1000.0);
+        }
+        fresh.sort_by(|a, b| a.total_cmp(b));
+        Ok(fresh)
     })?;
-    fresh.sort_by(|a, b| a.total_cmp(b));
-    let load_events = sent_load.load(std::sync::atomic::Ordering::Relaxed);
 
-    eprintln!("[{conversations}] queries");
+    eprintln!("[{conversations}] queries ({} clients, background load {} events/s)", args.clients, args.load_rate);
     let raw = raw_oxigraph(report.nquads_file.as_ref().expect("generated with N-Quads"), &work.join("raw-oxigraph"))?;
     let mut queries = Vec::new();
-    for (name, file) in QUERIES {
-        let query = parameterise(&std::fs::read_to_string(repo.join("queries").join(file))?);
-        // Both engines must give the same answer before their speed means anything.
-        let (status, _, body) = server.sparql_get(&query, "application/sparql-results+json")?;
-        anyhow::ensure!(status == 200, "{name}: HTTP {status}: {body}");
-        let ours_rows =
-            serde_json::from_str::<serde_json::Value>(&body)?["results"]["bindings"].as_array().map_or(0, Vec::len);
-        let raw_rows = raw_query(&raw, &query)?;
-        anyhow::ensure!(
-            ours_rows == raw_rows && ours_rows > 0,
-            "{name}: {ours_rows} rows over HTTP, {raw_rows} on raw Oxigraph"
-        );
-        let ours = concurrent(args.clients, args.iterations, || {
-            let (status, _, body) = server.sparql_get(&query, "application/sparql-results+json")?;
-            anyhow::ensure!(status == 200, "{name}: HTTP {status}: {body}");
-            Ok(())
+    for q in QUESTIONS {
+        let text = parameterise(&std::fs::read_to_string(repo.join("queries").join(q.file))?);
+        let ours_rows = ask(&server, q, &text)?;
+        let (r50, r99) = match q.raw {
+            Some(raw_file) => {
+                // Both engines must give the same answer before their speed means anything.
+                let raw_text = parameterise(&std::fs::read_to_string(repo.join("queries").join(raw_file))?);
+                let raw_rows = raw_query(&raw, &raw_text)?;
+                anyhow::ensure!(!ours_rows.is_empty(), "{}: no rows", q.name);
+                anyhow::ensure!(
+                    ours_rows == raw_rows,
+                    "{}: the answers differ\nserved: {ours_rows:?}\nraw Oxigraph: {raw_rows:?}",
+                    q.name
+                );
+                let raw_latencies =
+                    concurrent(args.clients, args.iterations, || raw_query(&raw, &raw_text).map(|_| ()))?;
+                (percentile(&raw_latencies, 0.5), percentile(&raw_latencies, 0.99))
+            }
+            None => (f64::NAN, f64::NAN),
+        };
+        let (ours, sent) = with_load(&broker.bootstrap, args.load_rate, &template, || {
+            concurrent(args.clients, args.iterations, || ask(&server, q, &text).map(|_| ()))
         })?;
-        let raw_latencies = concurrent(args.clients, args.iterations, || raw_query(&raw, &query).map(|_| ()))?;
+        load_events += sent;
         let (p50, p99) = (percentile(&ours, 0.5), percentile(&ours, 0.99));
-        let (r50, r99) = (percentile(&raw_latencies, 0.5), percentile(&raw_latencies, 0.99));
         queries.push(QueryResult {
-            name: (*name).to_owned(),
+            name: q.name.to_owned(),
             p50_ms: p50,
             p99_ms: p99,
             raw_oxigraph_p50_ms: r50,
