@@ -488,6 +488,20 @@ impl Principal {
         }
     }
 
+    /// May this principal run operations on the server (rebuild)? Admin only.
+    pub fn authorize_admin(&self) -> Result<(), ApiError> {
+        match self {
+            Principal::Anonymous => {
+                Err(unauthenticated("operations need an admin token (Authorization: Bearer <token>)"))
+            }
+            Principal::Token { role: Role::Admin, .. } => Ok(()),
+            Principal::Token { role, id, .. } => Err(ApiError::new(
+                ErrorKind::Forbidden,
+                format!("token {id} has role {role}: operations need role admin"),
+            )),
+        }
+    }
+
     /// The CloudEvents `source` of an event this principal produces for `partner`: the
     /// authenticated token, never a client-supplied claim.
     pub fn event_source(&self, partner: &str) -> String {

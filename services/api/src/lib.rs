@@ -13,6 +13,7 @@ pub mod auth;
 pub mod consistency;
 pub mod errors;
 pub mod graphql;
+pub mod operations;
 pub mod ratelimit;
 pub mod read;
 pub mod sparql;
@@ -110,6 +111,8 @@ pub struct AppState {
     pub config: ApiConfig,
     /// The issued bearer tokens (`<data-dir>/tokens.json`).
     pub tokens: Arc<auth::TokenStore>,
+    /// Operations on the running server (rebuild); `None` where nothing can run them.
+    pub operations: Option<Arc<dyn operations::Operations>>,
 }
 
 /// The whole HTTP application.

@@ -149,7 +149,7 @@ async fn run(state: AppState, slots: QuerySlots, params: Params, headers: &Heade
     let slot = slots.acquire().await?;
     let work = tokio::task::spawn_blocking(move || -> Result<(Vec<u8>, &'static str), ApiError> {
         let _slot = slot;
-        let results = prepared.on_store(store.oxigraph()).execute().map_err(eval_error)?;
+        let results = prepared.on_store(&store.oxigraph()).execute().map_err(eval_error)?;
         serialize(results, &accept, max_rows)
     });
     let (body, content_type) = match tokio::time::timeout(state.config.sparql_timeout, work).await {

@@ -99,6 +99,7 @@ mod http {
             registry,
             config,
             tokens: tokens.clone(),
+            operations: None,
         };
         Fixture { _dir: dir, router: app(state), tokens }
     }

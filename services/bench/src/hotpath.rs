@@ -144,7 +144,6 @@ fn parameterise(query: &str) -> String {
     query
         .replace("rec-2-diversity-in-research", "rec-2")
         .replace("partner/nachw", "partner/partner-00000")
-        .replace("coal:country \"FR\"", "coal:country \"FR\"")
 }
 
 fn produce_all(bootstrap: &str, events: &[coalition_events::Event]) -> Result<()> {

@@ -92,13 +92,19 @@ pub struct Materializer {
 /// Owner of a running materializer.
 #[derive(Debug)]
 pub struct MaterializerHandle {
-    watermark: watch::Receiver<Watermark>,
+    publisher: Arc<watch::Sender<Watermark>>,
     task: JoinHandle<Result<(), IngestError>>,
 }
 
 impl MaterializerHandle {
     pub fn watermark(&self) -> watch::Receiver<Watermark> {
-        self.watermark.clone()
+        self.publisher.subscribe()
+    }
+
+    /// Where the watermark is published, to hand to the materializer that takes over from this
+    /// one ([`Materializer::spawn_publishing`]).
+    pub fn publisher(&self) -> Arc<watch::Sender<Watermark>> {
+        self.publisher.clone()
     }
 
     /// Waits for the materializer to stop (after its cancellation token fired).
@@ -123,11 +129,14 @@ pub async fn wait_applied(
     }
 }
 
+/// An entity graph, its entity IRI, and per event id the documents it maps to.
+type EntityDocs = (oxigraph::model::NamedNode, String, BTreeMap<String, Vec<SearchDoc>>);
+
 struct Classified {
     graph: Vec<Applicable>,
     /// Per entity graph, every event of the batch about it (id → documents) that the index has
     /// not applied yet.
-    docs: BTreeMap<String, (oxigraph::model::NamedNode, String, BTreeMap<String, Vec<SearchDoc>>)>,
+    docs: BTreeMap<String, EntityDocs>,
     dead: Vec<DeadLetter>,
     graph_offsets: Offsets,
     index_offsets: Offsets,
@@ -140,6 +149,19 @@ impl Materializer {
     /// Starts the materializer on the runtime; it stops when `cancel` fires, after the batch in
     /// flight has committed.
     pub async fn spawn(self, cancel: CancellationToken) -> Result<MaterializerHandle, IngestError> {
+        let (tx, _) = watch::channel(Watermark::default());
+        self.spawn_publishing(cancel, Arc::new(tx)).await
+    }
+
+    /// Like [`Materializer::spawn`], publishing on an existing watermark channel: the materializer
+    /// takes over from a stopped one (e.g. after its stores were swapped for rebuilt ones), and
+    /// readers of the channel see one watermark that never goes back. Counters carry over, and so
+    /// does `caught_up`: the new sinks are at least as far along as the old ones were.
+    pub async fn spawn_publishing(
+        self,
+        cancel: CancellationToken,
+        tx: Arc<watch::Sender<Watermark>>,
+    ) -> Result<MaterializerHandle, IngestError> {
         let (graph, index) = {
             let store = self.store.clone();
             let search = self.index.clone();
@@ -150,10 +172,19 @@ impl Materializer {
             .await
             .map_err(|_| IngestError::Stopped)??
         };
-        let (tx, rx) = watch::channel(Watermark { graph, index, ..Watermark::default() });
+        tx.send_modify(|w| {
+            *w = Watermark {
+                graph,
+                index,
+                caught_up: w.caught_up,
+                applied: w.applied,
+                dead_lettered: w.dead_lettered,
+                ..Watermark::default()
+            }
+        });
         let span = tracing::info_span!("materializer", log = %self.log);
-        let task = tokio::spawn(self.run(cancel, Arc::new(tx)).instrument(span));
-        Ok(MaterializerHandle { watermark: rx, task })
+        let task = tokio::spawn(self.run(cancel, tx.clone()).instrument(span));
+        Ok(MaterializerHandle { publisher: tx, task })
     }
 
     async fn run(self, cancel: CancellationToken, tx: Arc<watch::Sender<Watermark>>) -> Result<(), IngestError> {

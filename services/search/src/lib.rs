@@ -6,6 +6,7 @@
 //! missing. An entity's documents are replaced as a whole when a new event for it arrives.
 //! Calls are blocking; async callers go through `spawn_blocking`.
 
+use arc_swap::ArcSwap;
 use coalition_mapping::{Offsets, SearchDoc};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -200,7 +201,13 @@ pub struct SearchResults {
     pub facets: BTreeMap<String, Vec<(String, u64)>>,
 }
 
+/// The index, swappable in place: every clone of the owning `Arc` sees a [`SearchIndex::replace_with`]
+/// at once, while searches already running finish on the index they started with.
 pub struct SearchIndex {
+    core: ArcSwap<IndexCore>,
+}
+
+struct IndexCore {
     index: Index,
     reader: IndexReader,
     /// `None` for a read-only handle (e.g. `coalition digest` beside a running server).
@@ -240,9 +247,61 @@ impl SearchIndex {
         register_analyzers(&index);
         let writer = if writable { Some(index.writer(WRITER_HEAP_BYTES)?) } else { None };
         let reader = index.reader_builder().reload_policy(ReloadPolicy::Manual).try_into()?;
-        Ok(SearchIndex { index, reader, writer: Mutex::new(writer), fields })
+        let core = IndexCore { index, reader, writer: Mutex::new(writer), fields };
+        Ok(SearchIndex { core: ArcSwap::from_pointee(core) })
     }
 
+    /// Makes this handle serve `other`'s index from now on (a rebuilt index swapping in).
+    pub fn replace_with(&self, other: &SearchIndex) {
+        self.core.store(other.core.load_full());
+    }
+
+    /// The offsets of `log` covered by the last commit (empty if the last commit was for
+    /// another log, e.g. an earlier embedded broker).
+    pub fn offsets(&self, log: &str) -> Result<Offsets, SearchError> {
+        self.core.load().offsets(log)
+    }
+
+    /// Replaces the documents of each entity in `replaced` with `docs`, then commits with `offsets`
+    /// as payload and makes the result visible to searches.
+    pub fn apply(
+        &self,
+        log: &str,
+        replaced: &[String],
+        docs: &[SearchDoc],
+        offsets: &Offsets,
+    ) -> Result<(), SearchError> {
+        self.core.load().apply(log, replaced, docs, offsets)
+    }
+
+    /// Number of documents visible to searches.
+    pub fn num_docs(&self) -> u64 {
+        self.core.load().num_docs()
+    }
+
+    /// Every document's (IRI, entity IRI).
+    pub fn all_iris(&self) -> Result<Vec<(String, String)>, SearchError> {
+        self.core.load().all_iris()
+    }
+
+    /// SHA-256 over the sorted documents with every stored field, and their number.
+    pub fn digest(&self) -> Result<(String, usize), SearchError> {
+        self.core.load().digest()
+    }
+
+    /// Ranked hits for `query` among the documents matching `filter`, with facets over all matches.
+    pub fn search(
+        &self,
+        query: &str,
+        filter: &SearchFilter,
+        limit: usize,
+        offset: usize,
+    ) -> Result<SearchResults, SearchError> {
+        self.core.load().search(query, filter, limit, offset)
+    }
+}
+
+impl IndexCore {
     /// The offsets of `log` covered by the last commit (empty if the last commit was for
     /// another log, e.g. an earlier embedded broker).
     pub fn offsets(&self, log: &str) -> Result<Offsets, SearchError> {

@@ -7,13 +7,13 @@
 
 mod config;
 mod ops;
+mod stores;
 mod tokens;
 
 use anyhow::Context as _;
 use clap::Parser;
 use coalition_api::{ApiConfig, ApiMetrics, AppState};
-use coalition_ingest::{EventProducer, IngestMetrics, KafkaConfig, Materializer};
-use coalition_search::SearchIndex;
+use coalition_ingest::{EventProducer, IngestMetrics, KafkaConfig};
 use coalition_store::GraphStore;
 use config::{Cli, Command, DlqCommand, KafkaArgs, ServeArgs};
 use rdkafka::mocking::MockCluster;
@@ -60,7 +60,7 @@ fn main() -> anyhow::Result<()> {
             }
             Command::Token(args) => tokens::run(args),
             Command::Digest { data_dir, json } => ops::digest(&data_dir, json),
-            Command::Rebuild { data_dir, kafka } => ops::rebuild(&data_dir, external_kafka(&kafka)?).await,
+            Command::Rebuild { data_dir, kafka } => stores::rebuild_offline(&data_dir, external_kafka(&kafka)?).await,
             Command::Dlq { command } => match command {
                 DlqCommand::List { kafka, json } => {
                     let config = external_kafka(&kafka)?;
@@ -125,10 +125,7 @@ fn kafka_config(args: &KafkaArgs, brokers: &str) -> KafkaConfig {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<Broker> {
-    std::fs::create_dir_all(&args.data_dir).with_context(|| format!("creating {}", args.data_dir.display()))?;
-    ops::swap_in_staged_rebuild(&args.data_dir)?;
-    let store = GraphStore::open(&args.data_dir.join("graph")).context("opening the graph store")?;
-    let index = Arc::new(SearchIndex::open(&args.data_dir.join("index")).context("opening the search index")?);
+    stores::prepare(&args.data_dir)?;
     let token_store =
         Arc::new(coalition_api::auth::TokenStore::open(&args.data_dir).context("opening the token store")?);
     let registry = prometheus::Registry::new();
@@ -140,25 +137,23 @@ async fn serve(args: ServeArgs) -> anyhow::Result<Broker> {
     let kafka = kafka_config(&args.kafka, &broker.brokers);
     let producer = EventProducer::new(&kafka, Some(ingest_metrics.clone()))?;
     let cancel = CancellationToken::new();
-    let fresh = store.is_empty()?;
-    let materializer = Materializer {
+    let feed = stores::Feed {
         kafka: kafka.clone(),
         log: broker.log_id.clone(),
-        store: store.clone(),
-        index: index.clone(),
         dead_letters: Some(producer.clone()),
         metrics: ingest_metrics.clone(),
         batch_max: args.batch_max,
         linger: Duration::from_millis(args.linger_ms),
-    }
-    .spawn(cancel.clone())
-    .await?;
+    };
+    let live = stores::LiveStores::start(&args.data_dir, feed, cancel.child_token()).await?;
+    let (store, index) = (live.store.clone(), live.index.clone());
+    let fresh = live.was_empty;
 
     let load_seed = (embedded && fresh && !args.no_seed) || args.seed;
     if load_seed {
         let report = coalition_ingest::import_file(&producer, SEED, false).await?;
         anyhow::ensure!(report.rejected.is_empty(), "built-in dataset has invalid events: {:?}", report.rejected);
-        let mut w = materializer.watermark();
+        let mut w = live.watermark();
         for r in &report.receipts {
             coalition_ingest::wait_applied(&mut w, &r.topic, r.partition, r.offset, Duration::from_secs(60)).await?;
         }
@@ -169,7 +164,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<Broker> {
         store,
         index,
         producer,
-        watermark: materializer.watermark(),
+        watermark: live.watermark(),
         registry,
         metrics: api_metrics,
         config: ApiConfig {
@@ -183,6 +178,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<Broker> {
             ..ApiConfig::default()
         },
         tokens: token_store.clone(),
+        operations: Some(Arc::new(stores::Ops(live.clone()))),
     };
     let demo_tokens = if embedded { tokens::demo_tokens(&token_store)? } else { Vec::new() };
     let listener =
@@ -216,7 +212,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<Broker> {
         _ = signalled => tracing::warn!(grace = ?SHUTDOWN_GRACE, "connections still open after the grace period; closing them"),
     }
     cancel.cancel();
-    materializer.join().await?;
+    live.stop().await?;
     Ok(broker)
 }
 
@@ -261,7 +257,8 @@ async fn seed(kafka: KafkaArgs) -> anyhow::Result<()> {
 }
 
 fn dump(data_dir: &std::path::Path, out: Option<&std::path::Path>) -> anyhow::Result<()> {
-    let store = GraphStore::open_read_only(&data_dir.join("graph")).context("opening the graph store read-only")?;
+    let store = GraphStore::open_read_only(&stores::live_dir(data_dir).join("graph"))
+        .context("opening the graph store read-only")?;
     let n = match out {
         Some(path) => store.dump_nquads(&mut std::io::BufWriter::new(std::fs::File::create(path)?))?,
         None => store.dump_nquads(&mut std::io::stdout().lock())?,

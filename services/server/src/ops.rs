@@ -13,11 +13,11 @@ use std::time::{Duration, Instant};
 /// Prints the digest of the graph (SHA-256 over sorted canonical N-Quads, provenance included,
 /// consumed offsets excluded) and of the index (sorted document IRIs with every stored field).
 pub fn digest(data_dir: &Path, json: bool) -> anyhow::Result<()> {
-    let store = coalition_store::GraphStore::open_read_only(&data_dir.join("graph"))
+    let live = crate::stores::live_dir(data_dir);
+    let store = coalition_store::GraphStore::open_read_only(&live.join("graph"))
         .context("opening the graph store read-only")?;
     let (graph, quads) = coalition_store::digest(&store)?;
-    let index =
-        coalition_search::SearchIndex::open_reader(&data_dir.join("index")).context("opening the search index")?;
+    let index = coalition_search::SearchIndex::open_reader(&live.join("index")).context("opening the search index")?;
     let (index_digest, docs) = index.digest()?;
     if json {
         println!("{}", serde_json::json!({ "graph": graph, "quads": quads, "index": index_digest, "documents": docs }));
@@ -118,7 +118,7 @@ pub fn list(config: &KafkaConfig, json: bool) -> anyhow::Result<()> {
         }
         return Ok(());
     }
-    println!("{:<10} {:<38} {:<20} {}", "dlq", "source", "reason", "message");
+    println!("{:<10} {:<38} {:<20} message", "dlq", "source", "reason");
     for r in &records {
         println!(
             "{:<10} {:<38} {:<20} {}",
@@ -158,102 +158,5 @@ pub async fn replay(config: &KafkaConfig, chosen: &[String], all: bool) -> anyho
         replayed += 1;
     }
     println!("{replayed} record(s) replayed");
-    Ok(())
-}
-
-const STAGING: &str = "rebuild";
-const READY_MARKER: &str = "READY";
-
-/// Replays the whole log into fresh stores in `<data-dir>/rebuild`, beside the live ones (which
-/// keep serving), with a progress bar; prints their digests; then swaps them in if no server
-/// holds the data dir, or leaves them staged for the next `serve` to swap in at start.
-pub async fn rebuild(data_dir: &Path, kafka: KafkaConfig) -> anyhow::Result<()> {
-    use coalition_ingest::{IngestMetrics, Materializer};
-    let staging = data_dir.join(STAGING);
-    if staging.exists() {
-        std::fs::remove_dir_all(&staging).with_context(|| format!("clearing {}", staging.display()))?;
-    }
-    std::fs::create_dir_all(&staging)?;
-    let store = coalition_store::GraphStore::open(&staging.join("graph"))?;
-    let index = std::sync::Arc::new(coalition_search::SearchIndex::open(&staging.join("index"))?);
-    let metrics = IngestMetrics::register(&prometheus::Registry::new())?;
-    let mut config = kafka.clone();
-    config.consumer_group = format!("{}-rebuild", kafka.consumer_group);
-    let started = Instant::now();
-    let cancel = tokio_util::sync::CancellationToken::new();
-    let handle = Materializer {
-        kafka: config,
-        log: "kafka".to_owned(),
-        store: store.clone(),
-        index: index.clone(),
-        dead_letters: None,
-        metrics,
-        batch_max: 5000,
-        linger: Duration::from_millis(50),
-    }
-    .spawn(cancel.clone())
-    .await?;
-    let bar = indicatif::ProgressBar::new_spinner();
-    bar.set_style(
-        indicatif::ProgressStyle::with_template("{spinner} rebuilding: {pos} records applied ({per_sec}) {msg}")
-            .expect("static template"),
-    );
-    let mut watermark = handle.watermark();
-    loop {
-        let w = watermark.borrow_and_update().clone();
-        bar.set_position((w.graph.total()) as u64);
-        if w.caught_up {
-            break;
-        }
-        if tokio::time::timeout(Duration::from_millis(200), watermark.changed()).await.is_ok_and(|r| r.is_err()) {
-            anyhow::bail!("the materializer stopped during the rebuild");
-        }
-    }
-    cancel.cancel();
-    handle.join().await?;
-    bar.finish_and_clear();
-    let (graph_digest, quads) = coalition_store::digest(&store)?;
-    let (index_digest, docs) = index.digest()?;
-    drop((store, index));
-    println!("rebuilt in {:.1}s", started.elapsed().as_secs_f64());
-    println!("graph  sha256:{graph_digest}  ({quads} quads)");
-    println!("index  sha256:{index_digest}  ({docs} documents)");
-    std::fs::write(staging.join(READY_MARKER), format!("{graph_digest}\n{index_digest}\n"))?;
-    match coalition_store::GraphStore::open(&data_dir.join("graph")) {
-        Ok(live) => {
-            drop(live);
-            swap_in_staged_rebuild(data_dir)?;
-            println!("swapped the rebuilt stores in");
-        }
-        Err(e) => {
-            println!(
-                "a server holds {} ({e}); the rebuilt stores are staged and swap in at its next start",
-                data_dir.display()
-            );
-        }
-    }
-    Ok(())
-}
-
-/// Swaps a completed rebuild (`<data-dir>/rebuild/READY`) in for the live stores; the previous
-/// ones are kept as `graph.previous` and `index.previous` until the next swap.
-pub fn swap_in_staged_rebuild(data_dir: &Path) -> anyhow::Result<()> {
-    let staging = data_dir.join(STAGING);
-    if !staging.join(READY_MARKER).exists() {
-        return Ok(());
-    }
-    for part in ["graph", "index"] {
-        let live = data_dir.join(part);
-        let previous = data_dir.join(format!("{part}.previous"));
-        if previous.exists() {
-            std::fs::remove_dir_all(&previous)?;
-        }
-        if live.exists() {
-            std::fs::rename(&live, &previous)?;
-        }
-        std::fs::rename(staging.join(part), &live)?;
-    }
-    std::fs::remove_dir_all(&staging)?;
-    tracing::info!(data_dir = %data_dir.display(), "swapped in the rebuilt graph and index");
     Ok(())
 }

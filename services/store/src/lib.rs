@@ -7,6 +7,7 @@
 //! evidence projections ([`projection`]) change in the same transaction as the facts they count.
 //! Calls are blocking; async callers go through `spawn_blocking`.
 
+use arc_swap::ArcSwap;
 use coalition_mapping::vocab::{self, coal};
 use coalition_mapping::{Mapped, Offsets, OrderKey, TopicPartition};
 use oxigraph::io::{RdfFormat, RdfSerializer};
@@ -17,6 +18,7 @@ use oxigraph::sparql::{QueryResults, QuerySolution, SparqlEvaluator};
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
+use std::sync::Arc;
 
 pub mod projection;
 
@@ -62,9 +64,12 @@ pub struct Generator {
 /// A row of a SELECT query: variable name to bound term.
 pub type Row = BTreeMap<String, Term>;
 
+/// A handle on the graph store. Clones share one store, swappable in place: every clone sees a
+/// [`GraphStore::replace_with`] at once, while reads already running finish on the store they
+/// started with.
 #[derive(Clone)]
 pub struct GraphStore {
-    db: oxigraph::store::Store,
+    db: Arc<ArcSwap<oxigraph::store::Store>>,
 }
 
 impl std::fmt::Debug for GraphStore {
@@ -84,22 +89,36 @@ fn offset_node(log: &str, tp: &TopicPartition) -> NamedNode {
 impl GraphStore {
     /// Opens (or creates) the on-disk store at `path`.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        Ok(GraphStore { db: oxigraph::store::Store::open(path)? })
+        Ok(Self::from_store(oxigraph::store::Store::open(path)?))
     }
 
     /// Opens an existing store read-only (e.g. to dump it while a server holds it open).
     pub fn open_read_only(path: &Path) -> Result<Self, StoreError> {
-        Ok(GraphStore { db: oxigraph::store::Store::open_read_only(path)? })
+        Ok(Self::from_store(oxigraph::store::Store::open_read_only(path)?))
     }
 
     /// A store in memory, for tests.
     pub fn in_memory() -> Result<Self, StoreError> {
-        Ok(GraphStore { db: oxigraph::store::Store::new()? })
+        Ok(Self::from_store(oxigraph::store::Store::new()?))
+    }
+
+    fn from_store(db: oxigraph::store::Store) -> Self {
+        GraphStore { db: Arc::new(ArcSwap::from_pointee(db)) }
+    }
+
+    /// Makes every clone of this handle use `other`'s store from now on (a rebuilt store
+    /// swapping in).
+    pub fn replace_with(&self, other: &GraphStore) {
+        self.db.store(other.db.load_full());
+    }
+
+    fn db(&self) -> Arc<oxigraph::store::Store> {
+        self.db.load_full()
     }
 
     /// The underlying Oxigraph store, for read-only SPARQL evaluation.
-    pub fn oxigraph(&self) -> &oxigraph::store::Store {
-        &self.db
+    pub fn oxigraph(&self) -> Arc<oxigraph::store::Store> {
+        self.db()
     }
 
     /// Applies `batch` and advances the offsets of `log` to `offsets`, in one transaction.
@@ -109,7 +128,8 @@ impl GraphStore {
         let event_id_p = nn(coal::EVENT_ID);
         let mut stats = ApplyStats::default();
         let mut maintenance = projection::Maintenance::default();
-        let mut tx = self.db.start_transaction()?;
+        let db = self.db();
+        let mut tx = db.start_transaction()?;
         for item in batch {
             let id_literal = Literal::new_simple_literal(&item.event_id);
             let seen = tx
@@ -216,12 +236,13 @@ impl GraphStore {
     /// The event behind the current state of the entity graph `graph`, if any.
     pub fn generator(&self, graph: &NamedNode) -> Result<Option<Generator>, StoreError> {
         let prov = nn(vocab::PROVENANCE_GRAPH);
-        let Some(ev) = object(&self.db, graph, nn(vocab::prov::WAS_GENERATED_BY), prov)? else {
+        let db = self.db();
+        let Some(ev) = object(&db, graph, nn(vocab::prov::WAS_GENERATED_BY), prov)? else {
             return Ok(None);
         };
         let Term::NamedNode(ev) = ev else { return Ok(None) };
-        let event_id = object(&self.db, &ev, nn(coal::EVENT_ID), prov)?.map(|t| lexical(&t)).unwrap_or_default();
-        let retracted = object(&self.db, graph, nn(coal::RETRACTED), prov)?.is_some_and(|t| lexical(&t) == "true");
+        let event_id = object(&db, &ev, nn(coal::EVENT_ID), prov)?.map(|t| lexical(&t)).unwrap_or_default();
+        let retracted = object(&db, graph, nn(coal::RETRACTED), prov)?.is_some_and(|t| lexical(&t) == "true");
         Ok(Some(Generator { event_id, retracted }))
     }
 
@@ -229,7 +250,7 @@ impl GraphStore {
     pub fn has_event(&self, event_id: &str) -> Result<bool, StoreError> {
         let id_literal = Literal::new_simple_literal(event_id);
         Ok(self
-            .db
+            .db()
             .quads_for_pattern(
                 None,
                 Some(nn(coal::EVENT_ID)),
@@ -241,20 +262,32 @@ impl GraphStore {
             .is_some())
     }
 
+    /// Subjects of `?s p o` in any graph, each once, in IRI order: one index range.
+    pub fn subjects(&self, p: &str, o: &NamedNode) -> Result<Vec<NamedNode>, StoreError> {
+        let mut out = std::collections::BTreeSet::new();
+        for q in self.db().quads_for_pattern(None, Some(nn(p)), Some(o.as_ref().into()), None) {
+            if let oxigraph::model::NamedOrBlankNode::NamedNode(s) = q?.subject {
+                out.insert(s);
+            }
+        }
+        Ok(out.into_iter().collect())
+    }
+
     /// Number of quads in the store.
     pub fn len(&self) -> Result<usize, StoreError> {
-        Ok(self.db.len()?)
+        Ok(self.db().len()?)
     }
 
     pub fn is_empty(&self) -> Result<bool, StoreError> {
-        Ok(self.db.is_empty()?)
+        Ok(self.db().is_empty()?)
     }
 
     /// Evaluates a SELECT query with the union of all graphs as the default graph.
     pub fn select(&self, query: &str) -> Result<Vec<Row>, StoreError> {
         let mut prepared = SparqlEvaluator::new().parse_query(query).map_err(|e| StoreError::Syntax(e.to_string()))?;
         prepared.dataset_mut().set_default_graph_as_union();
-        let results = prepared.on_store(&self.db).execute().map_err(|e| StoreError::Evaluation(e.to_string()))?;
+        let db = self.db();
+        let results = prepared.on_store(&db).execute().map_err(|e| StoreError::Evaluation(e.to_string()))?;
         let QueryResults::Solutions(solutions) = results else {
             return Err(StoreError::Evaluation("not a SELECT query".to_owned()));
         };
@@ -264,7 +297,7 @@ impl GraphStore {
     /// All quads of one named graph.
     pub fn graph(&self, graph: &NamedNode) -> Result<Vec<Quad>, StoreError> {
         Ok(self
-            .db
+            .db()
             .quads_for_pattern(None, None, None, Some(GraphNameRef::NamedNode(graph.as_ref())))
             .collect::<Result<_, _>>()?)
     }
@@ -274,7 +307,8 @@ impl GraphStore {
     pub fn dump_nquads(&self, out: &mut impl Write) -> Result<usize, StoreError> {
         let offsets = nn(vocab::OFFSETS_GRAPH);
         let mut lines = Vec::new();
-        for q in self.db.iter() {
+        let db = self.db();
+        for q in db.iter() {
             let q = q?;
             if q.graph_name.as_ref() == GraphNameRef::NamedNode(offsets) {
                 continue;

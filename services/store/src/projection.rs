@@ -612,7 +612,8 @@ fn latest_date(tx: &Transaction<'_>, obs: &NamedNode, cells: &GraphName) -> Resu
 }
 
 /// Reads every observation of the projection graphs: IRI → measure → lexical value.
-pub fn snapshot(store: &oxigraph::store::Store) -> Result<BTreeMap<String, BTreeMap<String, String>>, StoreError> {
+pub fn snapshot(store: &crate::GraphStore) -> Result<BTreeMap<String, BTreeMap<String, String>>, StoreError> {
+    let store = store.oxigraph();
     let mut out: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
     let graphs = [vocab::DASHBOARD_GRAPH, vocab::EVIDENCE_GRAPH, vocab::ROLLUP_GRAPH];
     for q in graphs.iter().flat_map(|g| store.quads_for_pattern(None, None, None, Some(GraphNameRef::NamedNode(nn(g)))))
@@ -787,7 +788,8 @@ impl crate::GraphStore {
     pub fn observation(&self, obs: &Observation) -> Result<Measures, StoreError> {
         let mut out = Measures::default();
         let graph = obs.graph();
-        for q in self.oxigraph().quads_for_pattern(Some(obs.iri().as_ref().into()), None, None, Some(graph.as_ref())) {
+        let db = self.oxigraph();
+        for q in db.quads_for_pattern(Some(obs.iri().as_ref().into()), None, None, Some(graph.as_ref())) {
             let q = q?;
             out.set(q.predicate.as_str(), &q.object);
         }

@@ -387,7 +387,7 @@ mod projections {
             let store = GraphStore::in_memory().unwrap();
             for chunk in items.chunks(batch) {
                 store.apply("log", chunk, &Offsets::default()).unwrap();
-                let maintained = projection::snapshot(store.oxigraph()).unwrap();
+                let maintained = projection::snapshot(&store).unwrap();
                 let expected = projection::from_scratch(&store).unwrap();
                 prop_assert_eq!(maintained, expected);
             }
@@ -404,7 +404,7 @@ mod projections {
             .map(|(i, _)| applicable(&event(i), i as i64).0)
             .collect();
         store.apply("log", &batch, &Offsets::default()).unwrap();
-        let maintained = projection::snapshot(store.oxigraph()).unwrap();
+        let maintained = projection::snapshot(&store).unwrap();
         assert_eq!(maintained, projection::from_scratch(&store).unwrap());
         let rec2 = projection::Observation::Dashboard {
             recommendation: coalition_mapping::entity_iri(

@@ -278,6 +278,12 @@ impl QueryRoot {
         projections::evidence_summary(ctx, group, country).await
     }
 
+    /// Where the last (or running) rebuild of the stores stands. Admin only.
+    async fn rebuild_status(&self, ctx: &Context<'_>) -> Result<crate::operations::RebuildStatus> {
+        principal(ctx).authorize_admin()?;
+        Ok(operations(ctx)?.rebuild_status())
+    }
+
     /// A partner's activities rolled up by year and recommendation, from the maintained projection.
     async fn partner_rollup(&self, ctx: &Context<'_>, partner_id: ID) -> Result<Vec<RollupRow>> {
         projections::partner_rollup(ctx, partner_id).await
@@ -522,6 +528,13 @@ impl QueryRoot {
 pub struct MutationRoot;
 
 /// The request's principal (anonymous when the schema runs without one, e.g. in unit tests).
+fn operations(ctx: &Context<'_>) -> Result<std::sync::Arc<dyn crate::operations::Operations>, ApiError> {
+    ctx.data::<AppCtx>()
+        .ok()
+        .and_then(|c| c.state.operations.clone())
+        .ok_or_else(|| ApiError::new(ErrorKind::Unavailable, "this server runs no operations"))
+}
+
 fn principal(ctx: &Context<'_>) -> Principal {
     ctx.data_opt::<Principal>().cloned().unwrap_or_default()
 }
@@ -531,6 +544,14 @@ fn principal(ctx: &Context<'_>) -> Principal {
 #[Object]
 impl MutationRoot {
     /// A partner submits an activity it led. Needs a partner token for `partnerId` (or admin).
+    /// Rebuilds the graph and the index from the log into fresh stores beside the live ones and
+    /// swaps them in once caught up; reads are served throughout. Admin only; returns at once —
+    /// follow `rebuildStatus`.
+    async fn rebuild(&self, ctx: &Context<'_>) -> Result<crate::operations::RebuildStatus> {
+        principal(ctx).authorize_admin()?;
+        Ok(operations(ctx)?.start_rebuild()?)
+    }
+
     async fn submit_activity(&self, ctx: &Context<'_>, partner_id: ID, input: ActivityInput) -> Result<Receipt> {
         let principal = principal(ctx);
         principal.authorize_submit(&partner_id)?;
@@ -618,6 +639,7 @@ fn mutation_gate(field: &str) -> Option<Gate> {
             Some(Principal::authorize_submitter)
         }
         "linkToRecommendation" => Some(Principal::authorize_link),
+        "rebuild" => Some(Principal::authorize_admin),
         "__typename" => None,
         // A mutation without its own row: never for anonymous callers or readers; its resolver
         // must check the rest.

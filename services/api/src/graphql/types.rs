@@ -217,17 +217,20 @@ entity_object!(
         /// Outcomes measuring the case study itself or any of its activities.
         async fn outcomes(&self, ctx: &Context<'_>) -> Result<Vec<Outcome>> {
             let store = ctx.data::<AppCtx>()?.state.store.clone();
-            let iri = self.0.iri.clone();
+            let iri = oxigraph::model::NamedNode::new(self.0.iri.clone())?;
             let entities = blocking(move || {
-                let rows = store.select(&format!(
-                    "SELECT DISTINCT ?o WHERE {{
-                       {{ ?o <{measures}> <{iri}> }} UNION {{ ?x <{part}> <{iri}> . ?o <{measures}> ?x }}
-                       ?o a <{outcome}> }} ORDER BY ?o",
-                    outcome = coal::OUTCOME,
-                    measures = coal::MEASURES,
-                    part = coal::PART_OF_CASE_STUDY,
-                ))?;
-                read::load_many(&store, Kind::Outcome, &read::ids_of(&rows, "o"))
+                // Index lookups from the case study outward, so the cost follows its own outcomes.
+                let mut measured = vec![iri.clone()];
+                measured.extend(store.subjects(coal::PART_OF_CASE_STUDY, &iri)?);
+                let mut ids = BTreeSet::new();
+                for m in &measured {
+                    for o in store.subjects(coal::MEASURES, m)? {
+                        if let Some((Kind::Outcome, id)) = coalition_mapping::parse_entity_iri(o.as_str()) {
+                            ids.insert(id);
+                        }
+                    }
+                }
+                read::load_many(&store, Kind::Outcome, &ids.into_iter().collect::<Vec<_>>())
             })
             .await?;
             Ok(wrap(entities, Outcome))
