@@ -1,0 +1,54 @@
+//! The hot-path benchmark at CI size (10k conversations) as a smoke test: it generates, ingests
+//! through a real broker into the real binary, checks that every SPARQL answer served from the
+//! projections equals the same question computed from the facts on raw Oxigraph, and writes its
+//! report. No timing is asserted here; `docs/performance.md` holds the measured runs.
+
+use anyhow::{Context, Result};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// `coalition-bench` built by this test run (same profile), or `$COALITION_BENCH_BIN`.
+fn bench_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("COALITION_BENCH_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("current exe");
+    exe.parent().and_then(Path::parent).expect("target/<profile>").join("coalition-bench")
+}
+
+#[test]
+fn hot_path_benchmark_runs_at_ci_size() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let out = dir.path().join("hot-path.json");
+    let run = Command::new(bench_bin())
+        .args(["hot-path", "--conversations", "10000", "--clients", "2", "--iterations", "2"])
+        .args(["--probes", "10", "--load-rate", "100", "--out"])
+        .arg(&out)
+        .arg("--work-dir")
+        .arg(dir.path().join("work"))
+        .env("COALITION_BIN", coalition_testkit::coalition_bin())
+        .output()
+        .with_context(|| format!("running {}", bench_bin().display()))?;
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    let context = format!("stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(run.status.success(), "bench failed (answers differ, or a step broke): {context}");
+    let report: Value = serde_json::from_str(&std::fs::read_to_string(&out).context(context.clone())?)?;
+    let run = &report["runs"][0];
+    assert_eq!(run["conversations"], 10000, "{report:#}");
+    assert!(run["events"].as_u64() > Some(20_000), "{report:#}");
+    for field in ["ingest_events_per_s", "freshness_p50_ms", "freshness_p99_ms", "rebuild_s", "rss_mib"] {
+        assert!(run[field].as_f64().is_some_and(|v| v > 0.0), "{field}: {report:#}");
+    }
+    let queries = run["queries"].as_array().expect("queries");
+    let names: Vec<&str> = queries.iter().filter_map(|q| q["name"].as_str()).collect();
+    for name in ["H1", "H2", "H3", "H4", "H1 GraphQL", "H5 GraphQL"] {
+        assert!(names.contains(&name), "{name} missing: {names:?}");
+    }
+    for q in queries.iter().filter(|q| ["H1", "H2", "H3", "H4"].contains(&q["name"].as_str().unwrap_or(""))) {
+        assert!(q["raw_oxigraph_p50_ms"].as_f64().is_some_and(|v| v > 0.0), "{q}");
+        assert!(q["speedup"].as_f64().is_some_and(|v| v > 0.0), "{q}");
+    }
+    Ok(())
+}
