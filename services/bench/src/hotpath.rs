@@ -27,6 +27,13 @@ pub struct HotPathArgs {
     /// Requests per query per client.
     #[arg(long, default_value_t = 10)]
     pub iterations: usize,
+    /// Concurrent clients for raw Oxigraph (default: --clients). The from-scratch aggregates take
+    /// seconds at 100k conversations and more: fewer clients and iterations keep a run bounded.
+    #[arg(long)]
+    pub raw_clients: Option<usize>,
+    /// Requests per query per raw Oxigraph client (default: --iterations).
+    #[arg(long)]
+    pub raw_iterations: Option<usize>,
     /// Probe events for the freshness measurement.
     #[arg(long, default_value_t = 100)]
     pub probes: usize,
@@ -407,8 +414,9 @@ fn one_size(args: &HotPathArgs, conversations: usize, repo: &Path) -> Result<Run
         let (r50, r99) = match q.raw {
             Some(raw_file) => {
                 let raw_text = parameterise(&std::fs::read_to_string(repo.join("queries").join(raw_file))?);
-                let raw_latencies =
-                    concurrent(args.clients, args.iterations, || raw_query(&raw, &raw_text).map(|_| ()))?;
+                let (clients, iterations) =
+                    (args.raw_clients.unwrap_or(args.clients), args.raw_iterations.unwrap_or(args.iterations));
+                let raw_latencies = concurrent(clients, iterations, || raw_query(&raw, &raw_text).map(|_| ()))?;
                 (percentile(&raw_latencies, 0.5), percentile(&raw_latencies, 0.99))
             }
             None => (f64::NAN, f64::NAN),
