@@ -14,6 +14,7 @@ pub mod consistency;
 pub mod errors;
 pub mod graphql;
 pub mod nesting;
+pub mod query_shape;
 pub mod ratelimit;
 pub mod read;
 pub mod sparql;

@@ -149,7 +149,7 @@ async fn run(state: AppState, slots: QuerySlots, params: Params, headers: &Heade
     let evaluator = SparqlEvaluator::new()
         .with_cancellation_token(token.clone())
         .with_custom_function(NamedNode::new_unchecked(TEXT_SCORE), text_score(state.index.clone()));
-    let mut prepared = match evaluator.parse_query(&query) {
+    let parsed = match spargebra::SparqlParser::new().parse_query(&query) {
         Ok(p) => p,
         Err(e) => {
             if SparqlEvaluator::new().parse_update(&query).is_ok() {
@@ -158,6 +158,8 @@ async fn run(state: AppState, slots: QuerySlots, params: Params, headers: &Heade
             return Err(ApiError::new(ErrorKind::BadUserInput, format!("invalid SPARQL query: {e}")));
         }
     };
+    crate::query_shape::check(&parsed)?;
+    let mut prepared = evaluator.for_query(parsed);
     if let Some(position) = &params.as_of {
         let position = crate::read::Position::parse(position)?;
         let store = state.store.clone();
