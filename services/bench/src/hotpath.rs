@@ -68,14 +68,14 @@ pub struct Report {
     pub runs: Vec<Run>,
 }
 
-const QUERIES: &[(&str, &str)] = &[
+pub(crate) const QUERIES: &[(&str, &str)] = &[
     ("H1", "h1-recommendation-dashboard.sparql"),
     ("H2", "h2-evidence-group-country.sparql"),
     ("H3", "h3-recommendation-case-studies-outcomes.sparql"),
     ("H4", "h4-partner-rollup.sparql"),
 ];
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
+pub(crate) fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
     }
@@ -84,14 +84,14 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 }
 
 /// Rewrites the built-in dataset's parameters in a query file to the generated dataset's.
-fn parameterise(query: &str) -> String {
+pub(crate) fn parameterise(query: &str) -> String {
     query
         .replace("rec-2-diversity-in-research", "rec-2")
         .replace("partner/nachw", "partner/partner-00000")
         .replace("coal:country \"FR\"", "coal:country \"FR\"")
 }
 
-fn produce_all(bootstrap: &str, events: &[coalition_events::Event]) -> Result<()> {
+pub(crate) fn produce_all(bootstrap: &str, events: &[coalition_events::Event]) -> Result<()> {
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("enable.idempotence", "true")
@@ -116,7 +116,7 @@ fn produce_all(bootstrap: &str, events: &[coalition_events::Event]) -> Result<()
     })
 }
 
-fn applied(server: &Server) -> Result<u64> {
+pub(crate) fn applied(server: &Server) -> Result<u64> {
     let (_, body) = server.get("/readyz")?;
     let v: serde_json::Value = serde_json::from_str(&body)?;
     Ok(v["applied"].as_u64().unwrap_or(0) + v["deadLettered"].as_u64().unwrap_or(0))
