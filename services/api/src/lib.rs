@@ -13,13 +13,15 @@ pub mod auth;
 pub mod consistency;
 pub mod errors;
 pub mod graphql;
+pub mod nesting;
 pub mod operations;
+pub mod query_shape;
 pub mod ratelimit;
 pub mod read;
 pub mod sparql;
 
 use async_graphql::http::GraphiQLSource;
-use async_graphql_axum::{GraphQLRequest, GraphQLResponse};
+use async_graphql_axum::GraphQLResponse;
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
@@ -145,13 +147,19 @@ async fn graphql_handler(
     State(state): State<AppState>,
     axum::Extension(schema): axum::Extension<graphql::CoalitionSchema>,
     principal: auth::Principal,
-    request: GraphQLRequest,
+    request: Request,
 ) -> Response {
-    let mut request = request.into_inner();
+    let (parts, body) = request.into_parts();
+    let mut request = match graphql::read_request(&parts.headers, body, state.config.max_body_bytes).await {
+        Ok(r) => r,
+        Err(e) => return graphql::refusal(e),
+    };
     if let Err(e) = graphql::authorize_request(&principal, state.config.public_reads, &mut request) {
         return graphql::refusal(e);
     }
-    GraphQLResponse::from(schema.execute(request.data(principal)).await).into_response()
+    let mut response = schema.execute(request.data(principal)).await;
+    graphql::code_errors(&mut response.errors);
+    GraphQLResponse::from(response).into_response()
 }
 
 async fn graphiql() -> Html<String> {

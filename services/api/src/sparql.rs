@@ -9,7 +9,8 @@ use crate::auth::Principal;
 use crate::errors::{ApiError, ErrorKind};
 use crate::AppState;
 use axum::body::Bytes;
-use axum::extract::{Query, State};
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{RawQuery, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
@@ -35,16 +36,27 @@ pub struct Params {
     as_of: Option<String>,
 }
 
+/// The URL's parameters, refused with a coded error (not the framework's plain-text one) when
+/// they do not parse.
+fn url_params(query: Option<&str>) -> Result<Params, ApiError> {
+    serde_urlencoded::from_str(query.unwrap_or_default())
+        .map_err(|e| ApiError::new(ErrorKind::BadUserInput, format!("invalid URL parameters: {e}")))
+}
+
 pub async fn get(
     State(state): State<AppState>,
     Extension(slots): Extension<QuerySlots>,
     principal: Principal,
-    Query(params): Query<Params>,
+    RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Response {
     if let Err(e) = principal.authorize_read(state.config.public_reads) {
         return e.into_response();
     }
+    let params = match url_params(query.as_deref()) {
+        Ok(p) => p,
+        Err(e) => return e.into_response(),
+    };
     respond(state, slots, params, &headers).await
 }
 
@@ -52,13 +64,28 @@ pub async fn post(
     State(state): State<AppState>,
     Extension(slots): Extension<QuerySlots>,
     principal: Principal,
-    Query(url): Query<Params>,
+    RawQuery(query): RawQuery,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Response {
     if let Err(e) = principal.authorize_read(state.config.public_reads) {
         return e.into_response();
     }
+    let url = match url_params(query.as_deref()) {
+        Ok(p) => p,
+        Err(e) => return e.into_response(),
+    };
+    let body = match body {
+        Ok(b) => b,
+        Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            return ApiError::new(ErrorKind::TooLarge, format!("request body too large: {}", e.body_text()))
+                .into_response()
+        }
+        Err(e) => {
+            return ApiError::new(ErrorKind::BadUserInput, format!("cannot read the request body: {}", e.body_text()))
+                .into_response()
+        }
+    };
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -116,11 +143,13 @@ async fn run(state: AppState, slots: QuerySlots, params: Params, headers: &Heade
             format!("query is {} bytes; the limit is {}", query.len(), state.config.max_query_bytes),
         ));
     }
+    // Before anything parses it: the parser recurses once per level of nesting.
+    crate::nesting::check(&query, crate::nesting::Language::Sparql, crate::nesting::MAX_NESTING)?;
     let token = CancellationToken::new();
     let evaluator = SparqlEvaluator::new()
         .with_cancellation_token(token.clone())
         .with_custom_function(NamedNode::new_unchecked(TEXT_SCORE), text_score(state.index.clone()));
-    let mut prepared = match evaluator.parse_query(&query) {
+    let parsed = match spargebra::SparqlParser::new().parse_query(&query) {
         Ok(p) => p,
         Err(e) => {
             if SparqlEvaluator::new().parse_update(&query).is_ok() {
@@ -129,6 +158,8 @@ async fn run(state: AppState, slots: QuerySlots, params: Params, headers: &Heade
             return Err(ApiError::new(ErrorKind::BadUserInput, format!("invalid SPARQL query: {e}")));
         }
     };
+    crate::query_shape::check(&parsed)?;
+    let mut prepared = evaluator.for_query(parsed);
     if let Some(position) = &params.as_of {
         let position = crate::read::Position::parse(position)?;
         let store = state.store.clone();

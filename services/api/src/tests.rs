@@ -166,6 +166,96 @@ mod http {
         assert_eq!(response.status(), StatusCode::OK);
     }
 
+    async fn send(f: &Fixture, request: Request<Body>) -> (StatusCode, Value) {
+        let response = f.router.clone().oneshot(request).await.unwrap();
+        let status = response.status();
+        let body = axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap();
+        let v = serde_json::from_slice(&body)
+            .unwrap_or_else(|e| panic!("{status}: not JSON ({e}): {}", String::from_utf8_lossy(&body)));
+        (status, v)
+    }
+
+    fn post_graphql(body: impl Into<Body>) -> Request<Body> {
+        Request::post("/graphql").header("content-type", "application/json").body(body.into()).unwrap()
+    }
+
+    /// Whatever is wrong with a GraphQL request, the answer is JSON with a code from the table.
+    #[tokio::test]
+    async fn every_graphql_error_has_a_code() {
+        let f = fixture(ApiConfig::default());
+        let (status, v) = send(&f, post_graphql("{\"query\": 1")).await;
+        assert_eq!((status, code(&v)), (StatusCode::BAD_REQUEST, "BAD_USER_INPUT"), "{v}");
+        let (status, v) = send(&f, post_graphql(r#"[{"query": "{ __typename }"}]"#)).await;
+        assert_eq!((status, code(&v)), (StatusCode::BAD_REQUEST, "BAD_USER_INPUT"), "{v}");
+        for (query, expected) in [
+            ("{ recommendations(", "BAD_USER_INPUT"),
+            ("{ noSuchField }", "BAD_USER_INPUT"),
+            ("{ recommendations(first: \"ten\") { totalCount } }", "BAD_USER_INPUT"),
+            (
+                &format!("{{ partners {{ items {{ {}id{} }} }} }}", "activities { ledBy { ".repeat(6), " }".repeat(12)),
+                "LIMIT_EXCEEDED",
+            ),
+        ] {
+            let (status, _, v) = graphql(&f, None, query).await;
+            assert_eq!((status, code(&v)), (StatusCode::OK, expected), "{query}: {v}");
+        }
+        let (status, v) = send(
+            &f,
+            post_graphql(
+                r#"{"query": "query($n: Int!) { activities(first: $n) { totalCount } }", "variables": {"n": "x"}}"#,
+            ),
+        )
+        .await;
+        assert_eq!((status, code(&v)), (StatusCode::OK, "BAD_USER_INPUT"), "{v}");
+    }
+
+    /// A deeply nested GraphQL request is refused before it is parsed (not answered with a parse
+    /// error that quotes it whole), and a body over the limit without being read whole.
+    #[tokio::test]
+    async fn deep_and_large_graphql_requests_are_refused() {
+        let f = fixture(ApiConfig { max_body_bytes: 1 << 20, ..ApiConfig::default() });
+        let deep = format!("{}{}", "{a".repeat(200_000), "}".repeat(200_000));
+        let (status, v) = send(&f, post_graphql(json!({ "query": deep }).to_string())).await;
+        assert_eq!((status, code(&v)), (StatusCode::PAYLOAD_TOO_LARGE, "LIMIT_EXCEEDED"), "{v:.300}");
+        let large = json!({ "query": "{ __typename }", "x": "a".repeat(2 << 20) }).to_string();
+        let (status, v) = send(&f, post_graphql(large)).await;
+        assert_eq!((status, code(&v)), (StatusCode::PAYLOAD_TOO_LARGE, "LIMIT_EXCEEDED"), "{v:.300}");
+    }
+
+    /// The SPARQL parser recurses once per nested bracket with no limit of its own: a query nested
+    /// deep enough would overflow the stack and abort the process, so it is refused first.
+    #[tokio::test]
+    async fn deep_sparql_queries_are_refused_before_parsing() {
+        let f = fixture(ApiConfig::default());
+        let nested = format!("ASK {{ FILTER({}1{}) }}", "(".repeat(30_000), ")".repeat(30_000));
+        let request = Request::post("/sparql")
+            .header("content-type", "application/sparql-query")
+            .body(Body::from(nested))
+            .unwrap();
+        let (status, v) = send(&f, request).await;
+        assert_eq!(
+            (status, v["error"]["code"].as_str()),
+            (StatusCode::PAYLOAD_TOO_LARGE, Some("LIMIT_EXCEEDED")),
+            "{v:.300}"
+        );
+    }
+
+    /// Parameters the endpoint cannot read get a coded JSON error, not the framework's plain text.
+    #[tokio::test]
+    async fn unreadable_sparql_parameters_have_a_code() {
+        let f = fixture(ApiConfig::default());
+        for request in [
+            Request::get("/sparql?query=ASK%7B%7D&query=ASK%7B%7D").body(Body::empty()).unwrap(),
+            Request::post("/sparql?query=ASK%7B%7D&query=ASK%7B%7D")
+                .header("content-type", "application/sparql-query")
+                .body(Body::from("ASK {}"))
+                .unwrap(),
+        ] {
+            let (status, v) = send(&f, request).await;
+            assert_eq!((status, v["error"]["code"].as_str()), (StatusCode::BAD_REQUEST, Some("BAD_USER_INPUT")), "{v}");
+        }
+    }
+
     #[tokio::test]
     async fn closed_reads_and_rate_limits() {
         let f = fixture(ApiConfig {

@@ -78,13 +78,13 @@ pub struct Report {
 /// A hot-path question as served (SPARQL file over HTTP, or GraphQL file) and, for SPARQL, the
 /// same question computed from the facts for raw Oxigraph (`queries/raw/`, or the file itself when
 /// the served form already reads only facts).
-struct Question {
-    name: &'static str,
-    file: &'static str,
+pub(crate) struct Question {
+    pub(crate) name: &'static str,
+    pub(crate) file: &'static str,
     raw: Option<&'static str>,
 }
 
-const QUESTIONS: &[Question] = &[
+pub(crate) const QUESTIONS: &[Question] = &[
     Question {
         name: "H1",
         file: "h1-recommendation-dashboard.sparql",
@@ -138,7 +138,7 @@ fn http_rows(body: &str) -> Result<Rows> {
     Ok(rows)
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
+pub(crate) fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
     }
@@ -147,13 +147,11 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 }
 
 /// Rewrites the built-in dataset's parameters in a query file to the generated dataset's.
-fn parameterise(query: &str) -> String {
-    query
-        .replace("rec-2-diversity-in-research", "rec-2")
-        .replace("partner/nachw", "partner/partner-00000")
+pub(crate) fn parameterise(query: &str) -> String {
+    query.replace("rec-2-diversity-in-research", "rec-2").replace("partner/nachw", "partner/partner-00000")
 }
 
-fn produce_all(bootstrap: &str, events: &[coalition_events::Event]) -> Result<()> {
+pub(crate) fn produce_all(bootstrap: &str, events: &[coalition_events::Event]) -> Result<()> {
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("enable.idempotence", "true")
@@ -178,7 +176,7 @@ fn produce_all(bootstrap: &str, events: &[coalition_events::Event]) -> Result<()
     })
 }
 
-fn applied(server: &Server) -> Result<u64> {
+pub(crate) fn applied(server: &Server) -> Result<u64> {
     let (_, body) = server.get("/readyz")?;
     let v: serde_json::Value = serde_json::from_str(&body)?;
     Ok(v["applied"].as_u64().unwrap_or(0) + v["deadLettered"].as_u64().unwrap_or(0))

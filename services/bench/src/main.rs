@@ -4,7 +4,12 @@
 //! through Kafka and measures ingest, freshness, rebuild, RSS and the hot-path queries next to
 //! raw Oxigraph (`docs/performance.md`).
 //!
-//! `faults` is the fault-injection harness of issue 4: it streams a seeded workload (creates,
+//! `abuse` runs hostile callers against a loaded server — cross-partner writes through GraphQL and
+//! pathological SPARQL queries — while the hot-path queries run, and checks that no write gets
+//! through or reaches Kafka, that the SPARQL timeout stops every pathological query, and how much
+//! the hot path slows down.
+//!
+//! `faults` is the fault-injection harness: it streams a seeded workload (creates,
 //! versioned updates, retractions, exact duplicates, out-of-order and poison records) through a
 //! Tansu broker on durable S3 storage (moto), SIGKILLs the materializer at K random points,
 //! restarts the broker mid-run, then checks every entity against the model and compares the live
@@ -13,6 +18,7 @@
 //! Never trusts the broker's high watermarks (Tansu misreports them after batched writes): the
 //! end of the stream is a marker record pinned to each partition, awaited in the graph.
 
+mod abuse;
 mod check;
 mod gen;
 mod hotpath;
@@ -42,6 +48,9 @@ enum Cmd {
     /// Generate, ingest through Kafka, and measure ingest, freshness, rebuild, RSS and the
     /// hot-path queries against raw Oxigraph on the same data.
     HotPath(hotpath::HotPathArgs),
+    /// Cross-partner writes and pathological SPARQL queries against a loaded server while the
+    /// hot-path queries run: nothing may get through, every query must hit the timeout.
+    Abuse(abuse::AbuseArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -106,6 +115,7 @@ fn main() -> Result<()> {
             Ok(())
         }
         Cmd::HotPath(args) => hotpath::run(args),
+        Cmd::Abuse(args) => abuse::run(args),
     }
 }
 

@@ -12,3 +12,13 @@ fn faults_help_lists_the_options() {
         assert!(help.contains(option), "{option} missing from:\n{help}");
     }
 }
+
+#[test]
+fn abuse_help_lists_the_options() {
+    let out = Command::new(env!("CARGO_BIN_EXE_coalition-bench")).args(["abuse", "--help"]).output().unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    for option in ["--conversations", "--attempts", "--pathological", "--sparql-timeout-s", "--clients", "--out"] {
+        assert!(help.contains(option), "{option} missing from:\n{help}");
+    }
+}

@@ -656,6 +656,8 @@ pub(crate) fn authorize_request(
     request: &mut async_graphql::Request,
 ) -> Result<(), ApiError> {
     use async_graphql::parser::types::{DocumentOperations, OperationType, Selection, SelectionSet};
+    // Before anything parses it: the parser recurses once per level of nesting.
+    crate::nesting::check(&request.query, crate::nesting::Language::GraphQl, crate::nesting::MAX_NESTING)?;
     let operation_name = request.operation_name.clone();
     let Ok(doc) = request.parsed_query() else {
         return principal.authorize_read(public_reads);
@@ -726,6 +728,45 @@ pub fn refusal(e: ApiError) -> axum::response::Response {
         );
     }
     response
+}
+
+/// Gives every error async-graphql raises by itself — syntax, validation, coercion of arguments
+/// and variables, depth and complexity limits — a code from the table, as resolver errors have,
+/// so that clients can rely on `extensions.code` whatever went wrong.
+pub fn code_errors(errors: &mut [async_graphql::ServerError]) {
+    for error in errors {
+        if error.extensions.as_ref().is_some_and(|x| x.get("code").is_some()) {
+            continue;
+        }
+        let limit = ["Query is nested too deep", "Query is too complex", "recursion depth of the query"];
+        let kind =
+            if limit.iter().any(|m| error.message.contains(m)) { ErrorKind::TooLarge } else { ErrorKind::BadUserInput };
+        let (code, status) = kind.codes();
+        let extensions = error.extensions.get_or_insert_with(Default::default);
+        extensions.set("code", code);
+        extensions.set("status", status.as_u16());
+    }
+}
+
+/// Reads a GraphQL request from an HTTP body of at most `limit` bytes. A body that is too large
+/// or is not a GraphQL request is refused with a coded error, like every other refusal.
+pub async fn read_request(
+    headers: &axum::http::HeaderMap,
+    body: axum::body::Body,
+    limit: usize,
+) -> Result<async_graphql::Request, ApiError> {
+    let bytes = axum::body::to_bytes(body, limit).await.map_err(|e| {
+        let e = e.into_inner();
+        if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+            ApiError::new(ErrorKind::TooLarge, format!("request body is larger than the limit of {limit} bytes"))
+        } else {
+            ApiError::new(ErrorKind::BadUserInput, format!("cannot read the request body: {e}"))
+        }
+    })?;
+    let content_type = headers.get(axum::http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
+    async_graphql::http::receive_body(content_type, bytes.as_ref(), async_graphql::http::MultipartOptions::default())
+        .await
+        .map_err(|e| ApiError::new(ErrorKind::BadUserInput, format!("invalid GraphQL request: {e}")))
 }
 
 /// What a partner may retract.
