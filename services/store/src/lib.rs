@@ -17,6 +17,7 @@ use oxigraph::model::{
 use oxigraph::sparql::{QueryResults, QuerySolution, SparqlEvaluator};
 use std::collections::BTreeMap;
 use std::io::Write;
+#[cfg(feature = "rocksdb")]
 use std::path::Path;
 use std::sync::Arc;
 
@@ -88,11 +89,13 @@ fn offset_node(log: &str, tp: &TopicPartition) -> NamedNode {
 
 impl GraphStore {
     /// Opens (or creates) the on-disk store at `path`.
+    #[cfg(feature = "rocksdb")]
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         Ok(Self::from_store(oxigraph::store::Store::open(path)?))
     }
 
     /// Opens an existing store read-only (e.g. to dump it while a server holds it open).
+    #[cfg(feature = "rocksdb")]
     pub fn open_read_only(path: &Path) -> Result<Self, StoreError> {
         Ok(Self::from_store(oxigraph::store::Store::open_read_only(path)?))
     }
