@@ -106,6 +106,18 @@ async fn start_broker(args: &ServeArgs) -> anyhow::Result<Broker> {
     }
 }
 
+/// The JWT verifier, when a key is configured.
+fn jwt_verifier(args: &ServeArgs) -> anyhow::Result<Option<Arc<coalition_api::jwt::JwtVerifier>>> {
+    let Some(path) = &args.jwt_key else { return Ok(None) };
+    let settings = coalition_api::jwt::JwtSettings {
+        audience: args.jwt_audience.clone(),
+        issuer: args.jwt_issuer.clone(),
+        role_claim: args.jwt_role_claim.clone(),
+        partner_claim: args.jwt_partner_claim.clone(),
+    };
+    Ok(Some(Arc::new(coalition_api::jwt::JwtVerifier::from_file(path, settings)?)))
+}
+
 /// The Kafka configuration of a command that needs an external cluster.
 fn external_kafka(args: &KafkaArgs) -> anyhow::Result<KafkaConfig> {
     let brokers =
@@ -127,6 +139,7 @@ fn kafka_config(args: &KafkaArgs, brokers: &str) -> KafkaConfig {
 async fn serve(args: ServeArgs) -> anyhow::Result<Broker> {
     std::fs::create_dir_all(&args.data_dir).with_context(|| format!("creating {}", args.data_dir.display()))?;
     ops::swap_in_staged_rebuild(&args.data_dir)?;
+    let jwt = jwt_verifier(&args)?;
     let store = GraphStore::open(&args.data_dir.join("graph")).context("opening the graph store")?;
     let index = Arc::new(SearchIndex::open(&args.data_dir.join("index")).context("opening the search index")?);
     let token_store =
@@ -180,6 +193,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<Broker> {
             public_reads: args.public_reads,
             rate_limit: coalition_api::ratelimit::RateLimit::per_token(args.graphql_rate_limit),
             introspection: args.graphql_introspection,
+            jwt,
             ..ApiConfig::default()
         },
         tokens: token_store.clone(),
