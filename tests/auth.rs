@@ -317,3 +317,47 @@ fn closed_reads_need_a_token() -> Result<()> {
     server.graphql_ok_with_token(&other, query, json!({}))?;
     Ok(())
 }
+
+/// A JWT from the identity provider (keys from a JWKS file) writes as the partner its claims name,
+/// provenance records it, and a JWT for another audience is refused.
+#[test]
+fn an_identity_provider_jwt_writes_as_its_partner() -> Result<()> {
+    use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
+    let fixtures = coalition_testkit::repo_root().join("services/api/tests/fixtures/jwt");
+    let dir = tempfile::tempdir()?;
+    let jwks = fixtures.join("jwks.json");
+    let server = Server::start(
+        &dir.path().join("data"),
+        &["--jwt-key", jwks.to_str().unwrap(), "--jwt-issuer", "https://id.example.org"],
+    )?;
+    let key = EncodingKey::from_ec_pem(&std::fs::read(fixtures.join("p256-private.pem"))?)?;
+    let jwt = |aud: &str| -> Result<String> {
+        let mut header = Header::new(Algorithm::ES256);
+        header.kid = Some("p256-1".into());
+        let claims = json!({
+            "sub": "ada@nachw.example", "iss": "https://id.example.org", "aud": aud,
+            "exp": jsonwebtoken::get_current_timestamp() + 600, "role": "partner", "partner": "nachw",
+        });
+        Ok(encode(&header, &claims, &key)?)
+    };
+
+    let data = server.graphql_ok_with_token(
+        &jwt("coalition")?,
+        SUBMIT_ACTIVITY,
+        json!({ "partner": "nachw", "input": activity("jwt-submitted") }),
+    )?;
+    assert_eq!(data["submitActivity"]["applied"], true, "{data}");
+    let v = server.graphql_ok(r#"{ activity(id: "jwt-submitted") { provenance { partnerId source } } }"#, json!({}))?;
+    assert_eq!(v["activity"]["provenance"]["partnerId"], "nachw", "{v}");
+    assert_eq!(v["activity"]["provenance"]["source"], "/partners/nachw/principals/jwt:ada%40nachw.example", "{v}");
+
+    let (status, v) = server.graphql_with_token(
+        &jwt("another-service")?,
+        SUBMIT_ACTIVITY,
+        json!({ "partner": "nachw", "input": activity("jwt-refused") }),
+    )?;
+    let (status, code, message) = refused(status, &v);
+    assert_eq!((status, code.as_str()), (401, "UNAUTHENTICATED"), "{v}");
+    assert!(message.contains("wrong audience"), "{message}");
+    Ok(())
+}

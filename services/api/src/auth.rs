@@ -10,6 +10,8 @@
 //!
 //! Roles: `reader` reads; `partner` reads and submits as its own partner only; `policy` reads and
 //! links recommendations; `admin` does everything. Anonymous callers read when reads are public.
+//! Bearer JWTs from an identity provider map to the same principals ([`crate::jwt`]), when a key
+//! is configured.
 
 use crate::errors::{ApiError, ErrorKind};
 use axum::extract::{FromRequestParts, Request, State};
@@ -521,12 +523,13 @@ fn unauthenticated(message: &str) -> ApiError {
 pub struct Authentication(pub Result<Principal, ApiError>);
 
 /// The `Authorization` header's principal. A request with no header is anonymous; one with a bad,
-/// revoked or expired token is refused with 401 here, on every route, before any handler runs.
-pub async fn authenticate(State(tokens): State<Arc<TokenStore>>, mut request: Request, next: Next) -> Response {
+/// revoked or expired token (or JWT) is refused with 401 here, on every route, before any handler
+/// runs.
+pub async fn authenticate(State(state): State<crate::AppState>, mut request: Request, next: Next) -> Response {
     let header = request.headers().get(header::AUTHORIZATION).cloned();
     let result = match header {
         None => Ok(Principal::Anonymous),
-        Some(value) => resolve(tokens, value).await,
+        Some(value) => resolve(&state, value).await,
     };
     match result {
         Ok(principal) => {
@@ -548,13 +551,21 @@ pub async fn authenticate(State(tokens): State<Arc<TokenStore>>, mut request: Re
     }
 }
 
-async fn resolve(tokens: Arc<TokenStore>, value: HeaderValue) -> Result<Principal, ApiError> {
+async fn resolve(state: &crate::AppState, value: HeaderValue) -> Result<Principal, ApiError> {
     let value = value.to_str().map_err(|_| unauthenticated("invalid Authorization header: not ASCII"))?;
     let (scheme, token) = value.trim().split_once(' ').unwrap_or((value, ""));
     if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
         return Err(unauthenticated("invalid Authorization header: expected \"Bearer <token>\""));
     }
     let token = token.trim().to_owned();
+    // A JWT (three dot-separated parts) goes to the identity provider's keys, when configured;
+    // the server's own tokens never contain a dot.
+    if let Some(jwt) = &state.config.jwt {
+        if !token.starts_with(TOKEN_PREFIX) && token.split('.').count() == 3 {
+            return jwt.verify(&token);
+        }
+    }
+    let tokens = state.tokens.clone();
     // Verifying may re-read the token file: keep it off the async workers.
     tokio::task::spawn_blocking(move || tokens.verify(&token, Utc::now()))
         .await

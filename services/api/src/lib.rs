@@ -13,6 +13,7 @@ pub mod auth;
 pub mod consistency;
 pub mod errors;
 pub mod graphql;
+pub mod jwt;
 pub mod nesting;
 pub mod operations;
 pub mod query_shape;
@@ -59,6 +60,9 @@ pub struct ApiConfig {
     pub max_concurrent_sparql: usize,
     /// Per-token GraphQL rate limit (`None`: unlimited).
     pub rate_limit: Option<ratelimit::RateLimit>,
+    /// Bearer JWTs from an identity provider, accepted beside the server's own tokens (`None`:
+    /// only the server's own).
+    pub jwt: Option<Arc<jwt::JwtVerifier>>,
 }
 
 impl Default for ApiConfig {
@@ -78,6 +82,7 @@ impl Default for ApiConfig {
             public_reads: true,
             max_concurrent_sparql: sparql::default_query_slots(),
             rate_limit: Some(ratelimit::RateLimit::default()),
+            jwt: None,
         }
     }
 }
@@ -136,7 +141,7 @@ pub fn app(state: AppState) -> Router {
         .layer(axum::Extension(schema))
         .layer(axum::Extension(sparql::QuerySlots::new(state.config.max_concurrent_sparql, Duration::from_secs(2))))
         .layer(middleware::from_fn_with_state(state.clone(), consistency::wait_for_tokens))
-        .layer(middleware::from_fn_with_state(state.tokens.clone(), auth::authenticate))
+        .layer(middleware::from_fn_with_state(state.clone(), auth::authenticate))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .layer(axum::extract::DefaultBodyLimit::max(body_limit))
         .with_state(state)

@@ -256,6 +256,48 @@ mod http {
         }
     }
 
+    /// A JWT from the identity provider works like a token of its role; a bad one is refused on
+    /// every route, and without a configured key a JWT is no token at all.
+    #[tokio::test]
+    async fn bearer_jwts_run_as_their_role() {
+        use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
+        let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/jwt");
+        let public = std::fs::read(format!("{fixtures}/ed25519-public.pem")).unwrap();
+        let private =
+            EncodingKey::from_ed_pem(&std::fs::read(format!("{fixtures}/ed25519-private.pem")).unwrap()).unwrap();
+        let jwt = |role: &str, exp_in: i64| {
+            let exp = jsonwebtoken::get_current_timestamp() as i64 + exp_in;
+            let claims = json!({ "sub": "ada", "aud": "coalition", "exp": exp, "role": role, "partner": "nachw" });
+            encode(&Header::new(Algorithm::EdDSA), &claims, &private).unwrap()
+        };
+        let verifier = crate::jwt::JwtVerifier::from_bytes(&public, crate::jwt::JwtSettings::default()).unwrap();
+        let f = fixture(ApiConfig { jwt: Some(Arc::new(verifier)), public_reads: false, ..ApiConfig::default() });
+
+        let (status, _, v) = graphql(&f, Some(&jwt("reader", 600)), "{ freshness { caughtUp } }").await;
+        assert_eq!(status, StatusCode::OK, "{v}");
+        assert!(v.get("errors").is_none(), "{v}");
+        let as_other = SUBMIT_AS_NACHW.replace("\"nachw\"", "\"sanofi\"");
+        let (status, _, v) = graphql(&f, Some(&jwt("partner", 600)), &as_other).await;
+        assert_eq!((status, code(&v)), (StatusCode::OK, "FORBIDDEN"), "{v}");
+        assert!(v["errors"][0]["message"].as_str().unwrap().contains("jwt:ada"), "{v}");
+        let (_, _, v) = graphql(&f, Some(&jwt("partner", 600)), SUBMIT_AS_NACHW).await;
+        assert_eq!(code(&v), "BAD_USER_INPUT", "{v}");
+        let (status, _, v) = graphql(&f, Some(&jwt("reader", -3600)), "{ freshness { caughtUp } }").await;
+        assert_eq!((status, code(&v)), (StatusCode::UNAUTHORIZED, "UNAUTHENTICATED"), "{v}");
+        assert!(v["errors"][0]["message"].as_str().unwrap().contains("expired"), "{v}");
+        let request = Request::get("/sparql?query=ASK%7B%7D")
+            .header("authorization", format!("Bearer {}", jwt("admin", -3600)))
+            .body(Body::empty())
+            .unwrap();
+        let (status, v) = send(&f, request).await;
+        assert_eq!((status, v["error"]["code"].as_str()), (StatusCode::UNAUTHORIZED, Some("UNAUTHENTICATED")), "{v}");
+
+        let without = fixture(ApiConfig::default());
+        let (status, _, v) = graphql(&without, Some(&jwt("admin", 600)), "{ freshness { caughtUp } }").await;
+        assert_eq!((status, code(&v)), (StatusCode::UNAUTHORIZED, "UNAUTHENTICATED"), "{v}");
+        assert!(v["errors"][0]["message"].as_str().unwrap().contains("not a coalition token"), "{v}");
+    }
+
     #[tokio::test]
     async fn closed_reads_and_rate_limits() {
         let f = fixture(ApiConfig {

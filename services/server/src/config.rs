@@ -148,4 +148,20 @@ pub struct ServeArgs {
     /// Answer GraphQL introspection queries (GraphiQL's schema explorer needs them).
     #[arg(long, env = "COALITION_GRAPHQL_INTROSPECTION", default_value_t = true, action = clap::ArgAction::Set)]
     pub graphql_introspection: bool,
+    /// Also accept bearer JWTs (OIDC) signed by this key: a PEM public key (RSA, EC or Ed25519)
+    /// or a JWKS file. Read at start.
+    #[arg(long, env = "COALITION_JWT_KEY")]
+    pub jwt_key: Option<PathBuf>,
+    /// The audience (`aud`) a JWT must carry.
+    #[arg(long, env = "COALITION_JWT_AUDIENCE", default_value = "coalition")]
+    pub jwt_audience: String,
+    /// The issuer (`iss`) a JWT must carry; any issuer when unset.
+    #[arg(long, env = "COALITION_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+    /// The JWT claim holding the role: reader, policy, partner or admin.
+    #[arg(long, env = "COALITION_JWT_ROLE_CLAIM", default_value = "role")]
+    pub jwt_role_claim: String,
+    /// The JWT claim holding the partner id of a partner.
+    #[arg(long, env = "COALITION_JWT_PARTNER_CLAIM", default_value = "partner")]
+    pub jwt_partner_claim: String,
 }

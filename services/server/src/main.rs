@@ -106,6 +106,18 @@ async fn start_broker(args: &ServeArgs) -> anyhow::Result<Broker> {
     }
 }
 
+/// The JWT verifier, when a key is configured.
+fn jwt_verifier(args: &ServeArgs) -> anyhow::Result<Option<Arc<coalition_api::jwt::JwtVerifier>>> {
+    let Some(path) = &args.jwt_key else { return Ok(None) };
+    let settings = coalition_api::jwt::JwtSettings {
+        audience: args.jwt_audience.clone(),
+        issuer: args.jwt_issuer.clone(),
+        role_claim: args.jwt_role_claim.clone(),
+        partner_claim: args.jwt_partner_claim.clone(),
+    };
+    Ok(Some(Arc::new(coalition_api::jwt::JwtVerifier::from_file(path, settings)?)))
+}
+
 /// The Kafka configuration of a command that needs an external cluster.
 fn external_kafka(args: &KafkaArgs) -> anyhow::Result<KafkaConfig> {
     let brokers =
@@ -126,6 +138,7 @@ fn kafka_config(args: &KafkaArgs, brokers: &str) -> KafkaConfig {
 
 async fn serve(args: ServeArgs) -> anyhow::Result<Broker> {
     stores::prepare(&args.data_dir)?;
+    let jwt = jwt_verifier(&args)?;
     let token_store =
         Arc::new(coalition_api::auth::TokenStore::open(&args.data_dir).context("opening the token store")?);
     let registry = prometheus::Registry::new();
@@ -175,6 +188,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<Broker> {
             public_reads: args.public_reads,
             rate_limit: coalition_api::ratelimit::RateLimit::per_token(args.graphql_rate_limit),
             introspection: args.graphql_introspection,
+            jwt,
             ..ApiConfig::default()
         },
         tokens: token_store.clone(),
