@@ -117,16 +117,17 @@ fn only_the_right_principal_writes_and_refused_writes_reach_no_topic() -> Result
     assert_eq!((status, code.as_str()), (401, "UNAUTHENTICATED"), "{v}");
     assert!(message.contains("revoked") && message.contains(&revoked_id), "{message}");
 
-    let expired = wait_for("the 1s token to expire", Duration::from_secs(10), || {
-        let (status, v) = server
-            .graphql_with_token(
-                &expiring,
-                SUBMIT_ACTIVITY,
-                json!({ "partner": "nachw", "input": activity("refused-expired") }),
-            )
-            .ok()?;
-        (status == 401).then_some(v)
+    // Probe with a read until the token has expired (a mutation probe would be accepted, and
+    // produced, while the token is still valid), then write once with it.
+    wait_for("the 1s token to expire", Duration::from_secs(10), || {
+        let (status, _) = server.graphql_with_token(&expiring, "{ __typename }", json!({})).ok()?;
+        (status == 401).then_some(())
     })?;
+    let (_, expired) = server.graphql_with_token(
+        &expiring,
+        SUBMIT_ACTIVITY,
+        json!({ "partner": "nachw", "input": activity("refused-expired") }),
+    )?;
     assert_eq!(expired["errors"][0]["extensions"]["code"], "UNAUTHENTICATED", "{expired}");
     assert!(expired["errors"][0]["message"].as_str().unwrap().contains("expired at"), "{expired}");
 

@@ -424,7 +424,9 @@ fn one_size(args: &HotPathArgs, conversations: usize, repo: &Path) -> Result<Run
             if t.elapsed() >= PROBE_PATIENCE {
                 // Ingest is behind the load and falling further behind: later probes would only
                 // wait longer. The last delay is a lower bound; the run records that it stopped.
-                eprintln!("[{conversations}] probe {i} still not visible after {PROBE_PATIENCE:?}: ingest is behind the load");
+                eprintln!(
+                    "[{conversations}] probe {i} still not visible after {PROBE_PATIENCE:?}: ingest is behind the load"
+                );
                 break;
             }
         }
@@ -453,7 +455,12 @@ fn one_size(args: &HotPathArgs, conversations: usize, repo: &Path) -> Result<Run
         })?;
         load_events += sent;
         if let Some(e) = errors.first() {
-            eprintln!("[{conversations}] {}: {} of {} requests failed, first: {e}", q.name, errors.len(), args.clients * args.iterations);
+            eprintln!(
+                "[{conversations}] {}: {} of {} requests failed, first: {e}",
+                q.name,
+                errors.len(),
+                args.clients * args.iterations
+            );
         }
         let (p50, p99) = (percentile(&ours, 0.5), percentile(&ours, 0.99));
         queries.push(QueryResult {
@@ -470,7 +477,7 @@ fn one_size(args: &HotPathArgs, conversations: usize, repo: &Path) -> Result<Run
 
     eprintln!("[{conversations}] rebuild (a fresh replica materializing the whole log)");
     let started = Instant::now();
-    let replica = Server::start(
+    let replica = Server::start_serving(
         &work.join("replica"),
         &["--kafka-brokers", &broker.bootstrap, "--consumer-group", "bench-replica", "--no-seed"],
     )?;

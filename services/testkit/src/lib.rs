@@ -197,6 +197,16 @@ impl Server {
     /// Starts `coalition serve` on a free port with `data_dir` and extra arguments; returns when
     /// `/readyz` reports ready.
     pub fn start(data_dir: &Path, extra: &[&str]) -> Result<Server> {
+        Self::start_until(data_dir, extra, "/readyz")
+    }
+
+    /// Like [`Server::start`], returning as soon as `/healthz` answers: for a replica whose
+    /// catching up with a long log is itself what is being measured.
+    pub fn start_serving(data_dir: &Path, extra: &[&str]) -> Result<Server> {
+        Self::start_until(data_dir, extra, "/healthz")
+    }
+
+    fn start_until(data_dir: &Path, extra: &[&str], probe: &str) -> Result<Server> {
         let port = free_port();
         let listen = format!("127.0.0.1:{port}");
         let log_path = data_dir.with_extension(format!("{port}.log"));
@@ -219,13 +229,13 @@ impl Server {
             agent: agent(),
             log_path,
         };
-        let ready = wait_for("coalition /readyz", Duration::from_secs(120), || {
+        let ready = wait_for(&format!("coalition {probe}"), Duration::from_secs(120), || {
             if let Some(child) = server.child.as_mut() {
                 if let Ok(Some(status)) = child.try_wait() {
                     return Some(Err(anyhow::anyhow!("coalition exited early with {status}")));
                 }
             }
-            match server.agent.get(format!("{}/readyz", server.base)).call() {
+            match server.agent.get(format!("{}{probe}", server.base)).call() {
                 Ok(r) if r.status() == 200 => Some(Ok(())),
                 _ => None,
             }
