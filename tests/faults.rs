@@ -3,19 +3,9 @@
 //! broker restart. Asserts the targets of `docs/faults.md` from the JSON it writes.
 
 use anyhow::{Context, Result};
+use coalition_testkit::bench_bin;
 use serde_json::Value;
-use std::path::{Path, PathBuf};
 use std::process::Command;
-
-/// `coalition-bench` built by this test run (same profile), or `$COALITION_BENCH_BIN`.
-fn bench_bin() -> PathBuf {
-    if let Ok(p) = std::env::var("COALITION_BENCH_BIN") {
-        return PathBuf::from(p);
-    }
-    let exe = std::env::current_exe().expect("current exe");
-    // target/<profile>/deps/<test> -> target/<profile>/coalition-bench
-    exe.parent().and_then(Path::parent).expect("target/<profile>").join("coalition-bench")
-}
 
 #[test]
 fn faults_lose_and_duplicate_nothing() -> Result<()> {

@@ -4,18 +4,9 @@
 //! report. No timing is asserted here; `docs/performance.md` holds the measured runs.
 
 use anyhow::{Context, Result};
+use coalition_testkit::bench_bin;
 use serde_json::Value;
-use std::path::{Path, PathBuf};
 use std::process::Command;
-
-/// `coalition-bench` built by this test run (same profile), or `$COALITION_BENCH_BIN`.
-fn bench_bin() -> PathBuf {
-    if let Ok(p) = std::env::var("COALITION_BENCH_BIN") {
-        return PathBuf::from(p);
-    }
-    let exe = std::env::current_exe().expect("current exe");
-    exe.parent().and_then(Path::parent).expect("target/<profile>").join("coalition-bench")
-}
 
 #[test]
 fn hot_path_benchmark_runs_at_ci_size() -> Result<()> {

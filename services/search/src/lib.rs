@@ -279,12 +279,13 @@ impl SearchIndex {
         self.core.load().num_docs()
     }
 
-    /// Every document's (IRI, entity IRI).
+    /// Every visible document's (iri, entity iri), sorted, for consistency checks.
     pub fn all_iris(&self) -> Result<Vec<(String, String)>, SearchError> {
         self.core.load().all_iris()
     }
 
-    /// SHA-256 over the sorted documents with every stored field, and their number.
+    /// SHA-256 (hex) over the visible documents, sorted by IRI, with every stored field, and
+    /// their number.
     pub fn digest(&self) -> Result<(String, usize), SearchError> {
         self.core.load().digest()
     }
@@ -302,9 +303,7 @@ impl SearchIndex {
 }
 
 impl IndexCore {
-    /// The offsets of `log` covered by the last commit (empty if the last commit was for
-    /// another log, e.g. an earlier embedded broker).
-    pub fn offsets(&self, log: &str) -> Result<Offsets, SearchError> {
+    fn offsets(&self, log: &str) -> Result<Offsets, SearchError> {
         let metas = self.index.load_metas()?;
         match metas.payload {
             None => Ok(Offsets::default()),
@@ -316,15 +315,7 @@ impl IndexCore {
         }
     }
 
-    /// Replaces the documents of each entity in `replaced` with `docs`, then commits with `offsets`
-    /// as payload and makes the result visible to searches.
-    pub fn apply(
-        &self,
-        log: &str,
-        replaced: &[String],
-        docs: &[SearchDoc],
-        offsets: &Offsets,
-    ) -> Result<(), SearchError> {
+    fn apply(&self, log: &str, replaced: &[String], docs: &[SearchDoc], offsets: &Offsets) -> Result<(), SearchError> {
         let f = &self.fields;
         let mut guard = self.writer.lock().expect("index writer lock poisoned");
         let writer = guard.as_mut().ok_or_else(|| SearchError::Payload("index opened read-only".into()))?;
@@ -370,13 +361,11 @@ impl IndexCore {
         Ok(())
     }
 
-    /// Number of documents visible to searches.
-    pub fn num_docs(&self) -> u64 {
+    fn num_docs(&self) -> u64 {
         self.reader.searcher().num_docs()
     }
 
-    /// Every visible document's (iri, entity iri), for consistency checks.
-    pub fn all_iris(&self) -> Result<Vec<(String, String)>, SearchError> {
+    fn all_iris(&self) -> Result<Vec<(String, String)>, SearchError> {
         let searcher = self.reader.searcher();
         let mut out = Vec::new();
         for segment in searcher.segment_readers() {
@@ -390,8 +379,7 @@ impl IndexCore {
         Ok(out)
     }
 
-    /// SHA-256 (hex) over the visible documents, sorted by IRI, with every stored field.
-    pub fn digest(&self) -> Result<(String, usize), SearchError> {
+    fn digest(&self) -> Result<(String, usize), SearchError> {
         use sha2::{Digest, Sha256};
         let searcher = self.reader.searcher();
         let schema = self.index.schema();
@@ -426,8 +414,7 @@ impl IndexCore {
         Ok((format!("{:x}", hasher.finalize()), docs.len()))
     }
 
-    /// BM25 search over titles (boosted) and bodies, with filters applied inside the query.
-    pub fn search(
+    fn search(
         &self,
         query: &str,
         filter: &SearchFilter,

@@ -153,18 +153,20 @@ type Contribution = Vec<(Cell, i64)>;
 impl Maintenance {
     /// The entities whose contribution `change` can alter, read before the change is applied.
     pub(crate) fn affected(&mut self, tx: &Transaction<'_>, change: &Change<'_>) -> Result<Vec<NamedNode>, StoreError> {
+        // Entities only: nodes inside an entity's graph (a dialogue's quotes) contribute nothing.
         let mut subjects = BTreeSet::new();
         for q in change.old.iter().chain(change.new) {
             if let oxigraph::model::NamedOrBlankNode::NamedNode(s) = &q.subject {
-                if parse_entity_iri(s.as_str()).is_some() {
-                    subjects.insert(s.clone());
+                if let Some((kind, id)) = parse_entity_iri(s.as_str()) {
+                    if !id.contains('/') {
+                        subjects.insert((kind, s.clone()));
+                    }
                 }
             }
         }
         let mut out = BTreeSet::new();
-        for s in subjects {
-            if matches!(parse_entity_iri(s.as_str()), Some((Kind::Recommendation, _))) && hierarchy_changed(&s, change)
-            {
+        for (kind, s) in subjects {
+            if kind == Kind::Recommendation && hierarchy_changed(&s, change) {
                 self.ancestors.clear();
                 self.reshapes = true;
                 for r in subtree(tx, &s)? {
@@ -174,7 +176,10 @@ impl Maintenance {
                     }
                 }
             }
-            out.extend(measured_by(tx, &s)?);
+            // Outcomes measure case studies and activities only.
+            if matches!(kind, Kind::CaseStudy | Kind::Activity) {
+                out.extend(measured_by(tx, &s)?);
+            }
             out.insert(s);
         }
         Ok(out.into_iter().collect())

@@ -51,6 +51,16 @@ pub fn terminate(mut child: Child, grace: Duration) -> Result<std::process::Exit
 }
 
 /// A free TCP port on loopback.
+/// `coalition-bench` built beside the running test (same profile), or `$COALITION_BENCH_BIN`.
+pub fn bench_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("COALITION_BENCH_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("current exe");
+    // target/<profile>/deps/<test> -> target/<profile>/coalition-bench
+    exe.parent().and_then(Path::parent).expect("target/<profile>").join("coalition-bench")
+}
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
 }
