@@ -1,6 +1,11 @@
 //! The materializer: consumes every coalition topic and applies each batch to the graph and then
 //! to the index, each sink committing its own offsets with its data.
 //!
+//! Three stages run at once, each on its own batch, joined by one-batch queues: the consumer
+//! decodes, validates and maps batch N+2 while the graph commits batch N+1 and the index commits
+//! batch N. Each sink still commits batches in log order, and the watermark of each sink moves
+//! when that sink has committed.
+//!
 //! Partitions are assigned explicitly (no consumer-group rebalancing): every replica materializes
 //! the whole log, and positions live in the sinks, not in Kafka's committed offsets.
 
@@ -17,7 +22,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -145,6 +150,22 @@ struct Classified {
     produced_ms: Vec<i64>,
 }
 
+/// What the graph stage hands the index stage: the documents to replace, and the offsets and
+/// broker timestamps of the batch.
+struct Indexable {
+    replaced: Vec<String>,
+    docs: Vec<SearchDoc>,
+    offsets: Offsets,
+    produced_ms: Vec<i64>,
+}
+
+/// An item on a pipeline queue: a batch, or the news that every partition has reached its end
+/// (after the batches before it), for readiness.
+enum Step<T> {
+    Batch(T),
+    AllEof,
+}
+
 impl Materializer {
     /// Starts the materializer on the runtime; it stops when `cancel` fires, after the batch in
     /// flight has committed.
@@ -232,9 +253,18 @@ impl Materializer {
         consumer.assign(&tpl)?;
         tracing::info!(partitions = partitions.len(), "assigned; consuming");
         let mut eof_partitions = 0usize;
+        let mut eof_announced = false;
         let mut last_lag = Instant::now() - LAG_REFRESH;
         let mut lag_task: Option<JoinHandle<()>> = None;
-        self.update_caught_up(&tx, &highs, eof_partitions >= partitions.len());
+        self.update_caught_up(&tx, &highs, false);
+        // Where classification has got to: ahead of the committed watermark by the batches in
+        // the pipeline.
+        let mut cursor = tx.borrow().clone();
+        let this = Arc::new(self);
+        let (to_graph, graph_queue) = mpsc::channel(1);
+        let (to_index, index_queue) = mpsc::channel(1);
+        let graph_stage = tokio::spawn(this.clone().graph_stage(graph_queue, to_index, tx.clone()).in_current_span());
+        let index_stage = tokio::spawn(this.clone().index_stage(index_queue, tx.clone(), highs.clone()).in_current_span());
         loop {
             let first = tokio::select! {
                 _ = cancel.cancelled() => break,
@@ -249,8 +279,8 @@ impl Materializer {
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
             }
-            let deadline = tokio::time::Instant::now() + self.linger;
-            while !batch.is_empty() && batch.len() < self.batch_max {
+            let deadline = tokio::time::Instant::now() + this.linger;
+            while !batch.is_empty() && batch.len() < this.batch_max {
                 match tokio::time::timeout_at(deadline, consumer.recv()).await {
                     Ok(Ok(m)) => batch.push(m.detach()),
                     Ok(Err(KafkaError::PartitionEOF(_))) => eof_partitions += 1,
@@ -259,18 +289,34 @@ impl Materializer {
                 }
             }
             if !batch.is_empty() {
-                self.process(batch, &tx).await?;
+                let c = this.classify(batch, &cursor);
+                cursor.graph.clone_from(&c.graph_offsets);
+                cursor.index.clone_from(&c.index_offsets);
+                if c.count > 0 && to_graph.send(Step::Batch(c)).await.is_err() {
+                    break;
+                }
             }
-            self.update_caught_up(&tx, &highs, eof_partitions >= partitions.len());
+            if !eof_announced && eof_partitions >= partitions.len() {
+                eof_announced = true;
+                if to_graph.send(Step::AllEof).await.is_err() {
+                    break;
+                }
+            }
             let refreshing = lag_task.as_ref().is_some_and(|t| !t.is_finished());
             if last_lag.elapsed() >= LAG_REFRESH && !refreshing {
                 last_lag = Instant::now();
-                lag_task = Some(self.refresh_lag(&consumer, &partitions, &tx, &cancel));
+                lag_task = Some(this.refresh_lag(&consumer, &partitions, &tx, &cancel));
             }
         }
+        // The batches already queued still commit, in order.
+        drop(to_graph);
+        let graph_result = graph_stage.await.map_err(|_| IngestError::Stopped)?;
+        let index_result = index_stage.await.map_err(|_| IngestError::Stopped)?;
         if let Some(task) = lag_task {
             let _ = task.await;
         }
+        graph_result?;
+        index_result?;
         tracing::info!("materializer stopped");
         Ok(())
     }
@@ -385,13 +431,28 @@ impl Materializer {
         out
     }
 
-    async fn process(&self, batch: Vec<OwnedMessage>, tx: &watch::Sender<Watermark>) -> Result<(), IngestError> {
-        let current = tx.borrow().clone();
-        let c = self.classify(batch, &current);
-        if c.count == 0 {
-            return Ok(());
+    /// Commits each batch to the graph, in order, then resolves which documents the index must
+    /// change (before the next batch can supersede them) and passes the batch on.
+    async fn graph_stage(
+        self: Arc<Self>,
+        mut queue: mpsc::Receiver<Step<Classified>>,
+        next: mpsc::Sender<Step<Indexable>>,
+        tx: Arc<watch::Sender<Watermark>>,
+    ) -> Result<(), IngestError> {
+        while let Some(step) = queue.recv().await {
+            let step = match step {
+                Step::Batch(c) => Step::Batch(self.commit_graph(c, &tx).await?),
+                Step::AllEof => Step::AllEof,
+            };
+            if next.send(step).await.is_err() {
+                break;
+            }
         }
-        let span = tracing::info_span!("batch", events = c.count, dead = c.dead.len());
+        Ok(())
+    }
+
+    async fn commit_graph(&self, c: Classified, tx: &watch::Sender<Watermark>) -> Result<Indexable, IngestError> {
+        let span = tracing::info_span!("graph batch", events = c.count, dead = c.dead.len());
         async {
             // Dead letters first: the offsets that skip them are committed only after the broker has them.
             for d in &c.dead {
@@ -404,21 +465,11 @@ impl Materializer {
             let started = Instant::now();
             let (store, log, items, offsets) = (self.store.clone(), self.log.clone(), c.graph, c.graph_offsets.clone());
             let applied_count = items.len();
-            let stats = tokio::task::spawn_blocking(move || store.apply(&log, &items, &offsets))
-                .await
-                .map_err(|_| IngestError::Stopped)??;
-            self.metrics.commit_seconds.with_label_values(&["graph"]).observe(started.elapsed().as_secs_f64());
-            self.metrics.duplicates.inc_by(stats.duplicate_ids.len() as u64);
-            self.metrics.stale.inc_by(stats.stale_ids.len() as u64);
-            self.metrics.applied.inc_by(stats.applied as u64);
-            self.metrics.batch_size.observe(applied_count as f64);
-
-            // The index follows the graph: an entity's documents change only if the event now
-            // behind its graph is in this batch (a stale or superseded event changes nothing).
-            let started = Instant::now();
-            let store = self.store.clone();
             let candidates = c.docs;
-            let (replaced, docs) = tokio::task::spawn_blocking(move || -> Result<_, IngestError> {
+            let (stats, replaced, docs) = tokio::task::spawn_blocking(move || -> Result<_, IngestError> {
+                let stats = store.apply(&log, &items, &offsets)?;
+                // The index follows the graph: an entity's documents change only if the event now
+                // behind its graph is in this batch (a stale or superseded event changes nothing).
                 let mut replaced = Vec::new();
                 let mut docs = Vec::new();
                 for (graph, entity, events) in candidates.into_values() {
@@ -429,42 +480,76 @@ impl Materializer {
                         docs.extend(event_docs.iter().cloned());
                     }
                 }
-                Ok((replaced, docs))
+                Ok((stats, replaced, docs))
             })
             .await
             .map_err(|_| IngestError::Stopped)??;
-            let (index, offsets, log) = (self.index.clone(), c.index_offsets.clone(), self.log.clone());
-            tokio::task::spawn_blocking(move || index.apply(&log, &replaced, &docs, &offsets))
-                .await
-                .map_err(|_| IngestError::Stopped)??;
-            self.metrics.commit_seconds.with_label_values(&["index"]).observe(started.elapsed().as_secs_f64());
-            let now = chrono::Utc::now();
-            let mut oldest_ms = 0;
-            for produced in &c.produced_ms {
-                let lag_ms = (now.timestamp_millis() - produced).max(0);
-                oldest_ms = oldest_ms.max(lag_ms);
-                self.metrics.visible_seconds.observe(lag_ms as f64 / 1000.0);
-            }
-            for (sink, offsets) in [("graph", &c.graph_offsets), ("index", &c.index_offsets)] {
-                for (tp, next) in &offsets.0 {
-                    self.metrics
-                        .watermark
-                        .with_label_values(&[sink, tp.topic.as_str(), &tp.partition.to_string()])
-                        .set(*next);
-                }
-            }
+            self.metrics.commit_seconds.with_label_values(&["graph"]).observe(started.elapsed().as_secs_f64());
+            self.metrics.duplicates.inc_by(stats.duplicate_ids.len() as u64);
+            self.metrics.stale.inc_by(stats.stale_ids.len() as u64);
+            self.metrics.applied.inc_by(stats.applied as u64);
+            self.metrics.batch_size.observe(applied_count as f64);
+            self.publish_watermark("graph", &c.graph_offsets);
             tx.send_modify(|w| {
                 w.graph = c.graph_offsets;
-                w.index = c.index_offsets;
                 w.applied += stats.applied as u64;
                 w.dead_lettered += c.dead.len() as u64;
-                w.committed_at = Some(now);
-                w.last_batch_lag_ms = oldest_ms;
             });
-            Ok(())
+            Ok(Indexable { replaced, docs, offsets: c.index_offsets, produced_ms: c.produced_ms })
         }
         .instrument(span)
         .await
+    }
+
+    /// Commits each batch to the index, in order; a batch is visible to readers once this stage
+    /// has published it.
+    async fn index_stage(
+        self: Arc<Self>,
+        mut queue: mpsc::Receiver<Step<Indexable>>,
+        tx: Arc<watch::Sender<Watermark>>,
+        highs: Offsets,
+    ) -> Result<(), IngestError> {
+        while let Some(step) = queue.recv().await {
+            match step {
+                Step::Batch(batch) => {
+                    self.commit_index(batch, &tx).await?;
+                    self.update_caught_up(&tx, &highs, false);
+                }
+                Step::AllEof => self.update_caught_up(&tx, &highs, true),
+            }
+        }
+        Ok(())
+    }
+
+    async fn commit_index(&self, batch: Indexable, tx: &watch::Sender<Watermark>) -> Result<(), IngestError> {
+        let started = Instant::now();
+        let Indexable { replaced, docs, offsets, produced_ms } = batch;
+        let (index, log) = (self.index.clone(), self.log.clone());
+        let committed = offsets.clone();
+        tokio::task::spawn_blocking(move || index.apply(&log, &replaced, &docs, &committed))
+            .await
+            .map_err(|_| IngestError::Stopped)??;
+        self.metrics.commit_seconds.with_label_values(&["index"]).observe(started.elapsed().as_secs_f64());
+        let now = chrono::Utc::now();
+        let mut oldest_ms = 0;
+        for produced in &produced_ms {
+            let lag_ms = (now.timestamp_millis() - produced).max(0);
+            oldest_ms = oldest_ms.max(lag_ms);
+            self.metrics.visible_seconds.observe(lag_ms as f64 / 1000.0);
+        }
+        self.publish_watermark("index", &offsets);
+        tx.send_modify(|w| {
+            w.index = offsets;
+            w.committed_at = Some(now);
+            w.last_batch_lag_ms = oldest_ms;
+        });
+        Ok(())
+    }
+
+    fn publish_watermark(&self, sink: &str, offsets: &Offsets) {
+        for (tp, next) in &offsets.0 {
+            self.metrics.watermark.with_label_values(&[sink, tp.topic.as_str(), &tp.partition.to_string()]).set(*next);
+        }
     }
 }
 
