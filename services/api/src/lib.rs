@@ -6,7 +6,9 @@
 //! the graph and index only; mutations authorise their caller, then validate their input, then
 //! produce an event to Kafka (its `source` naming the token) and return its receipt — they never
 //! write the store. GraphQL is rate-limited per token ([`ratelimit`]). Every error
-//! carries a code from one table ([`errors::ErrorKind`]), the same over GraphQL and HTTP.
+//! carries a code from one table ([`errors::ErrorKind`]), the same over GraphQL and HTTP. SPARQL
+//! queries are admitted in two lanes ([`sparql::Lane`]), so that reads of the evidence projections
+//! do not wait for the slots that slow general queries hold.
 //! [`app`] returns a `Router` that can be tested without a socket.
 
 pub mod auth;
@@ -32,7 +34,7 @@ use axum::{Json, Router};
 use coalition_ingest::{EventProducer, Watermark};
 use coalition_search::SearchIndex;
 use coalition_store::GraphStore;
-use prometheus::{Encoder, HistogramOpts, HistogramVec, Registry, TextEncoder};
+use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
@@ -56,8 +58,11 @@ pub struct ApiConfig {
     pub introspection: bool,
     /// Anonymous callers may read (GraphQL queries, SPARQL). Writes always need a token.
     pub public_reads: bool,
-    /// SPARQL queries evaluating at once; more wait briefly, then get 503.
+    /// General SPARQL queries evaluating at once; more wait briefly, then get 503.
     pub max_concurrent_sparql: usize,
+    /// SPARQL queries reading only the evidence projections evaluating at once, in a lane of their
+    /// own ([`sparql::Lane::Projection`]); more wait a little longer, then get 503.
+    pub max_concurrent_projection_sparql: usize,
     /// Per-token GraphQL rate limit (`None`: unlimited).
     pub rate_limit: Option<ratelimit::RateLimit>,
     /// Bearer JWTs from an identity provider, accepted beside the server's own tokens (`None`:
@@ -81,6 +86,7 @@ impl Default for ApiConfig {
             introspection: true,
             public_reads: true,
             max_concurrent_sparql: sparql::default_query_slots(),
+            max_concurrent_projection_sparql: sparql::default_projection_slots(),
             rate_limit: Some(ratelimit::RateLimit::default()),
             jwt: None,
         }
@@ -92,6 +98,14 @@ impl Default for ApiConfig {
 pub struct ApiMetrics {
     /// Request latency by route and status.
     pub request_seconds: HistogramVec,
+    /// SPARQL slots per admission lane (its limit).
+    pub sparql_slots: IntGaugeVec,
+    /// SPARQL queries evaluating now, per lane.
+    pub sparql_evaluating: IntGaugeVec,
+    /// How long admitted SPARQL queries waited for a slot, per lane.
+    pub sparql_admission_wait_seconds: HistogramVec,
+    /// SPARQL queries refused with 503 because their lane stayed full, per lane.
+    pub sparql_refused_total: IntCounterVec,
 }
 
 impl ApiMetrics {
@@ -102,7 +116,34 @@ impl ApiMetrics {
             &["route", "method", "status"],
         )?;
         registry.register(Box::new(request_seconds.clone()))?;
-        Ok(ApiMetrics { request_seconds })
+        let lane = ["lane"];
+        let sparql_slots =
+            IntGaugeVec::new(Opts::new("coalition_sparql_slots", "SPARQL queries a lane evaluates at once"), &lane)?;
+        registry.register(Box::new(sparql_slots.clone()))?;
+        let sparql_evaluating =
+            IntGaugeVec::new(Opts::new("coalition_sparql_evaluating", "SPARQL queries evaluating now"), &lane)?;
+        registry.register(Box::new(sparql_evaluating.clone()))?;
+        let sparql_admission_wait_seconds = HistogramVec::new(
+            HistogramOpts::new(
+                "coalition_sparql_admission_wait_seconds",
+                "time admitted SPARQL queries waited for a slot",
+            )
+            .buckets(vec![0.0001, 0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0]),
+            &lane,
+        )?;
+        registry.register(Box::new(sparql_admission_wait_seconds.clone()))?;
+        let sparql_refused_total = IntCounterVec::new(
+            Opts::new("coalition_sparql_refused_total", "SPARQL queries refused because their lane stayed full"),
+            &lane,
+        )?;
+        registry.register(Box::new(sparql_refused_total.clone()))?;
+        Ok(ApiMetrics {
+            request_seconds,
+            sparql_slots,
+            sparql_evaluating,
+            sparql_admission_wait_seconds,
+            sparql_refused_total,
+        })
     }
 }
 
@@ -139,7 +180,11 @@ pub fn app(state: AppState) -> Router {
         .route("/metrics", get(metrics))
         .route("/", get(index))
         .layer(axum::Extension(schema))
-        .layer(axum::Extension(sparql::QuerySlots::new(state.config.max_concurrent_sparql, Duration::from_secs(2))))
+        .layer(axum::Extension(sparql::QuerySlots::new(
+            sparql::LaneLimit { permits: state.config.max_concurrent_projection_sparql, wait: sparql::PROJECTION_WAIT },
+            sparql::LaneLimit { permits: state.config.max_concurrent_sparql, wait: sparql::GENERAL_WAIT },
+            &state.metrics,
+        )))
         .layer(middleware::from_fn_with_state(state.clone(), consistency::wait_for_tokens))
         .layer(middleware::from_fn_with_state(state.clone(), auth::authenticate))
         .layer(middleware::from_fn_with_state(state.clone(), observe))

@@ -11,9 +11,12 @@
 //! What this does not catch: joins on a shared but unselective variable (every pattern sharing
 //! `?p`) fan out the same way. They cost more to write by accident and are left to the timeout
 //! and the concurrency cap.
+//!
+//! The walk over the algebra ([`for_each_child`], [`for_each_expression`], [`for_each_operand`])
+//! is shared with the SPARQL endpoint, which classifies queries into admission lanes with it.
 
 use crate::errors::{ApiError, ErrorKind};
-use spargebra::algebra::{Expression, GraphPattern};
+use spargebra::algebra::{AggregateExpression, Expression, GraphPattern, OrderExpression};
 use spargebra::term::{NamedNodePattern, TermPattern, Variable};
 use spargebra::Query;
 use std::collections::BTreeSet;
@@ -162,7 +165,9 @@ fn is_large(p: &GraphPattern) -> bool {
     }
 }
 
-fn for_each_child(p: &GraphPattern, f: &mut impl FnMut(&GraphPattern) -> Result<(), ApiError>) -> Result<(), ApiError> {
+/// Calls `f` on each pattern directly inside `p` (not those inside its expressions: see
+/// [`for_each_expression`]).
+pub(crate) fn for_each_child<E>(p: &GraphPattern, f: &mut impl FnMut(&GraphPattern) -> Result<(), E>) -> Result<(), E> {
     match p {
         GraphPattern::Bgp { .. } | GraphPattern::Path { .. } | GraphPattern::Values { .. } => Ok(()),
         GraphPattern::Join { left, right }
@@ -186,22 +191,30 @@ fn for_each_child(p: &GraphPattern, f: &mut impl FnMut(&GraphPattern) -> Result<
     }
 }
 
-/// The expressions of `p` itself (not of its children), where `EXISTS` hides patterns.
-fn for_each_expression(
+/// The expressions of `p` itself (not of its children), where `EXISTS` hides patterns and
+/// custom functions hide work: filters, binds, OPTIONAL conditions, sort keys and aggregates.
+pub(crate) fn for_each_expression<E>(
     p: &GraphPattern,
-    f: &mut impl FnMut(&Expression) -> Result<(), ApiError>,
-) -> Result<(), ApiError> {
+    f: &mut impl FnMut(&Expression) -> Result<(), E>,
+) -> Result<(), E> {
     match p {
         GraphPattern::Filter { expr, .. } => f(expr),
         GraphPattern::Extend { expression, .. } => f(expression),
         GraphPattern::LeftJoin { expression: Some(e), .. } => f(e),
+        GraphPattern::OrderBy { expression, .. } => expression.iter().try_for_each(|o| match o {
+            OrderExpression::Asc(e) | OrderExpression::Desc(e) => f(e),
+        }),
+        GraphPattern::Group { aggregates, .. } => aggregates.iter().try_for_each(|(_, a)| match a {
+            AggregateExpression::FunctionCall { expr, .. } => f(expr),
+            AggregateExpression::CountSolutions { .. } => Ok(()),
+        }),
         _ => Ok(()),
     }
 }
 
-fn check_expression(e: &Expression) -> Result<(), ApiError> {
+/// Calls `f` on each operand of `e`. An `EXISTS` has none: its pattern is the caller's to walk.
+pub(crate) fn for_each_operand<E>(e: &Expression, f: &mut impl FnMut(&Expression) -> Result<(), E>) -> Result<(), E> {
     match e {
-        Expression::Exists(p) => check_pattern(p),
         Expression::Or(a, b)
         | Expression::And(a, b)
         | Expression::Equal(a, b)
@@ -214,21 +227,32 @@ fn check_expression(e: &Expression) -> Result<(), ApiError> {
         | Expression::Subtract(a, b)
         | Expression::Multiply(a, b)
         | Expression::Divide(a, b) => {
-            check_expression(a)?;
-            check_expression(b)
+            f(a)?;
+            f(b)
         }
         Expression::In(a, list) => {
-            check_expression(a)?;
-            list.iter().try_for_each(check_expression)
+            f(a)?;
+            list.iter().try_for_each(f)
         }
-        Expression::UnaryPlus(a) | Expression::UnaryMinus(a) | Expression::Not(a) => check_expression(a),
+        Expression::UnaryPlus(a) | Expression::UnaryMinus(a) | Expression::Not(a) => f(a),
         Expression::If(a, b, c) => {
-            check_expression(a)?;
-            check_expression(b)?;
-            check_expression(c)
+            f(a)?;
+            f(b)?;
+            f(c)
         }
-        Expression::Coalesce(list) | Expression::FunctionCall(_, list) => list.iter().try_for_each(check_expression),
-        _ => Ok(()),
+        Expression::Coalesce(list) | Expression::FunctionCall(_, list) => list.iter().try_for_each(f),
+        Expression::NamedNode(_)
+        | Expression::Literal(_)
+        | Expression::Variable(_)
+        | Expression::Bound(_)
+        | Expression::Exists(_) => Ok(()),
+    }
+}
+
+fn check_expression(e: &Expression) -> Result<(), ApiError> {
+    match e {
+        Expression::Exists(p) => check_pattern(p),
+        other => for_each_operand(other, &mut check_expression),
     }
 }
 
@@ -250,6 +274,8 @@ mod tests {
             "SELECT * WHERE { GRAPH <urn:g> { ?a ?b ?c . ?d ?e ?f } ?g ?h ?i }",
             "ASK { ?s ?p ?o FILTER EXISTS { ?a ?b ?c . ?d ?e ?f . ?g ?h ?i } }",
             "SELECT * WHERE { { SELECT ?a ?d ?g WHERE { ?a ?b ?c . ?d ?e ?f . ?g ?h ?i } LIMIT 5 } }",
+            "SELECT * WHERE { ?s ?p ?o } ORDER BY (EXISTS { ?a ?b ?c . ?d ?e ?f . ?g ?h ?i })",
+            "SELECT (SUM(IF(EXISTS { ?a ?b ?c . ?d ?e ?f . ?g ?h ?i }, 1, 0)) AS ?n) WHERE { ?s ?p ?o }",
         ] {
             let e = verdict(q).expect_err(q);
             assert!(e.contains("3 groups of patterns that share no variable"), "{q}: {e}");

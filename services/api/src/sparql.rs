@@ -2,27 +2,39 @@
 //! `application/sparql-query`. Results by content negotiation (JSON, XML, CSV, TSV; Turtle,
 //! N-Triples, RDF/XML for graphs), serialized by Oxigraph's own serializers. The default graph
 //! is the union of all named graphs. Updates are refused with 403; each query runs on a blocking
-//! thread under a timeout that cancels its evaluation, and at most [`QuerySlots`] queries evaluate
-//! at once. Reads need a token when reads are not public.
+//! thread under a timeout that cancels its evaluation. Reads need a token when reads are not public.
+//!
+//! Admission is cost-aware: a query is admitted through one of two [`Lane`]s, each a capped number
+//! of evaluations at once ([`QuerySlots`]). Queries that read only the evidence projections — the
+//! hot path, milliseconds however large the graph — have a lane of their own, so that slow general
+//! queries holding every general slot until their timeout cannot make them queue and be refused.
 
 use crate::auth::Principal;
 use crate::errors::{ApiError, ErrorKind};
-use crate::AppState;
+use crate::query_shape::{for_each_child, for_each_expression, for_each_operand};
+use crate::{ApiMetrics, AppState};
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{RawQuery, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
+use coalition_mapping::vocab::{self, coal};
 use oxigraph::io::{RdfFormat, RdfSerializer};
 use oxigraph::model::{Literal, NamedNode, Term};
 use oxigraph::sparql::results::{QueryResultsFormat, QueryResultsSerializer};
 use oxigraph::sparql::{CancellationToken, QueryResults, SparqlEvaluator};
+use prometheus::{Histogram, IntCounter, IntGauge};
 use serde::Deserialize;
+use spargebra::algebra::{Expression, Function, GraphPattern};
+use spargebra::term::{NamedNodePattern, TermPattern, TriplePattern};
+use spargebra::Query;
 use std::collections::HashMap;
+use std::fmt;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tracing::Instrument;
 
 #[derive(Debug, Deserialize, Default)]
 pub struct Params {
@@ -159,6 +171,7 @@ async fn run(state: AppState, slots: QuerySlots, params: Params, headers: &Heade
         }
     };
     crate::query_shape::check(&parsed)?;
+    let lane = Lane::of(&parsed);
     let mut prepared = evaluator.for_query(parsed);
     if let Some(position) = &params.as_of {
         let position = crate::read::Position::parse(position)?;
@@ -175,58 +188,258 @@ async fn run(state: AppState, slots: QuerySlots, params: Params, headers: &Heade
     let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
     let store = state.store.clone();
     let max_rows = state.config.max_result_rows;
-    // The slot is held by the evaluation itself, so a query still winding down after its
-    // timeout keeps counting until it has stopped.
-    let slot = slots.acquire().await?;
-    let work = tokio::task::spawn_blocking(move || -> Result<(Vec<u8>, &'static str), ApiError> {
-        let _slot = slot;
-        let results = prepared.on_store(&store.oxigraph()).execute().map_err(eval_error)?;
-        serialize(results, &accept, max_rows)
-    });
-    let (body, content_type) = match tokio::time::timeout(state.config.sparql_timeout, work).await {
-        Ok(joined) => joined.map_err(ApiError::internal)??,
-        Err(_) => {
-            token.cancel();
-            return Err(ApiError::new(
-                ErrorKind::Timeout,
-                format!("query exceeded the {:?} SPARQL timeout and was cancelled", state.config.sparql_timeout),
-            ));
+    let timeout = state.config.sparql_timeout;
+    let evaluation = async move {
+        // The slot is held by the evaluation itself, so a query still winding down after its
+        // timeout keeps counting until it has stopped.
+        let slot = slots.acquire(lane).await?;
+        let work = tokio::task::spawn_blocking(move || -> Result<(Vec<u8>, &'static str), ApiError> {
+            let _slot = slot;
+            let results = prepared.on_store(&store.oxigraph()).execute().map_err(eval_error)?;
+            serialize(results, &accept, max_rows)
+        });
+        match tokio::time::timeout(timeout, work).await {
+            Ok(joined) => joined.map_err(ApiError::internal)?,
+            Err(_) => {
+                token.cancel();
+                tracing::info!("SPARQL query cancelled at its timeout");
+                Err(ApiError::new(
+                    ErrorKind::Timeout,
+                    format!("query exceeded the {timeout:?} SPARQL timeout and was cancelled"),
+                ))
+            }
         }
     };
+    let (body, content_type) = evaluation.instrument(tracing::info_span!("sparql", lane = %lane)).await?;
     Ok((StatusCode::OK, [(header::CONTENT_TYPE, content_type)], body).into_response())
 }
 
-/// A cap on SPARQL queries evaluating at once, so that expensive queries cannot take every core
-/// from the hot path (GraphQL). A query waits briefly for a slot, then gets 503 `UNAVAILABLE`.
-#[derive(Debug, Clone)]
-pub struct QuerySlots {
-    slots: Arc<Semaphore>,
-    limit: usize,
-    wait: Duration,
+/// The evidence projection graphs: Data Cube observations, one per recommendation, audience
+/// group and country, or partner, year and recommendation — their size follows the coalition's
+/// breadth, not the number of events.
+const PROJECTION_GRAPHS: [&str; 3] = [vocab::DASHBOARD_GRAPH, vocab::EVIDENCE_GRAPH, vocab::ROLLUP_GRAPH];
+
+/// The lane a SPARQL query is admitted through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lane {
+    /// Reads the evidence projections and nothing else (see [`Lane::of`]).
+    Projection,
+    /// Everything else.
+    General,
 }
 
-impl QuerySlots {
-    pub fn new(limit: usize, wait: Duration) -> QuerySlots {
-        let limit = limit.max(1);
-        QuerySlots { slots: Arc::new(Semaphore::new(limit)), limit, wait }
+impl Lane {
+    /// The lane of `query`, decided from its algebra. A query takes the projection lane when
+    /// - every triple and property-path pattern, wherever it stands (OPTIONAL, UNION, MINUS,
+    ///   subqueries, `EXISTS`), is inside `GRAPH <g>` with `g` the constant IRI of an evidence
+    ///   projection (dashboard, evidence, roll-up), the innermost `GRAPH` deciding — except
+    ///   plain triple patterns reading the recommendation catalogue (`?r a coal:Recommendation`,
+    ///   `?r coal:recommendationNumber ?n`), which may stand anywhere;
+    /// - at least one pattern reads a projection graph (`ASK {}` reads nothing and stays general,
+    ///   so that it still tells whether the general slots are free);
+    /// - it calls no `coal:textScore` (a full-text search per query string), uses no `SERVICE`
+    ///   and no `GRAPH ?g` (any graph), and is not a `DESCRIBE` (which reads descriptions outside
+    ///   its pattern);
+    /// - it has no `FROM` / `FROM NAMED`: they change which graphs the patterns read, so the
+    ///   classification would have to follow them; such queries are rare and stay general.
+    pub fn of(query: &Query) -> Lane {
+        let (dataset, pattern) = match query {
+            Query::Select { dataset, pattern, .. }
+            | Query::Construct { dataset, pattern, .. }
+            | Query::Ask { dataset, pattern, .. } => (dataset, pattern),
+            Query::Describe { .. } => return Lane::General,
+        };
+        if dataset.is_some() {
+            return Lane::General;
+        }
+        let mut reads_projection = false;
+        match projection_only(pattern, false, &mut reads_projection) {
+            Ok(()) if reads_projection => Lane::Projection,
+            _ => Lane::General,
+        }
     }
 
-    async fn acquire(&self) -> Result<OwnedSemaphorePermit, ApiError> {
-        match tokio::time::timeout(self.wait, self.slots.clone().acquire_owned()).await {
-            Ok(Ok(permit)) => Ok(permit),
-            Ok(Err(closed)) => Err(ApiError::internal(closed)),
-            Err(_) => Err(ApiError::new(
-                ErrorKind::Unavailable,
-                format!("too many concurrent SPARQL queries: the limit is {}; retry later", self.limit),
-            )),
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Lane::Projection => "projection",
+            Lane::General => "general",
         }
     }
 }
 
-/// The default cap: half the cores, at least one.
+impl fmt::Display for Lane {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a walk stopped: the query belongs in the general lane.
+struct General;
+
+/// Walks `p`, whose patterns match against a projection graph when `in_projection`, noting
+/// whether any pattern reads one.
+fn projection_only(p: &GraphPattern, in_projection: bool, reads_projection: &mut bool) -> Result<(), General> {
+    match p {
+        GraphPattern::Graph { name: NamedNodePattern::NamedNode(g), inner } => {
+            return projection_only(inner, PROJECTION_GRAPHS.contains(&g.as_str()), reads_projection);
+        }
+        GraphPattern::Graph { name: NamedNodePattern::Variable(_), .. } | GraphPattern::Service { .. } => {
+            return Err(General)
+        }
+        GraphPattern::Bgp { patterns } => {
+            for t in patterns {
+                if in_projection {
+                    *reads_projection = true;
+                } else if !is_catalogue(t) {
+                    return Err(General);
+                }
+            }
+        }
+        GraphPattern::Path { .. } => {
+            if !in_projection {
+                return Err(General);
+            }
+            *reads_projection = true;
+        }
+        _ => {}
+    }
+    for_each_child(p, &mut |child| projection_only(child, in_projection, reads_projection))?;
+    for_each_expression(p, &mut |e| expression_projection_only(e, in_projection, reads_projection))
+}
+
+fn expression_projection_only(e: &Expression, in_projection: bool, reads_projection: &mut bool) -> Result<(), General> {
+    match e {
+        Expression::Exists(p) => projection_only(p, in_projection, reads_projection),
+        Expression::FunctionCall(Function::Custom(f), _) if f.as_str() == TEXT_SCORE => Err(General),
+        other => {
+            for_each_operand(other, &mut |operand| expression_projection_only(operand, in_projection, reads_projection))
+        }
+    }
+}
+
+/// The recommendation catalogue: `?r a coal:Recommendation` and `?r coal:recommendationNumber ?n`,
+/// in any graph. Projection queries start from it (H1 lists every numbered recommendation, with
+/// its dashboard observation if it has one), and it is as cheap to read as a projection: one
+/// triple per recommendation, found through Oxigraph's predicate-first index, in a numbered list
+/// the coalition curates — no GraphQL mutation creates a recommendation (only an event on the
+/// log does), so its size follows the catalogue, not the traffic.
+fn is_catalogue(t: &TriplePattern) -> bool {
+    let NamedNodePattern::NamedNode(predicate) = &t.predicate else { return false };
+    match predicate.as_str() {
+        coal::RECOMMENDATION_NUMBER => true,
+        vocab::RDF_TYPE => matches!(&t.object, TermPattern::NamedNode(class) if class.as_str() == coal::RECOMMENDATION),
+        _ => false,
+    }
+}
+
+/// Admission of SPARQL evaluations: per [`Lane`], a cap on queries evaluating at once, so that
+/// expensive queries cannot take every core from the hot path (GraphQL, and projection reads over
+/// SPARQL). A query waits for a slot of its own lane only — fairly, first come first served — and
+/// past its lane's wait gets 503 `UNAVAILABLE` naming the lane and its limit.
+#[derive(Debug, Clone)]
+pub struct QuerySlots {
+    projection: LaneSlots,
+    general: LaneSlots,
+}
+
+/// A lane's cap: evaluations at once, and how long a query waits for one to finish.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LaneLimit {
+    pub permits: usize,
+    pub wait: Duration,
+}
+
+#[derive(Debug, Clone)]
+struct LaneSlots {
+    lane: Lane,
+    semaphore: Arc<Semaphore>,
+    limit: LaneLimit,
+    evaluating: IntGauge,
+    admission_wait: Histogram,
+    refused: IntCounter,
+}
+
+/// A lane's slot, held until the evaluation has stopped.
+#[derive(Debug)]
+struct Slot {
+    _permit: OwnedSemaphorePermit,
+    evaluating: IntGauge,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.evaluating.dec();
+    }
+}
+
+impl QuerySlots {
+    /// The lanes with their limits (at least one permit each), reporting to `metrics`.
+    pub fn new(projection: LaneLimit, general: LaneLimit, metrics: &ApiMetrics) -> QuerySlots {
+        let lane = |lane: Lane, limit: LaneLimit| {
+            let limit = LaneLimit { permits: limit.permits.max(1), ..limit };
+            let label = [lane.as_str()];
+            metrics.sparql_slots.with_label_values(&label).set(limit.permits as i64);
+            LaneSlots {
+                lane,
+                semaphore: Arc::new(Semaphore::new(limit.permits)),
+                limit,
+                evaluating: metrics.sparql_evaluating.with_label_values(&label),
+                admission_wait: metrics.sparql_admission_wait_seconds.with_label_values(&label),
+                refused: metrics.sparql_refused_total.with_label_values(&label),
+            }
+        };
+        QuerySlots { projection: lane(Lane::Projection, projection), general: lane(Lane::General, general) }
+    }
+
+    async fn acquire(&self, lane: Lane) -> Result<Slot, ApiError> {
+        let slots = match lane {
+            Lane::Projection => &self.projection,
+            Lane::General => &self.general,
+        };
+        let started = Instant::now();
+        match tokio::time::timeout(slots.limit.wait, slots.semaphore.clone().acquire_owned()).await {
+            Ok(Ok(permit)) => {
+                slots.admission_wait.observe(started.elapsed().as_secs_f64());
+                slots.evaluating.inc();
+                Ok(Slot { _permit: permit, evaluating: slots.evaluating.clone() })
+            }
+            Ok(Err(closed)) => Err(ApiError::internal(closed)),
+            Err(_) => {
+                slots.refused.inc();
+                tracing::info!(lane = %slots.lane, limit = slots.limit.permits, "SPARQL lane full: query refused");
+                Err(ApiError::new(
+                    ErrorKind::Unavailable,
+                    format!(
+                        "too many concurrent SPARQL queries in the {} lane: its limit is {} evaluating at once and none finished within {:?}; retry later",
+                        slots.lane, slots.limit.permits, slots.limit.wait
+                    ),
+                ))
+            }
+        }
+    }
+}
+
+/// The general lane's default: half the cores, at least one, so that slow queries leave the
+/// other half to GraphQL and projection reads.
 pub fn default_query_slots() -> usize {
     std::thread::available_parallelism().map(|n| n.get() / 2).unwrap_or(1).max(1)
 }
+
+/// The projection lane's default: one per core, at least two. Its queries hold a core for
+/// milliseconds, so one per core costs GraphQL little; two keep the lane moving on a small
+/// machine while one projection query is unusually slow.
+pub fn default_projection_slots() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).max(2)
+}
+
+/// How long a general query waits for a slot: a slow query holds its slot until its timeout, so
+/// waiting long would only pile up connections behind it.
+pub const GENERAL_WAIT: Duration = Duration::from_secs(2);
+
+/// How long a projection query waits for a slot: longer, since the queries ahead of it take
+/// milliseconds, so a burst of them drains well within it, and a refusal means the lane is
+/// saturated rather than briefly busy.
+pub const PROJECTION_WAIT: Duration = Duration::from_secs(5);
 
 /// `coal:textScore(?node, "query")`: the BM25 score of `?node` (an entity, or a quote) for the
 /// full-text query, unbound when it does not match. Joins text relevance with graph patterns:
@@ -353,14 +566,152 @@ fn too_many(max_rows: usize) -> ApiError {
 mod slot_tests {
     use super::*;
 
+    fn slots(projection: usize, general: usize) -> (QuerySlots, ApiMetrics) {
+        let metrics = ApiMetrics::register(&prometheus::Registry::new()).unwrap();
+        let wait = Duration::from_millis(20);
+        let slots =
+            QuerySlots::new(LaneLimit { permits: projection, wait }, LaneLimit { permits: general, wait }, &metrics);
+        (slots, metrics)
+    }
+
     #[tokio::test]
     async fn queries_past_the_cap_wait_then_get_unavailable() {
-        let slots = QuerySlots::new(1, Duration::from_millis(20));
-        let first = slots.acquire().await.unwrap();
-        let refused = slots.acquire().await.unwrap_err();
+        let (slots, metrics) = slots(2, 1);
+        let first = slots.acquire(Lane::General).await.unwrap();
+        let refused = slots.acquire(Lane::General).await.unwrap_err();
         assert_eq!(refused.kind, ErrorKind::Unavailable);
-        assert!(refused.message.contains("the limit is 1"), "{}", refused.message);
+        assert!(refused.message.contains("in the general lane: its limit is 1"), "{}", refused.message);
+        assert_eq!(metrics.sparql_refused_total.with_label_values(&["general"]).get(), 1);
+        assert_eq!(metrics.sparql_evaluating.with_label_values(&["general"]).get(), 1);
         drop(first);
-        assert!(slots.acquire().await.is_ok());
+        assert_eq!(metrics.sparql_evaluating.with_label_values(&["general"]).get(), 0);
+        assert!(slots.acquire(Lane::General).await.is_ok());
+
+        let held = [slots.acquire(Lane::Projection).await.unwrap(), slots.acquire(Lane::Projection).await.unwrap()];
+        let refused = slots.acquire(Lane::Projection).await.unwrap_err();
+        assert!(refused.message.contains("in the projection lane: its limit is 2"), "{}", refused.message);
+        drop(held);
+    }
+
+    /// A slow general query holding every general slot does not delay a projection query, and
+    /// projection queries holding every projection slot do not delay a general one.
+    #[tokio::test]
+    async fn lanes_do_not_wait_for_each_other() {
+        let (slots, metrics) = slots(2, 1);
+        let general = slots.acquire(Lane::General).await.unwrap();
+        let projection = slots.acquire(Lane::Projection).await.expect("admitted beside a held general slot");
+        let second = slots.acquire(Lane::Projection).await.expect("admitted beside a held general slot");
+        assert_eq!(metrics.sparql_evaluating.with_label_values(&["projection"]).get(), 2);
+        drop(general);
+        assert!(slots.acquire(Lane::General).await.is_ok(), "admitted beside full projection slots");
+        assert_eq!(metrics.sparql_refused_total.with_label_values(&["projection"]).get(), 0);
+        assert_eq!(metrics.sparql_admission_wait_seconds.with_label_values(&["projection"]).get_sample_count(), 2);
+        drop((projection, second));
+    }
+}
+
+#[cfg(test)]
+mod lane_tests {
+    use super::*;
+
+    const PREFIXES: &str = "PREFIX coal: <https://w3id.org/coalition/ns#> \
+        PREFIX dash: <https://w3id.org/coalition/graph/projection/dashboard> \
+        PREFIX ev: <https://w3id.org/coalition/graph/projection/evidence> \
+        PREFIX roll: <https://w3id.org/coalition/graph/projection/rollup> ";
+
+    fn lane(q: &str) -> Lane {
+        let query = spargebra::SparqlParser::new()
+            .parse_query(&format!("{PREFIXES}{q}"))
+            .unwrap_or_else(|e| panic!("{q}: {e}"));
+        Lane::of(&query)
+    }
+
+    #[test]
+    fn queries_reading_only_projections_take_the_projection_lane() {
+        for q in [
+            "SELECT * WHERE { GRAPH dash: { ?o coal:refRecommendation ?r } }",
+            // OPTIONAL, UNION, MINUS, EXISTS, property paths and a subquery, all inside projections.
+            "SELECT ?o WHERE { GRAPH ev: { ?o coal:dialogueCount ?d OPTIONAL { ?o coal:peopleReached ?r } \
+               { ?o a ?t } UNION { ?o coal:refPartner/coal:refPeriod ?y } MINUS { ?o coal:statisticCount 0 } \
+               FILTER EXISTS { ?o ^coal:refRecommendation* ?q } } \
+             { SELECT ?o WHERE { GRAPH roll: { ?o coal:activityCount ?n } } LIMIT 5 } }",
+            "SELECT * WHERE { GRAPH dash: { ?o ?p ?v } FILTER NOT EXISTS { GRAPH roll: { ?o ?p ?v } } }",
+            "SELECT ?r (SUM(?n) AS ?total) WHERE { GRAPH roll: { ?o coal:refRecommendation ?r ; \
+               coal:activityCount ?n } } GROUP BY ?r ORDER BY DESC(?total)",
+            "ASK { GRAPH ev: { ?o coal:dialogueCount ?d } BIND(xsd:integer(?d) AS ?i) }"
+                .replace("xsd:integer", "<http://www.w3.org/2001/XMLSchema#integer>")
+                .as_str(),
+            "CONSTRUCT { ?o ?p ?v } WHERE { GRAPH dash: { ?o ?p ?v } }",
+            // The recommendation catalogue beside a projection.
+            "SELECT * WHERE { ?r a coal:Recommendation ; coal:recommendationNumber ?n \
+               OPTIONAL { GRAPH dash: { ?o coal:refRecommendation ?r } } }",
+        ] {
+            assert_eq!(lane(q), Lane::Projection, "{q}");
+        }
+    }
+
+    #[test]
+    fn anything_else_takes_the_general_lane() {
+        for q in [
+            // One pattern outside the projections, wherever it stands.
+            "SELECT * WHERE { GRAPH dash: { ?o ?p ?v } ?o ?q ?w }",
+            "SELECT * WHERE { GRAPH dash: { ?o ?p ?v } OPTIONAL { ?o ?q ?w } }",
+            "SELECT * WHERE { { GRAPH dash: { ?o ?p ?v } } UNION { ?o ?q ?w } }",
+            "SELECT * WHERE { GRAPH dash: { ?o ?p ?v } MINUS { ?o ?q ?w } }",
+            "SELECT * WHERE { GRAPH dash: { ?o ?p ?v } FILTER EXISTS { ?o ?q ?w } }",
+            "SELECT * WHERE { GRAPH dash: { ?o ?p ?v } BIND(EXISTS { ?o ?q ?w } AS ?b) }",
+            "SELECT * WHERE { GRAPH dash: { ?o ?p ?v } { SELECT ?o WHERE { ?o ?q ?w } LIMIT 1 } }",
+            "SELECT * WHERE { GRAPH dash: { ?o ?p ?v } ?o coal:refPartner* ?w }",
+            // Another graph, or a projection graph with another inside it.
+            "SELECT * WHERE { GRAPH dash: { ?o ?p ?v } GRAPH <https://w3id.org/coalition/graph/provenance> { ?o ?q ?w } }",
+            "SELECT * WHERE { GRAPH <https://w3id.org/coalition/graph/projection-cells> { ?o ?p ?v } }",
+            "SELECT * WHERE { GRAPH dash: { GRAPH <https://w3id.org/coalition/graph/offsets> { ?o ?p ?v } } }",
+            // Any graph.
+            "SELECT * WHERE { GRAPH ?g { ?o ?p ?v } }",
+            "SELECT * WHERE { GRAPH dash: { ?o ?p ?v } GRAPH ?g { ?o coal:refPartner ?w } }",
+            // Full-text search, wherever it is called.
+            "SELECT * WHERE { GRAPH dash: { ?o coal:refRecommendation ?r } BIND(coal:textScore(?r, \"x\") AS ?s) }",
+            "SELECT * WHERE { GRAPH dash: { ?o coal:refRecommendation ?r } FILTER(coal:textScore(?r, \"x\") > 0) }",
+            "SELECT * WHERE { GRAPH dash: { ?o coal:refRecommendation ?r } } ORDER BY coal:textScore(?r, \"x\")",
+            "SELECT (MAX(coal:textScore(?r, \"x\")) AS ?m) WHERE { GRAPH dash: { ?o coal:refRecommendation ?r } }",
+            "SELECT * WHERE { GRAPH dash: { ?o coal:refRecommendation ?r \
+               FILTER EXISTS { GRAPH ev: { ?e ?p ?v FILTER(coal:textScore(?r, \"x\") > 1) } } } }",
+            // Federation, datasets, DESCRIBE.
+            "SELECT * WHERE { GRAPH dash: { ?o ?p ?v } SERVICE <http://example.org/sparql> { GRAPH dash: { ?o ?p ?v } } }",
+            "SELECT * FROM dash: WHERE { GRAPH dash: { ?o ?p ?v } }",
+            "SELECT * FROM NAMED dash: WHERE { GRAPH dash: { ?o ?p ?v } }",
+            "DESCRIBE ?o WHERE { GRAPH dash: { ?o ?p ?v } }",
+            // Reads no projection at all.
+            "ASK {}",
+            "SELECT * WHERE { VALUES ?x { 1 2 } }",
+            "SELECT * WHERE { ?r a coal:Recommendation ; coal:recommendationNumber ?n }",
+            // Only the recommendation catalogue is read outside projections.
+            "SELECT * WHERE { ?r a coal:Activity OPTIONAL { GRAPH dash: { ?o coal:refRecommendation ?r } } }",
+            "SELECT * WHERE { ?r a ?class OPTIONAL { GRAPH dash: { ?o coal:refRecommendation ?r } } }",
+            "SELECT * WHERE { ?r coal:recommendationNumber+ ?n OPTIONAL { GRAPH dash: { ?o coal:refRecommendation ?r } } }",
+        ] {
+            assert_eq!(lane(q), Lane::General, "{q}");
+        }
+    }
+
+    #[test]
+    fn the_hot_path_files_take_the_projection_lane() {
+        let file = |name: &str| {
+            let path = format!("{}/../../queries/{name}.sparql", env!("CARGO_MANIFEST_DIR"));
+            let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+            Lane::of(&spargebra::SparqlParser::new().parse_query(&text).unwrap())
+        };
+        for name in ["h1-recommendation-dashboard", "h2-evidence-group-country", "h4-partner-rollup"] {
+            assert_eq!(file(name), Lane::Projection, "{name}");
+        }
+        for name in [
+            "h3-recommendation-case-studies-outcomes",
+            "h5-search-to-recommendations",
+            "raw/h1-recommendation-dashboard",
+            "raw/h2-evidence-group-country",
+            "raw/h4-partner-rollup",
+        ] {
+            assert_eq!(file(name), Lane::General, "{name}");
+        }
     }
 }

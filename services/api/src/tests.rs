@@ -298,6 +298,39 @@ mod http {
         assert!(v["errors"][0]["message"].as_str().unwrap().contains("not a coalition token"), "{v}");
     }
 
+    /// Each SPARQL query is admitted through its lane, and `/metrics` shows the lanes' figures.
+    #[tokio::test]
+    async fn sparql_lanes_are_reported_in_metrics() {
+        let f = fixture(ApiConfig {
+            max_concurrent_sparql: 1,
+            max_concurrent_projection_sparql: 3,
+            ..ApiConfig::default()
+        });
+        let h2 = include_str!("../../../queries/h2-evidence-group-country.sparql");
+        for query in [h2, h2, "ASK {}"] {
+            let request = Request::post("/sparql")
+                .header("content-type", "application/x-www-form-urlencoded")
+                .header("accept", "application/sparql-results+json")
+                .body(Body::from(serde_urlencoded::to_string([("query", query)]).unwrap()))
+                .unwrap();
+            let (status, v) = send(&f, request).await;
+            assert_eq!(status, StatusCode::OK, "{v}");
+        }
+        let response = f.router.clone().oneshot(Request::get("/metrics").body(Body::empty()).unwrap()).await.unwrap();
+        let text =
+            String::from_utf8(axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap().to_vec()).unwrap();
+        for line in [
+            "coalition_sparql_slots{lane=\"general\"} 1",
+            "coalition_sparql_slots{lane=\"projection\"} 3",
+            "coalition_sparql_admission_wait_seconds_count{lane=\"projection\"} 2",
+            "coalition_sparql_admission_wait_seconds_count{lane=\"general\"} 1",
+            "coalition_sparql_evaluating{lane=\"projection\"} 0",
+            "coalition_sparql_refused_total{lane=\"projection\"} 0",
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line} in:\n{text}");
+        }
+    }
+
     #[tokio::test]
     async fn closed_reads_and_rate_limits() {
         let f = fixture(ApiConfig {
