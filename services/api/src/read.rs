@@ -210,7 +210,7 @@ pub fn list(
                 coal::DESCRIBES
             ));
         } else {
-            patterns.push(format!("?e <{pred}> <{partner}> ."));
+            patterns.push(relation(kind, pred, &partner));
         }
     }
     if let Some(r) = &filter.recommendation {
@@ -227,7 +227,7 @@ pub fn list(
         } else if kind == Kind::Recommendation {
             patterns.push(format!("FILTER(?e = <{rec}> || EXISTS {{ ?e <{}> <{rec}> }})", vocab::skos::BROADER));
         } else {
-            patterns.push(format!("?e <{pred}> <{rec}> ."));
+            patterns.push(relation(kind, pred, &rec));
         }
     }
     let date_pred = match kind {
@@ -255,6 +255,19 @@ pub fn list(
     let rows = store
         .select(&format!("SELECT DISTINCT ?e WHERE {{ {body} }} ORDER BY {order} LIMIT {limit} OFFSET {offset}"))?;
     Ok(IdPage { ids: ids_of(&rows, "e"), total })
+}
+
+/// The pattern "`?e` is related to `target` by `pred`". Case studies and programmes share their
+/// relations (`coal:implements`, `coal:ledBy`, `coal:partner`) with activities or dialogues, about
+/// a hundred times as many: joining on the relation would start from all of those, so for these
+/// two kinds the relation is checked per entity of the kind instead (5x faster at 100k
+/// conversations, and growing with the kind rather than with everything related).
+fn relation(kind: Kind, pred: &str, target: &str) -> String {
+    if matches!(kind, Kind::CaseStudy | Kind::Programme) {
+        format!("FILTER EXISTS {{ ?e <{pred}> <{target}> }}")
+    } else {
+        format!("?e <{pred}> <{target}> .")
+    }
 }
 
 /// One event in an entity's provenance.
