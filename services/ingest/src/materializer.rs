@@ -263,11 +263,20 @@ impl Materializer {
         let this = Arc::new(self);
         let (to_graph, graph_queue) = mpsc::channel(1);
         let (to_index, index_queue) = mpsc::channel(1);
-        let graph_stage = tokio::spawn(this.clone().graph_stage(graph_queue, to_index, tx.clone()).in_current_span());
-        let index_stage = tokio::spawn(this.clone().index_stage(index_queue, tx.clone(), highs.clone()).in_current_span());
+        // Cancelled with `cancel`, or by a stage that failed, so the failure surfaces at once
+        // even when no record arrives to find the queue closed.
+        let stop = cancel.child_token();
+        let graph_stage = tokio::spawn(
+            stopping_on_error(this.clone().graph_stage(graph_queue, to_index, tx.clone()), stop.clone())
+                .in_current_span(),
+        );
+        let index_stage = tokio::spawn(
+            stopping_on_error(this.clone().index_stage(index_queue, tx.clone(), highs.clone()), stop.clone())
+                .in_current_span(),
+        );
         loop {
             let first = tokio::select! {
-                _ = cancel.cancelled() => break,
+                _ = stop.cancelled() => break,
                 m = consumer.recv() => m,
             };
             let mut batch = Vec::new();
@@ -561,6 +570,18 @@ fn headers(msg: &OwnedMessage) -> Vec<(String, Vec<u8>)> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// Runs a pipeline stage; if it fails, cancels `stop` so that the consumer stops too.
+async fn stopping_on_error(
+    stage: impl std::future::Future<Output = Result<(), IngestError>>,
+    stop: CancellationToken,
+) -> Result<(), IngestError> {
+    let result = stage.await;
+    if result.is_err() {
+        stop.cancel();
+    }
+    result
 }
 
 /// Decodes, validates and maps one record; on failure returns (reason code, message).

@@ -24,6 +24,7 @@ use std::collections::BTreeMap;
 use std::io::Write;
 #[cfg(feature = "rocksdb")]
 use std::path::Path;
+#[cfg(feature = "rocksdb")]
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -80,10 +81,12 @@ pub type Row = BTreeMap<String, Term>;
 #[derive(Clone)]
 pub struct GraphStore {
     db: Arc<ArcSwap<oxigraph::store::Store>>,
+    #[cfg(feature = "rocksdb")]
     flushes: Arc<Flushes>,
 }
 
 /// Events applied since the last memtable flush, and whether one is running.
+#[cfg(feature = "rocksdb")]
 #[derive(Default)]
 struct Flushes {
     pending: AtomicUsize,
@@ -123,7 +126,11 @@ impl GraphStore {
     }
 
     fn from_store(db: oxigraph::store::Store) -> Self {
-        GraphStore { db: Arc::new(ArcSwap::from_pointee(db)), flushes: Arc::default() }
+        GraphStore {
+            db: Arc::new(ArcSwap::from_pointee(db)),
+            #[cfg(feature = "rocksdb")]
+            flushes: Arc::default(),
+        }
     }
 
     /// Counts `events` applied and, every [`FLUSH_EVERY_EVENTS`], starts a memtable flush on a
