@@ -93,16 +93,16 @@ fn partner_mutation_goes_through_kafka_and_back_with_provenance() -> Result<()> 
     assert!(ids.contains(&"chw-messaging-training-2025"), "{ids:?}");
 
     // SPARQL returns it with its provenance.
-    let rows = server.select(&format!(
+    let rows = server.select(
         r#"PREFIX coal: <https://w3id.org/coalition/ns#>
            PREFIX dcterms: <http://purl.org/dc/terms/>
            PREFIX prov: <http://www.w3.org/ns/prov#>
-           SELECT ?title ?event ?partner ?offset WHERE {{
-             GRAPH ?g {{ <https://w3id.org/coalition/id/activity/chw-messaging-training-2025> dcterms:title ?title }}
-             GRAPH <https://w3id.org/coalition/graph/provenance> {{
-               ?g prov:wasGeneratedBy ?ev . ?ev coal:eventId ?event ; prov:wasAssociatedWith ?partner ; coal:offset ?offset }}
-           }}"#
-    ))?;
+           SELECT ?title ?event ?partner ?offset WHERE {
+             GRAPH ?g { <https://w3id.org/coalition/id/activity/chw-messaging-training-2025> dcterms:title ?title }
+             GRAPH <https://w3id.org/coalition/graph/provenance> {
+               ?g prov:wasGeneratedBy ?ev . ?ev coal:eventId ?event ; prov:wasAssociatedWith ?partner ; coal:offset ?offset }
+           }"#,
+    )?;
     assert_eq!(rows.len(), 1, "{rows:?}");
     assert_eq!(rows[0]["title"]["value"], "Trusted messaging training for CHWs");
     assert_eq!(rows[0]["event"]["value"], event_id.as_str());

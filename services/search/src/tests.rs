@@ -73,7 +73,9 @@ fn replacing_an_entity_removes_its_old_documents() {
     let index = SearchIndex::in_memory().unwrap();
     index.apply("log", &[], &[doc("a", "Old title", "zebra text", "FR")], &offsets(1)).unwrap();
     let entity = "https://w3id.org/coalition/id/dialogue/a".to_owned();
-    index.apply("log", &[entity.clone()], &[doc("a", "New title", "giraffe text", "FR")], &offsets(2)).unwrap();
+    index
+        .apply("log", std::slice::from_ref(&entity), &[doc("a", "New title", "giraffe text", "FR")], &offsets(2))
+        .unwrap();
     assert_eq!(index.search("zebra", &SearchFilter::default(), 10, 0).unwrap().total, 0);
     assert_eq!(index.search("giraffe", &SearchFilter::default(), 10, 0).unwrap().total, 1);
     assert_eq!(index.all_iris().unwrap(), vec![(entity.clone(), entity)]);
