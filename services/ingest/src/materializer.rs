@@ -3,8 +3,9 @@
 //!
 //! Three stages run at once, each on its own batch, joined by one-batch queues: the consumer
 //! decodes, validates and maps batch N+2 while the graph commits batch N+1 and the index commits
-//! batch N. Each sink still commits batches in log order, and the watermark of each sink moves
-//! when that sink has committed.
+//! batch N. While the graph stage is busy the consumer's next batch keeps growing, so batches grow
+//! when the stages fall behind. Each sink still commits batches in log order, and the watermark of
+//! each sink moves when that sink has committed.
 //!
 //! Partitions are assigned explicitly (no consumer-group rebalancing): every replica materializes
 //! the whole log, and positions live in the sinks, not in Kafka's committed offsets.
@@ -150,6 +151,21 @@ struct Classified {
     produced_ms: Vec<i64>,
 }
 
+impl Classified {
+    /// Adds `later`, classified after this batch from the position it left, to this batch.
+    fn absorb(&mut self, later: Classified) {
+        self.graph.extend(later.graph);
+        for (key, (graph, entity, events)) in later.docs {
+            self.docs.entry(key).or_insert_with(|| (graph, entity, BTreeMap::new())).2.extend(events);
+        }
+        self.dead.extend(later.dead);
+        self.graph_offsets = later.graph_offsets;
+        self.index_offsets = later.index_offsets;
+        self.count += later.count;
+        self.produced_ms.extend(later.produced_ms);
+    }
+}
+
 /// What the graph stage hands the index stage: the documents to replace, and the offsets and
 /// broker timestamps of the batch.
 struct Indexable {
@@ -274,10 +290,22 @@ impl Materializer {
             stopping_on_error(this.clone().index_stage(index_queue, tx.clone(), highs.clone()), stop.clone())
                 .in_current_span(),
         );
+        // Records classified but not yet taken by the graph stage: while it is busy, the next
+        // batch keeps growing (up to `batch_max`), so the stages commit larger batches exactly
+        // when they fall behind and the per-commit costs are shared by more events.
+        let mut pending: Option<Classified> = None;
         loop {
+            let room = pending.as_ref().is_none_or(|p| p.count < this.batch_max);
             let first = tokio::select! {
                 _ = stop.cancelled() => break,
-                m = consumer.recv() => m,
+                permit = to_graph.reserve(), if pending.is_some() => {
+                    let Ok(permit) = permit else { break };
+                    if let Some(c) = pending.take() {
+                        permit.send(Step::Batch(c));
+                    }
+                    continue;
+                }
+                m = consumer.recv(), if room => m,
             };
             let mut batch = Vec::new();
             match first {
@@ -301,11 +329,21 @@ impl Materializer {
                 let c = this.classify(batch, &cursor);
                 cursor.graph.clone_from(&c.graph_offsets);
                 cursor.index.clone_from(&c.index_offsets);
-                if c.count > 0 && to_graph.send(Step::Batch(c)).await.is_err() {
-                    break;
+                if c.count > 0 {
+                    match pending.as_mut() {
+                        Some(p) => p.absorb(c),
+                        None => pending = Some(c),
+                    }
                 }
             }
-            if !eof_announced && eof_partitions >= partitions.len() {
+            if let Some(c) = pending.take() {
+                match to_graph.try_send(Step::Batch(c)) {
+                    Ok(()) => {}
+                    Err(mpsc::error::TrySendError::Full(Step::Batch(c))) => pending = Some(c),
+                    Err(_) => break,
+                }
+            }
+            if !eof_announced && pending.is_none() && eof_partitions >= partitions.len() {
                 eof_announced = true;
                 if to_graph.send(Step::AllEof).await.is_err() {
                     break;
@@ -317,7 +355,8 @@ impl Materializer {
                 lag_task = Some(this.refresh_lag(&consumer, &partitions, &tx, &cancel));
             }
         }
-        // The batches already queued still commit, in order.
+        // The batches already queued still commit, in order; records classified but not handed
+        // over are not committed and are consumed again by the next materializer.
         drop(to_graph);
         let graph_result = graph_stage.await.map_err(|_| IngestError::Stopped)?;
         let index_result = index_stage.await.map_err(|_| IngestError::Stopped)?;
