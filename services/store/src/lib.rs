@@ -85,12 +85,25 @@ pub struct GraphStore {
     flushes: Arc<Flushes>,
 }
 
-/// Events applied since the last memtable flush, and whether one is running.
+/// Events applied since the last memtable flush, and the flush running, if any. When the last
+/// handle goes, the flush is waited for, so that the store is closed (and its directory free to
+/// open again) once the handles are dropped.
 #[cfg(feature = "rocksdb")]
 #[derive(Default)]
 struct Flushes {
     pending: AtomicUsize,
-    running: AtomicBool,
+    running: Arc<AtomicBool>,
+    thread: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+#[cfg(feature = "rocksdb")]
+impl Drop for Flushes {
+    fn drop(&mut self) {
+        let thread = self.thread.get_mut().map(Option::take).unwrap_or_default();
+        if let Some(thread) = thread {
+            let _ = thread.join();
+        }
+    }
 }
 
 impl std::fmt::Debug for GraphStore {
@@ -142,13 +155,18 @@ impl GraphStore {
             return;
         }
         self.flushes.pending.store(0, Ordering::Relaxed);
-        let (db, flushes) = (db.clone(), self.flushes.clone());
-        std::thread::spawn(move || {
+        let (db, running) = (db.clone(), self.flushes.running.clone());
+        let thread = std::thread::spawn(move || {
             if let Err(e) = db.flush() {
                 tracing::warn!(error = %e, "memtable flush failed; RocksDB flushes on its own when they are full");
             }
-            flushes.running.store(false, Ordering::Release);
+            running.store(false, Ordering::Release);
         });
+        // The previous flush has finished (`running` was false): its handle only needs reaping.
+        let previous = self.flushes.thread.lock().map(|mut t| t.replace(thread));
+        if let Ok(Some(previous)) = previous {
+            let _ = previous.join();
+        }
     }
 
     #[cfg(not(feature = "rocksdb"))]

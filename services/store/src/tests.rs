@@ -36,6 +36,33 @@ fn a_batch_and_its_offsets_commit_together() {
     }
 }
 
+#[cfg(feature = "rocksdb")]
+#[test]
+fn a_store_on_disk_flushes_and_reopens_at_once_after_its_handles_drop() {
+    let dir = tempfile::tempdir().unwrap();
+    let lines = SEED.lines().filter(|l| !l.trim().is_empty()).count();
+    let mut offsets = Offsets::default();
+    let batch: Vec<Applicable> = (0..lines)
+        .map(|n| {
+            let (a, pos) = applicable(&event(n), n as i64);
+            offsets.advance(&pos);
+            a
+        })
+        .collect();
+    let quads = {
+        let store = GraphStore::open(dir.path()).unwrap();
+        // Redeliveries count towards the flush interval too, so this starts at least one flush.
+        for _ in 0..=FLUSH_EVERY_EVENTS / lines {
+            store.apply("log", &batch, &offsets).unwrap();
+        }
+        store.len().unwrap()
+    };
+    // Dropping the last handle waits for a flush still running, so RocksDB's lock is free.
+    let reopened = GraphStore::open(dir.path()).unwrap();
+    assert_eq!(reopened.len().unwrap(), quads);
+    assert_eq!(reopened.offsets("log").unwrap(), offsets);
+}
+
 #[test]
 fn a_redelivered_event_changes_nothing() {
     let store = GraphStore::in_memory().unwrap();
