@@ -518,10 +518,18 @@ impl Materializer {
                 let stats = store.apply(&log, &items, &offsets)?;
                 // The index follows the graph: an entity's documents change only if the event now
                 // behind its graph is in this batch (a stale or superseded event changes nothing).
+                // The apply reports that event for the graphs it changed; the store is asked only
+                // for the others (events the index lacks but the graph had, or stale ones).
                 let mut replaced = Vec::new();
                 let mut docs = Vec::new();
                 for (graph, entity, events) in candidates.into_values() {
-                    let Some(generator) = store.generator(&graph)? else { continue };
+                    let generator = match stats.generators.get(graph.as_str()) {
+                        Some(g) => g.clone(),
+                        None => match store.generator(&graph)? {
+                            Some(g) => g,
+                            None => continue,
+                        },
+                    };
                     let Some(event_docs) = events.get(&generator.event_id) else { continue };
                     replaced.push(entity);
                     if !generator.retracted {

@@ -63,6 +63,9 @@ pub struct ApplyStats {
     pub duplicate_ids: Vec<String>,
     /// Ids of events recorded in provenance but not applied: their entity already had a newer one.
     pub stale_ids: Vec<String>,
+    /// Per entity graph the batch changed, the event now behind it (what [`GraphStore::generator`]
+    /// reads after the commit).
+    pub generators: BTreeMap<String, Generator>,
 }
 
 /// The event behind an entity graph's current state.
@@ -240,9 +243,13 @@ impl GraphStore {
             maintenance.applied();
             maintenance.account(&tx, &affected, 1)?;
             stats.applied += 1;
-            if m.action == coalition_events::Action::Retract {
+            let retracted = m.action == coalition_events::Action::Retract;
+            if retracted {
                 stats.retracted += 1;
             }
+            stats
+                .generators
+                .insert(m.graph.as_str().to_owned(), Generator { event_id: item.event_id.clone(), retracted });
             stats.quads += m.facts.len() + m.provenance.len() + m.generation.len();
         }
         maintenance.write(&mut tx)?;
