@@ -97,6 +97,7 @@ pub mod coal {
         PARTITION = "partition",
         OFFSET_PROP = "offset",
         NEXT_OFFSET = "nextOffset",
+        INITIAL_LOAD = "InitialLoad",
         SOURCE_URI = "sourceUri",
         ENTITY_VERSION = "entityVersion",
         RETRACTED = "retracted",

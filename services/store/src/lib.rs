@@ -28,7 +28,10 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
+mod load;
 pub mod projection;
+
+pub use load::{LoadPlan, Loader, Verdict};
 
 /// Applied events between two memtable flushes (see the module documentation).
 pub const FLUSH_EVERY_EVENTS: usize = 1000;
@@ -123,6 +126,27 @@ fn offset_node(log: &str, tp: &TopicPartition) -> NamedNode {
     NamedNode::new_unchecked(format!("{}offset/{}/{}/{}", vocab::ID, log, tp.topic, tp.partition))
 }
 
+/// Replaces the offsets of `log` in the offsets graph with `offsets`, inside `tx`.
+fn write_offsets(tx: &mut oxigraph::store::Transaction<'_>, log: &str, offsets: &Offsets) -> Result<(), StoreError> {
+    let offsets_graph = nn(vocab::OFFSETS_GRAPH);
+    for (tp, next) in &offsets.0 {
+        let node = offset_node(log, tp);
+        let old: Vec<Quad> = tx
+            .quads_for_pattern(Some(node.as_ref().into()), None, None, Some(offsets_graph.into()))
+            .collect::<Result<_, _>>()?;
+        for q in &old {
+            tx.remove(q);
+        }
+        let g = GraphName::NamedNode(offsets_graph.into_owned());
+        let s = NamedOrBlankNodeRef::from(node.as_ref());
+        tx.insert(QuadRef::new(s, nn(vocab::RDF_TYPE), nn(coal::OFFSET), &g));
+        tx.insert(QuadRef::new(s, nn(coal::TOPIC), TermRef::from(Literal::new_simple_literal(&tp.topic).as_ref()), &g));
+        tx.insert(QuadRef::new(s, nn(coal::PARTITION), &Term::from(Literal::from(i64::from(tp.partition))), &g));
+        tx.insert(QuadRef::new(s, nn(coal::NEXT_OFFSET), &Term::from(Literal::from(*next)), &g));
+    }
+    Ok(())
+}
+
 impl GraphStore {
     /// Opens (or creates) the on-disk store at `path`.
     #[cfg(feature = "rocksdb")]
@@ -193,7 +217,6 @@ impl GraphStore {
     /// Applies `batch` and advances the offsets of `log` to `offsets`, in one transaction.
     pub fn apply(&self, log: &str, batch: &[Applicable], offsets: &Offsets) -> Result<ApplyStats, StoreError> {
         let provenance = nn(vocab::PROVENANCE_GRAPH);
-        let offsets_graph = nn(vocab::OFFSETS_GRAPH);
         let event_id_p = nn(coal::EVENT_ID);
         let mut stats = ApplyStats::default();
         let mut maintenance = projection::Maintenance::default();
@@ -253,26 +276,7 @@ impl GraphStore {
             stats.quads += m.facts.len() + m.provenance.len() + m.generation.len();
         }
         maintenance.write(&mut tx)?;
-        for (tp, next) in &offsets.0 {
-            let node = offset_node(log, tp);
-            let old: Vec<Quad> = tx
-                .quads_for_pattern(Some(node.as_ref().into()), None, None, Some(offsets_graph.into()))
-                .collect::<Result<_, _>>()?;
-            for q in &old {
-                tx.remove(q);
-            }
-            let g = GraphName::NamedNode(offsets_graph.into_owned());
-            let s = NamedOrBlankNodeRef::from(node.as_ref());
-            tx.insert(QuadRef::new(s, nn(vocab::RDF_TYPE), nn(coal::OFFSET), &g));
-            tx.insert(QuadRef::new(
-                s,
-                nn(coal::TOPIC),
-                TermRef::from(Literal::new_simple_literal(&tp.topic).as_ref()),
-                &g,
-            ));
-            tx.insert(QuadRef::new(s, nn(coal::PARTITION), &Term::from(Literal::from(i64::from(tp.partition))), &g));
-            tx.insert(QuadRef::new(s, nn(coal::NEXT_OFFSET), &Term::from(Literal::from(*next)), &g));
-        }
+        write_offsets(&mut tx, log, offsets)?;
         tx.commit()?;
         self.applied(&db, batch.len());
         Ok(stats)

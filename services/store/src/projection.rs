@@ -207,6 +207,25 @@ impl Maintenance {
         Ok(())
     }
 
+    /// Adds the contribution of every projected entity in the store: the projections from
+    /// scratch, written by [`Maintenance::write`] into a store that has none yet (an initial load).
+    pub(crate) fn account_all(&mut self, tx: &Transaction<'_>) -> Result<(), StoreError> {
+        let classes = [coal::ACTIVITY, coal::CASE_STUDY, coal::OUTCOME, coal::DIALOGUE, coal::EVIDENCE_STATISTIC];
+        for class in classes {
+            // Ordered by subject, so an entity typed in several graphs comes up in a row, once counted.
+            let mut previous: Option<NamedNode> = None;
+            for q in tx.quads_for_pattern(None, Some(nn(vocab::RDF_TYPE)), Some(nn(class).into()), None) {
+                let oxigraph::model::NamedOrBlankNode::NamedNode(e) = q?.subject else { continue };
+                if previous.as_ref() == Some(&e) {
+                    continue;
+                }
+                self.account(tx, std::slice::from_ref(&e), 1)?;
+                previous = Some(e);
+            }
+        }
+        Ok(())
+    }
+
     fn contribution(&mut self, tx: &Transaction<'_>, e: &NamedNode) -> Result<Contribution, StoreError> {
         let Some((kind, _)) = parse_entity_iri(e.as_str()) else { return Ok(Vec::new()) };
         let mut out = Vec::new();

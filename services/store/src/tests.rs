@@ -396,6 +396,87 @@ mod projections {
             .collect()
     }
 
+    /// Loads `items` (in this order) the way an initial load does: provenance of every new event
+    /// in the first pass, facts of each graph's winner in the second, then the projections.
+    fn load_all(items: &[Applicable]) -> GraphStore {
+        let store = GraphStore::in_memory().unwrap();
+        let mut plan = LoadPlan::default();
+        store
+            .initial_load("log", |loader| -> Result<(), StoreError> {
+                for a in items {
+                    if plan.record(a) != Verdict::Duplicate {
+                        loader.add(a.mapped.provenance.iter().cloned())?;
+                    }
+                }
+                for a in items {
+                    if plan.take_winner(a) {
+                        loader.add(a.mapped.facts.iter().chain(&a.mapped.generation).cloned())?;
+                    }
+                }
+                Ok(())
+            })
+            .unwrap();
+        store.finish_initial_load("log", &Offsets::default()).unwrap();
+        store
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        #[test]
+        fn an_initial_load_equals_applying_the_same_events(
+            ops in proptest::collection::vec(op(), 1..40),
+            dups in proptest::collection::vec(any::<prop::sample::Index>(), 0..4),
+            batch in 1..8usize,
+            shuffle in any::<u64>(),
+        ) {
+            let mut items = items(&ops);
+            let mut state = shuffle | 1;
+            for i in (1..items.len()).rev() {
+                state ^= state << 13; state ^= state >> 7; state ^= state << 17;
+                items.swap(i, (state % (i as u64 + 1)) as usize);
+            }
+            for d in dups {
+                let copy = items[d.index(items.len())].clone();
+                items.push(copy);
+            }
+            let applied = GraphStore::in_memory().unwrap();
+            let mut counts = (0, 0, 0);
+            for chunk in items.chunks(batch) {
+                let stats = applied.apply("log", chunk, &Offsets::default()).unwrap();
+                counts.0 += stats.applied;
+                counts.1 += stats.stale_ids.len();
+                counts.2 += stats.duplicate_ids.len();
+            }
+            let mut plan = LoadPlan::default();
+            let mut verdicts = (0, 0, 0);
+            for a in &items {
+                match plan.record(a) {
+                    Verdict::Applied => verdicts.0 += 1,
+                    Verdict::Stale => verdicts.1 += 1,
+                    Verdict::Duplicate => verdicts.2 += 1,
+                }
+            }
+            prop_assert_eq!(verdicts, counts);
+            let loaded = load_all(&items);
+            prop_assert_eq!(projection::snapshot(&loaded).unwrap(), projection::from_scratch(&loaded).unwrap());
+            prop_assert_eq!(digest(&loaded).unwrap(), digest(&applied).unwrap());
+        }
+    }
+
+    #[test]
+    fn an_unfinished_initial_load_is_discarded() {
+        let items = items(&[Op { kind: 2, idx: 0, bits: 1, pick: 0, amount: 5, retract: false }]);
+        let store = GraphStore::in_memory().unwrap();
+        store.initial_load("log", |loader| loader.add(items[0].mapped.facts.iter().cloned())).unwrap();
+        assert!(!store.is_empty().unwrap(), "the load is visible once committed");
+        assert!(!store.discard_unfinished_load("other-log").unwrap(), "only the log's own load counts");
+        assert!(store.discard_unfinished_load("log").unwrap());
+        assert!(store.is_empty().unwrap());
+        let finished = load_all(&items);
+        assert!(!finished.discard_unfinished_load("log").unwrap(), "a finished load is kept");
+        assert!(!finished.is_empty().unwrap());
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(64))]
         #[test]

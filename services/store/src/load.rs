@@ -1,0 +1,168 @@
+//! Initial load: filling a store that holds nothing yet (a new replica, a rebuild's new
+//! generation) from the log with Oxigraph's bulk loader, which writes sorted files straight into
+//! RocksDB instead of going through transactions.
+//!
+//! The bulk loader can neither delete nor read what it is writing, so the caller decides which
+//! event wins each entity graph (the greatest order key) before handing over its quads, and the
+//! projections are computed afterwards from the loaded state with the same contribution code the
+//! incremental maintenance uses. Guarantees: everything added becomes visible at once, when the
+//! loader commits, together with a marker (in the offsets graph) saying the load is unfinished;
+//! [`GraphStore::finish_initial_load`] then writes the projections and the offsets and removes
+//! the marker in one transaction. A store found holding the marker (the process stopped in
+//! between) is cleared by [`GraphStore::discard_unfinished_load`] and loaded again.
+
+use crate::{nn, projection, write_offsets, Applicable, GraphStore, StoreError};
+use coalition_mapping::vocab::{self, coal};
+use coalition_mapping::{Offsets, OrderKey};
+use oxigraph::model::{GraphName, NamedNode, Quad};
+use std::collections::{HashMap, HashSet};
+
+/// Quads handed to the bulk loader at once: each batch becomes one set of sorted files, written
+/// by one loader thread while the caller goes on filling the next.
+const BATCH_QUADS: usize = 400_000;
+/// Loader threads (each holding one batch).
+const THREADS: usize = 2;
+
+fn marker(log: &str) -> Quad {
+    Quad::new(
+        NamedNode::new_unchecked(format!("{}initial-load/{}", vocab::ID, log)),
+        nn(vocab::RDF_TYPE),
+        nn(coal::INITIAL_LOAD),
+        GraphName::NamedNode(nn(vocab::OFFSETS_GRAPH).into_owned()),
+    )
+}
+
+/// What [`GraphStore::apply`] does with an event, decided in log order without a store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// The event becomes its entity's current state (for now): its provenance is kept.
+    Applied,
+    /// Its entity already has a newer event: its provenance is kept, its facts are not.
+    Stale,
+    /// An event with this id came before: nothing of it is kept.
+    Duplicate,
+}
+
+/// The decisions of an initial load, made in two passes over the same records: the first, in
+/// log order, says what [`GraphStore::apply`] would have done with each event (so counts and
+/// provenance match a transactional replay); the second picks out the event that won each entity
+/// graph, whose facts are the graph's.
+#[derive(Debug, Default)]
+pub struct LoadPlan {
+    seen: HashSet<String>,
+    winners: HashMap<String, OrderKey>,
+}
+
+impl LoadPlan {
+    /// First pass: records `item` and returns what a transactional apply would do with it.
+    pub fn record(&mut self, item: &Applicable) -> Verdict {
+        if !self.seen.insert(item.event_id.clone()) {
+            return Verdict::Duplicate;
+        }
+        let order = &item.mapped.order;
+        match self.winners.get_mut(item.mapped.graph.as_str()) {
+            Some(current) if *current >= *order => Verdict::Stale,
+            Some(current) => {
+                current.clone_from(order);
+                Verdict::Applied
+            }
+            None => {
+                self.winners.insert(item.mapped.graph.as_str().to_owned(), order.clone());
+                Verdict::Applied
+            }
+        }
+    }
+
+    /// Second pass: true for the event that won its entity graph, once (a later copy of the same
+    /// event answers false).
+    pub fn take_winner(&mut self, item: &Applicable) -> bool {
+        let graph = item.mapped.graph.as_str();
+        if self.winners.get(graph) != Some(&item.mapped.order) {
+            return false;
+        }
+        self.winners.remove(graph);
+        true
+    }
+}
+
+/// Collects quads for the bulk loader; see [`GraphStore::initial_load`].
+pub struct Loader<'a> {
+    bulk: oxigraph::store::BulkLoader<'a>,
+    buffer: Vec<Quad>,
+    loaded: usize,
+}
+
+impl Loader<'_> {
+    /// Adds quads; they are written in batches and become visible only when the load commits.
+    pub fn add(&mut self, quads: impl IntoIterator<Item = Quad>) -> Result<(), StoreError> {
+        self.buffer.extend(quads);
+        if self.buffer.len() >= BATCH_QUADS {
+            self.write_batch()?;
+        }
+        Ok(())
+    }
+
+    /// Quads added so far.
+    pub fn quads(&self) -> usize {
+        self.loaded + self.buffer.len()
+    }
+
+    fn write_batch(&mut self) -> Result<(), StoreError> {
+        self.loaded += self.buffer.len();
+        self.bulk.load_quads(std::mem::take(&mut self.buffer))?;
+        Ok(())
+    }
+}
+
+impl GraphStore {
+    /// Clears the store if it holds an initial load of `log` that did not finish; returns whether
+    /// it did. Call before deciding how to resume: such a store has facts without projections.
+    pub fn discard_unfinished_load(&self, log: &str) -> Result<bool, StoreError> {
+        let db = self.db();
+        if !db.contains(&marker(log))? {
+            return Ok(false);
+        }
+        tracing::warn!(log, "the store holds an initial load that did not finish; clearing it to load again");
+        db.clear()?;
+        Ok(true)
+    }
+
+    /// Bulk-loads the quads `fill` adds. When `fill` succeeds they become visible at once, marked
+    /// as an unfinished load of `log` until [`GraphStore::finish_initial_load`]; when it fails,
+    /// nothing is written. For a store that holds nothing: the loader adds quads without reading
+    /// the store, so the caller must already have resolved which events win. Returns the number
+    /// of quads loaded.
+    pub fn initial_load<E: From<StoreError>>(
+        &self,
+        log: &str,
+        fill: impl FnOnce(&mut Loader<'_>) -> Result<(), E>,
+    ) -> Result<usize, E> {
+        let db = self.db();
+        let bulk = db.bulk_loader().with_num_threads(THREADS).with_max_memory_size_in_megabytes(
+            // The loader's batch size is this budget × 1000 / threads, in quads.
+            BATCH_QUADS * THREADS / 1000,
+        );
+        let mut loader = Loader { bulk, buffer: Vec::new(), loaded: 0 };
+        fill(&mut loader)?;
+        loader.add([marker(log)])?;
+        loader.write_batch()?;
+        let quads = loader.loaded;
+        loader.bulk.commit().map_err(StoreError::from)?;
+        Ok(quads)
+    }
+
+    /// Finishes an initial load of `log`: computes every projection from the loaded facts, writes
+    /// `offsets` (how far into the log the load went) and removes the unfinished-load marker, in
+    /// one transaction.
+    pub fn finish_initial_load(&self, log: &str, offsets: &Offsets) -> Result<(), StoreError> {
+        let db = self.db();
+        let mut tx = db.start_transaction()?;
+        let mut maintenance = projection::Maintenance::default();
+        maintenance.account_all(&tx)?;
+        maintenance.write(&mut tx)?;
+        write_offsets(&mut tx, log, offsets)?;
+        tx.remove(&marker(log));
+        tx.commit()?;
+        Ok(())
+    }
+}
