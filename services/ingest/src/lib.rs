@@ -13,6 +13,7 @@
 
 mod dead_letter;
 mod import;
+mod initial_load;
 mod materializer;
 pub mod metrics;
 mod producer;

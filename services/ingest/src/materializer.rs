@@ -32,7 +32,7 @@ const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
 const LAG_REFRESH: Duration = Duration::from_secs(5);
 
 /// Consumer context that treats end-of-partition as the normal event it is, not an error.
-struct MaterializerContext;
+pub(crate) struct MaterializerContext;
 
 impl ClientContext for MaterializerContext {
     fn error(&self, error: KafkaError, reason: &str) {
@@ -93,6 +93,9 @@ pub struct Materializer {
     pub metrics: IngestMetrics,
     pub batch_max: usize,
     pub linger: Duration,
+    /// With sinks that hold nothing, a log of at least this many records is bulk-loaded
+    /// (`crate::initial_load`) before the pipeline starts.
+    pub initial_load_min: u64,
 }
 
 /// Owner of a running materializer.
@@ -204,6 +207,8 @@ impl Materializer {
             let search = self.index.clone();
             let log = self.log.clone();
             tokio::task::spawn_blocking(move || -> Result<_, IngestError> {
+                // Facts without projections: cleared, and the log is loaded again.
+                store.discard_unfinished_load(&log)?;
                 Ok((store.offsets(&log)?, search.offsets(&log)?))
             })
             .await
@@ -225,19 +230,8 @@ impl Materializer {
     }
 
     async fn run(self, cancel: CancellationToken, tx: Arc<watch::Sender<Watermark>>) -> Result<(), IngestError> {
-        let consumer: Arc<MaterializerConsumer> = Arc::new(
-            self.kafka
-                .client()
-                .set("group.id", &self.kafka.consumer_group)
-                .set("enable.auto.commit", "false")
-                .set("enable.auto.offset.store", "false")
-                .set("enable.partition.eof", "true")
-                .set("auto.offset.reset", "earliest")
-                .set("session.timeout.ms", "6000")
-                .set("fetch.wait.max.ms", "50")
-                .set("isolation.level", "read_committed")
-                .create_with_context(MaterializerContext)?,
-        );
+        let consumer: Arc<MaterializerConsumer> =
+            Arc::new(self.consumer_config().create_with_context(MaterializerContext)?);
         let start = {
             let w = tx.borrow();
             let mut start = w.graph.clone();
@@ -258,6 +252,28 @@ impl Materializer {
             let cancel = cancel.clone();
             tokio::task::spawn_blocking(move || discover(&c, &cancel)).await.map_err(|_| IngestError::Stopped)??
         };
+        let this = Arc::new(self);
+        let start = if this.wants_initial_load(&start, &highs)? {
+            let (loader, runtime, cancel) = (this.clone(), tokio::runtime::Handle::current(), cancel.clone());
+            let (parts, highs) = (partitions.clone(), highs.clone());
+            let loaded = tokio::task::spawn_blocking(move || loader.initial_load(&parts, &highs, &cancel, &runtime))
+                .await
+                .map_err(|_| IngestError::Stopped)??;
+            this.publish_watermark("graph", &loaded.offsets);
+            this.publish_watermark("index", &loaded.offsets);
+            tx.send_modify(|w| {
+                w.graph.clone_from(&loaded.offsets);
+                w.index.clone_from(&loaded.offsets);
+                w.committed_at = Some(chrono::Utc::now());
+                w.applied += loaded.applied;
+                w.dead_lettered += loaded.dead_lettered;
+                // The load went up to the high watermarks at start: caught up, at once with the offsets.
+                w.caught_up = true;
+            });
+            loaded.offsets
+        } else {
+            start
+        };
         let mut tpl = TopicPartitionList::new();
         for tp in &partitions {
             let offset = match start.next(&tp.topic, tp.partition) {
@@ -272,11 +288,10 @@ impl Materializer {
         let mut eof_announced = false;
         let mut last_lag = Instant::now() - LAG_REFRESH;
         let mut lag_task: Option<JoinHandle<()>> = None;
-        self.update_caught_up(&tx, &highs, false);
+        this.update_caught_up(&tx, &highs, false);
         // Where classification has got to: ahead of the committed watermark by the batches in
         // the pipeline.
         let mut cursor = tx.borrow().clone();
-        let this = Arc::new(self);
         let (to_graph, graph_queue) = mpsc::channel(1);
         let (to_index, index_queue) = mpsc::channel(1);
         // Cancelled with `cancel`, or by a stage that failed, so the failure surfaces at once
@@ -369,6 +384,22 @@ impl Materializer {
         Ok(())
     }
 
+    /// Explicit assignment, positions kept in the sinks (never committed to Kafka), only
+    /// committed transactions.
+    pub(crate) fn consumer_config(&self) -> rdkafka::ClientConfig {
+        let mut config = self.kafka.client();
+        config
+            .set("group.id", &self.kafka.consumer_group)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("enable.partition.eof", "true")
+            .set("auto.offset.reset", "earliest")
+            .set("session.timeout.ms", "6000")
+            .set("fetch.wait.max.ms", "50")
+            .set("isolation.level", "read_committed");
+        config
+    }
+
     fn update_caught_up(&self, tx: &watch::Sender<Watermark>, highs: &Offsets, all_eof: bool) {
         if tx.borrow().caught_up {
             return;
@@ -457,15 +488,7 @@ impl Materializer {
                 Err((reason, message)) => {
                     tracing::warn!(topic = %pos.topic, partition = pos.partition, offset = pos.offset, reason, %message, "dead-lettering record");
                     if need_graph {
-                        out.dead.push(DeadLetter {
-                            reason: reason.to_owned(),
-                            message,
-                            source: pos.clone(),
-                            key: msg.key().map(<[u8]>::to_vec),
-                            value: msg.payload().map(<[u8]>::to_vec).unwrap_or_default(),
-                            headers: headers(&msg),
-                            time: chrono::Utc::now(),
-                        });
+                        out.dead.push(dead_letter(&msg, &pos, reason, message));
                     }
                 }
             }
@@ -609,7 +632,20 @@ impl Materializer {
     }
 }
 
-fn headers(msg: &OwnedMessage) -> Vec<(String, Vec<u8>)> {
+/// A rejected record as its dead letter.
+pub(crate) fn dead_letter(msg: &impl Message, pos: &LogPosition, reason: &str, message: String) -> DeadLetter {
+    DeadLetter {
+        reason: reason.to_owned(),
+        message,
+        source: pos.clone(),
+        key: msg.key().map(<[u8]>::to_vec),
+        value: msg.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+        headers: headers(msg),
+        time: chrono::Utc::now(),
+    }
+}
+
+fn headers(msg: &impl Message) -> Vec<(String, Vec<u8>)> {
     msg.headers()
         .map(|h| {
             h.iter()
@@ -632,8 +668,8 @@ async fn stopping_on_error(
 }
 
 /// Decodes, validates and maps one record; on failure returns (reason code, message).
-fn decode_and_map(
-    msg: &OwnedMessage,
+pub(crate) fn decode_and_map(
+    msg: &impl Message,
     pos: &LogPosition,
 ) -> Result<(String, coalition_mapping::Mapped), (&'static str, String)> {
     let Some(bytes) = msg.payload() else {

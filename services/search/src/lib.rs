@@ -274,6 +274,24 @@ impl SearchIndex {
         self.core.load().apply(log, replaced, docs, offsets)
     }
 
+    /// Adds `docs` without committing: they become visible with the next commit (an initial
+    /// load adds its documents in chunks and commits once, with the offsets the load reached).
+    pub fn add_uncommitted(&self, docs: &[SearchDoc]) -> Result<(), SearchError> {
+        let core = self.core.load();
+        let mut guard = core.writer.lock().expect("index writer lock poisoned");
+        core.add(writable(&mut guard)?, docs)
+    }
+
+    /// Commits what was added with `offsets` as payload and makes it visible to searches.
+    pub fn commit(&self, log: &str, offsets: &Offsets) -> Result<(), SearchError> {
+        let core = self.core.load();
+        let mut guard = core.writer.lock().expect("index writer lock poisoned");
+        core.commit(writable(&mut guard)?, log, offsets)?;
+        drop(guard);
+        core.reader.reload()?;
+        Ok(())
+    }
+
     /// Number of documents visible to searches.
     pub fn num_docs(&self) -> u64 {
         self.core.load().num_docs()
@@ -302,6 +320,11 @@ impl SearchIndex {
     }
 }
 
+/// The writer behind `guard`, or an error for an index opened read-only.
+fn writable<'a>(guard: &'a mut Option<IndexWriter>) -> Result<&'a mut IndexWriter, SearchError> {
+    guard.as_mut().ok_or_else(|| SearchError::Payload("index opened read-only".into()))
+}
+
 impl IndexCore {
     fn offsets(&self, log: &str) -> Result<Offsets, SearchError> {
         let metas = self.index.load_metas()?;
@@ -316,12 +339,20 @@ impl IndexCore {
     }
 
     fn apply(&self, log: &str, replaced: &[String], docs: &[SearchDoc], offsets: &Offsets) -> Result<(), SearchError> {
-        let f = &self.fields;
         let mut guard = self.writer.lock().expect("index writer lock poisoned");
-        let writer = guard.as_mut().ok_or_else(|| SearchError::Payload("index opened read-only".into()))?;
+        let writer = writable(&mut guard)?;
         for entity in replaced {
-            writer.delete_term(Term::from_field_text(f.entity_iri, entity));
+            writer.delete_term(Term::from_field_text(self.fields.entity_iri, entity));
         }
+        self.add(writer, docs)?;
+        self.commit(writer, log, offsets)?;
+        drop(guard);
+        self.reader.reload()?;
+        Ok(())
+    }
+
+    fn add(&self, writer: &mut IndexWriter, docs: &[SearchDoc]) -> Result<(), SearchError> {
+        let f = &self.fields;
         for d in docs {
             let language = analysis_language(&d.language, &format!("{} {}", d.title, d.body));
             let (title, body) = f.for_language(language);
@@ -351,13 +382,15 @@ impl IndexCore {
             }
             writer.add_document(document)?;
         }
+        Ok(())
+    }
+
+    fn commit(&self, writer: &mut IndexWriter, log: &str, offsets: &Offsets) -> Result<(), SearchError> {
         let payload = CommitPayload { log: log.to_owned(), offsets: offsets.clone() };
         let payload = serde_json::to_string(&payload).map_err(|e| SearchError::Payload(e.to_string()))?;
         let mut prepared = writer.prepare_commit()?;
         prepared.set_payload(&payload);
         prepared.commit()?;
-        drop(guard);
-        self.reader.reload()?;
         Ok(())
     }
 

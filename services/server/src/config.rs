@@ -136,6 +136,10 @@ pub struct ServeArgs {
     /// How long a batch waits for more events, in milliseconds.
     #[arg(long, env = "COALITION_LINGER_MS", default_value_t = 20)]
     pub linger_ms: u64,
+    /// When the stores hold nothing and the log at least this many records (a new replica, a
+    /// rebuild), bulk-load the log up to its end at start before streaming; 0 turns it off.
+    #[arg(long, env = "COALITION_INITIAL_LOAD_MIN", default_value_t = crate::stores::INITIAL_LOAD_MIN)]
+    pub initial_load_min: u64,
     /// SPARQL query timeout in seconds.
     #[arg(long, env = "COALITION_SPARQL_TIMEOUT_S", default_value_t = 10)]
     pub sparql_timeout_s: u64,

@@ -157,6 +157,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<Broker> {
         metrics: ingest_metrics.clone(),
         batch_max: args.batch_max,
         linger: Duration::from_millis(args.linger_ms),
+        initial_load_min: args.initial_load_min,
     };
     let live = stores::LiveStores::start(&args.data_dir, feed, cancel.child_token()).await?;
     let (store, index) = (live.store.clone(), live.index.clone());

@@ -83,7 +83,12 @@ pub struct Feed {
     pub metrics: IngestMetrics,
     pub batch_max: usize,
     pub linger: Duration,
+    /// Log records from which empty stores are bulk-loaded first; 0: never.
+    pub initial_load_min: u64,
 }
+
+/// Default for [`Feed::initial_load_min`]: below this the pipeline is about as fast.
+pub const INITIAL_LOAD_MIN: u64 = 10_000;
 
 impl Feed {
     fn materializer(&self, store: &GraphStore, index: &Arc<SearchIndex>) -> Materializer {
@@ -96,6 +101,7 @@ impl Feed {
             metrics: self.metrics.clone(),
             batch_max: self.batch_max,
             linger: self.linger,
+            initial_load_min: if self.initial_load_min == 0 { u64::MAX } else { self.initial_load_min },
         }
     }
 
@@ -111,6 +117,7 @@ impl Feed {
             metrics: IngestMetrics::register(&prometheus::Registry::new())?,
             batch_max: self.batch_max.max(5000),
             linger: self.linger,
+            initial_load_min: self.initial_load_min,
         })
     }
 }
@@ -332,6 +339,7 @@ pub async fn rebuild_offline(data_dir: &Path, kafka: KafkaConfig) -> anyhow::Res
         metrics: IngestMetrics::register(&prometheus::Registry::new())?,
         batch_max: 5000,
         linger: Duration::from_millis(50),
+        initial_load_min: INITIAL_LOAD_MIN,
     }
     .for_replay()?;
     let started = Instant::now();
