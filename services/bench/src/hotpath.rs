@@ -188,6 +188,14 @@ pub(crate) fn applied(server: &Server) -> Result<u64> {
     Ok(v["applied"].as_u64().unwrap_or(0) + v["deadLettered"].as_u64().unwrap_or(0))
 }
 
+/// Events applied (and dead-lettered), and the offsets each sink has committed (graph, index).
+fn sinks(server: &Server) -> Result<(u64, (serde_json::Value, serde_json::Value))> {
+    let (_, body) = server.get("/readyz")?;
+    let v: serde_json::Value = serde_json::from_str(&body)?;
+    let applied = v["applied"].as_u64().unwrap_or(0) + v["deadLettered"].as_u64().unwrap_or(0);
+    Ok((applied, (v["graph"].clone(), v["index"].clone())))
+}
+
 fn rss_mib(pid: u32) -> f64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
@@ -360,7 +368,10 @@ fn one_size(args: &HotPathArgs, conversations: usize, repo: &Path) -> Result<Run
     let started = Instant::now();
     produce_all(&broker.bootstrap, &events)?;
     let total = events.len() as u64;
-    wait_for("ingest to finish", Duration::from_secs(3600), || applied(&server).ok().filter(|n| *n >= total))?;
+    // Ingested: every event applied, and the index has committed as far as the graph.
+    wait_for("ingest to finish", Duration::from_secs(3600), || {
+        sinks(&server).ok().filter(|(applied, sinks)| *applied >= total && sinks.0 == sinks.1).map(drop)
+    })?;
     let ingest_s = started.elapsed().as_secs_f64();
     eprintln!("[{conversations}] ingested in {ingest_s:.1}s: {:.0} events/s", total as f64 / ingest_s);
 
@@ -476,19 +487,30 @@ fn one_size(args: &HotPathArgs, conversations: usize, repo: &Path) -> Result<Run
     let rss = server.pid().map(rss_mib).unwrap_or(f64::NAN);
 
     eprintln!("[{conversations}] rebuild (a fresh replica materializing the whole log)");
+    // Where the live server's sinks end once it has applied every event sent: the replica is
+    // rebuilt when both of its sinks are there too.
+    let expected = total + args.probes as u64 + load_events;
+    let target = wait_for("the live server to apply the log", Duration::from_secs(3600), || {
+        let (applied, sinks) = sinks(&server).ok()?;
+        (applied >= expected && sinks.0 == sinks.1).then_some(sinks)
+    })?;
     let started = Instant::now();
     let replica = Server::start_serving(
         &work.join("replica"),
         &["--kafka-brokers", &broker.bootstrap, "--consumer-group", "bench-replica", "--no-seed"],
     )?;
-    let expected = total + args.probes as u64 + load_events;
     wait_for("the replica to apply the log", Duration::from_secs(3600), || {
-        applied(&replica).ok().filter(|n| *n >= expected)
+        sinks(&replica).ok().filter(|(_, s)| *s == target).map(drop)
     })?;
     let rebuild_s = started.elapsed().as_secs_f64();
     drop(replica);
     drop(server);
     drop(broker);
+    // The rebuilt replica (bulk-loaded, then streamed) must hold what the live server built event
+    // by event.
+    let (live, rebuilt) = (crate::procs::digest(&work.join("data"))?, crate::procs::digest(&work.join("replica"))?);
+    anyhow::ensure!(live == rebuilt, "the rebuilt replica differs from the live server: {live} vs {rebuilt}");
+    eprintln!("[{conversations}] rebuilt replica's digests equal the live server's");
     Ok(Run {
         conversations,
         events: events.len(),

@@ -316,11 +316,15 @@ impl Coalition {
 
     /// `coalition digest --json` of this replica's data dir (the server must be stopped).
     pub fn digest(&self) -> Result<Value> {
-        let out =
-            Command::new(coalition_bin()).arg("digest").arg("--data-dir").arg(&self.data_dir).arg("--json").output()?;
-        if !out.status.success() {
-            bail!("coalition digest failed: {}", String::from_utf8_lossy(&out.stderr));
-        }
-        Ok(serde_json::from_slice(&out.stdout)?)
+        digest(&self.data_dir)
     }
+}
+
+/// `coalition digest --json` of a data dir: graph and index digests.
+pub fn digest(data_dir: &Path) -> Result<Value> {
+    let out = Command::new(coalition_bin()).arg("digest").arg("--data-dir").arg(data_dir).arg("--json").output()?;
+    if !out.status.success() {
+        bail!("coalition digest failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(serde_json::from_slice(&out.stdout)?)
 }

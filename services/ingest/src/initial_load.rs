@@ -1,10 +1,12 @@
 //! Initial load: a materializer whose sinks hold nothing, started on a log of at least
 //! [`Materializer::initial_load_min`] records (a new replica, a rebuild's new generation), loads
-//! the log up to where it stood at start with the graph store's bulk loader and one index commit,
-//! then goes on through the pipeline from there.
+//! the log up to its end with the graph store's bulk loader and one index commit, then goes on
+//! through the pipeline from there.
 //!
-//! Two passes read the same records (each partition from its start to its high watermark at
-//! start), each with its own consumer. The first decodes, validates and maps every record,
+//! Two passes read the same records, each with its own consumer: the first reads each partition
+//! from its start to its end-of-partition event (high watermarks are not trusted for this: some
+//! Kafka-protocol brokers report the last batch's first offset), the second up to where the first
+//! stopped. The first decodes, validates and maps every record,
 //! dead-letters the bad ones, loads the provenance of every new event and decides, in log order,
 //! what a transactional apply would have done with it ([`LoadPlan::record`]); the second loads
 //! the facts of the event that won each entity graph and adds its documents to the index. The
@@ -23,11 +25,14 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{Offset, TopicPartitionList};
 use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 /// Documents handed to the index writer at once during the second pass.
 const DOCS_PER_ADD: usize = 10_000;
+/// Records read from one partition's queue before turning to the next.
+const POLLS_PER_TURN: usize = 500;
 
 /// What an initial load did.
 #[derive(Debug, Default)]
@@ -42,7 +47,7 @@ pub(crate) struct Loaded {
 
 impl Materializer {
     /// True if the sinks hold nothing of any log and the log holds at least
-    /// `initial_load_min` records below `highs`.
+    /// `initial_load_min` records below `highs` (the high watermarks at start).
     pub(crate) fn wants_initial_load(&self, start: &Offsets, highs: &Offsets) -> Result<bool, IngestError> {
         let records: i64 = highs.0.values().sum();
         Ok(start.0.is_empty()
@@ -52,26 +57,26 @@ impl Materializer {
             && self.index.num_docs() == 0)
     }
 
-    /// Loads every record below `highs` (blocking; run it off the async runtime).
+    /// Loads every record of `partitions` up to their ends (blocking; run it off the async
+    /// runtime).
     pub(crate) fn initial_load(
         &self,
         partitions: &[TopicPartition],
-        highs: &Offsets,
         cancel: &CancellationToken,
         runtime: &tokio::runtime::Handle,
     ) -> Result<Loaded, IngestError> {
         let started = Instant::now();
-        let records: i64 = highs.0.values().sum();
-        tracing::info!(records, "initial load: the sinks are empty; bulk-loading the log up to its start");
+        tracing::info!("initial load: the sinks are empty; bulk-loading the log up to its end");
         let mut plan = LoadPlan::default();
         let mut loaded = Loaded::default();
+        let mut ends = Offsets::default();
         let quads = self.store.initial_load(&self.log, |loader| -> Result<(), IngestError> {
-            self.read_log(partitions, highs, cancel, |msg, pos| {
+            ends = self.read_log(partitions, None, cancel, |msg, pos| {
                 self.first_pass(msg, pos, &mut plan, loader, &mut loaded, runtime)
             })?;
             tracing::info!(elapsed_s = started.elapsed().as_secs_f64(), "initial load: first pass done");
             let mut docs = Vec::new();
-            self.read_log(partitions, highs, cancel, |msg, pos| {
+            self.read_log(partitions, Some(&ends), cancel, |msg, pos| {
                 let Ok((event_id, mapped)) = decode_and_map(msg, &pos) else { return Ok(()) };
                 let item = Applicable { event_id, mapped };
                 if plan.take_winner(&item) {
@@ -90,8 +95,8 @@ impl Materializer {
             Ok(())
         })?;
         let graph_loaded = started.elapsed().as_secs_f64();
-        loaded.offsets = highs.clone();
-        loaded.offsets.0.retain(|_, next| *next > 0);
+        let ends_total: i64 = ends.0.values().sum();
+        loaded.offsets = ends;
         self.store.finish_initial_load(&self.log, &loaded.offsets)?;
         let projected = started.elapsed().as_secs_f64();
         self.index.commit(&self.log, &loaded.offsets)?;
@@ -99,7 +104,7 @@ impl Materializer {
         self.metrics.stale.inc_by(loaded.stale);
         self.metrics.duplicates.inc_by(loaded.duplicates);
         tracing::info!(
-            records,
+            records = ends_total,
             quads,
             applied = loaded.applied,
             stale = loaded.stale,
@@ -160,58 +165,88 @@ impl Materializer {
         Ok(())
     }
 
-    /// Calls `each` on every record below `highs`, partition by partition in offset order, with a
-    /// consumer of its own.
+    /// Calls `each` on every record of `partitions` from the start, partition by partition in
+    /// offset order, with a consumer of its own: up to `ends` if given, else up to where each
+    /// partition ends when it is read (its end-of-partition event, read from the partition's own
+    /// queue, so that it is known whose end it is). Returns the next offset of every partition it
+    /// read records from.
     fn read_log(
         &self,
         partitions: &[TopicPartition],
-        highs: &Offsets,
+        ends: Option<&Offsets>,
         cancel: &CancellationToken,
         mut each: impl FnMut(&BorrowedMessage<'_>, LogPosition) -> Result<(), IngestError>,
-    ) -> Result<(), IngestError> {
-        let consumer: BaseConsumer<MaterializerContext> =
-            self.consumer_config().create_with_context(MaterializerContext)?;
-        let high = |topic: &str, partition: i32| highs.next(topic, partition).unwrap_or(0);
-        let mut remaining: BTreeSet<(String, i32)> = BTreeSet::new();
+    ) -> Result<Offsets, IngestError> {
+        let consumer: Arc<BaseConsumer<MaterializerContext>> =
+            Arc::new(self.consumer_config().create_with_context(MaterializerContext)?);
+        let end = |tp: &TopicPartition| ends.map(|e| e.next(&tp.topic, tp.partition).unwrap_or(0));
+        let wanted: Vec<&TopicPartition> = partitions.iter().filter(|tp| end(tp) != Some(0)).collect();
         let mut tpl = TopicPartitionList::new();
-        for tp in partitions.iter().filter(|tp| high(&tp.topic, tp.partition) > 0) {
+        for tp in &wanted {
             tpl.add_partition_offset(&tp.topic, tp.partition, Offset::Beginning)?;
-            remaining.insert((tp.topic.clone(), tp.partition));
         }
         consumer.assign(&tpl)?;
-        while !remaining.is_empty() {
+        let mut queues = Vec::new();
+        for tp in wanted {
+            let queue = consumer.split_partition_queue(&tp.topic, tp.partition).ok_or_else(|| {
+                IngestError::Kafka(KafkaError::Subscription(format!("no queue for {}/{}", tp.topic, tp.partition)))
+            })?;
+            queues.push((tp, queue));
+        }
+        let mut reached = Offsets::default();
+        while !queues.is_empty() {
             if cancel.is_cancelled() {
                 return Err(IngestError::Stopped);
             }
-            match consumer.poll(Duration::from_millis(100)) {
-                Some(Ok(msg)) => {
-                    let pos =
-                        LogPosition { topic: msg.topic().to_owned(), partition: msg.partition(), offset: msg.offset() };
-                    let end = high(&pos.topic, pos.partition);
-                    if pos.offset < end {
-                        each(&msg, pos.clone())?;
-                    }
-                    if pos.offset + 1 >= end {
-                        remaining.remove(&(pos.topic, pos.partition));
+            let mut idle = true;
+            let mut through = BTreeSet::new();
+            for (k, (tp, queue)) in queues.iter().enumerate() {
+                // A slice of each partition in turn, so no queue fills while another is read.
+                for _ in 0..POLLS_PER_TURN {
+                    match queue.poll(Duration::ZERO) {
+                        None => break,
+                        Some(Ok(msg)) => {
+                            idle = false;
+                            let pos =
+                                LogPosition { topic: tp.topic.clone(), partition: tp.partition, offset: msg.offset() };
+                            let limit = end(tp);
+                            if limit.is_none_or(|limit| pos.offset < limit) {
+                                reached.advance(&pos);
+                                each(&msg, pos.clone())?;
+                            }
+                            if limit.is_some_and(|limit| pos.offset + 1 >= limit) {
+                                through.insert(k);
+                                break;
+                            }
+                        }
+                        Some(Err(KafkaError::PartitionEOF(_))) if ends.is_none() => {
+                            through.insert(k);
+                            break;
+                        }
+                        Some(Err(KafkaError::PartitionEOF(_))) => break,
+                        Some(Err(e)) => tracing::warn!(error = %e, "consumer error during the initial load"),
                     }
                 }
-                Some(Err(KafkaError::PartitionEOF(_))) | None => {
-                    // A partition ending in transaction markers never yields its last offset:
-                    // its position says it is through.
-                    for elem in consumer.position()?.elements() {
-                        if let Offset::Offset(next) = elem.offset() {
-                            if next >= high(elem.topic(), elem.partition()) {
-                                remaining.remove(&(elem.topic().to_owned(), elem.partition()));
-                            }
+            }
+            // Callbacks are served on the consumer's own queue; it also paces an idle loop.
+            let _ = consumer.poll(if idle { Duration::from_millis(5) } else { Duration::ZERO });
+            if idle && ends.is_some() {
+                // A partition ending in transaction markers never yields its last offset: its
+                // position says it is through.
+                let positions = consumer.position()?;
+                for (k, (tp, _)) in queues.iter().enumerate() {
+                    let position = positions.find_partition(&tp.topic, tp.partition).map(|e| e.offset());
+                    if let (Some(Offset::Offset(next)), Some(limit)) = (position, end(tp)) {
+                        if next >= limit {
+                            through.insert(k);
                         }
                     }
                 }
-                Some(Err(e)) => {
-                    tracing::warn!(error = %e, "consumer error during the initial load");
-                    std::thread::sleep(Duration::from_millis(100));
-                }
+            }
+            for k in through.into_iter().rev() {
+                queues.remove(k);
             }
         }
-        Ok(())
+        Ok(reached)
     }
 }

@@ -255,8 +255,8 @@ impl Materializer {
         let this = Arc::new(self);
         let start = if this.wants_initial_load(&start, &highs)? {
             let (loader, runtime, cancel) = (this.clone(), tokio::runtime::Handle::current(), cancel.clone());
-            let (parts, highs) = (partitions.clone(), highs.clone());
-            let loaded = tokio::task::spawn_blocking(move || loader.initial_load(&parts, &highs, &cancel, &runtime))
+            let parts = partitions.clone();
+            let loaded = tokio::task::spawn_blocking(move || loader.initial_load(&parts, &cancel, &runtime))
                 .await
                 .map_err(|_| IngestError::Stopped)??;
             this.publish_watermark("graph", &loaded.offsets);
@@ -267,7 +267,8 @@ impl Materializer {
                 w.committed_at = Some(chrono::Utc::now());
                 w.applied += loaded.applied;
                 w.dead_lettered += loaded.dead_lettered;
-                // The load went up to the high watermarks at start: caught up, at once with the offsets.
+                // The load went up to the end of every partition, past the high watermarks at
+                // start: caught up, at once with the offsets.
                 w.caught_up = true;
             });
             loaded.offsets

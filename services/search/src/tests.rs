@@ -162,3 +162,19 @@ mod relevance {
         assert!(r.hits.iter().all(|h| h.snippet.contains("<b>")), "{:?}", r.hits);
     }
 }
+
+#[test]
+fn documents_added_in_chunks_are_all_visible_after_one_commit() {
+    let index = SearchIndex::in_memory().unwrap();
+    let mut total = 0;
+    for chunk in 0..8 {
+        let docs: Vec<SearchDoc> = (0..10_000)
+            .map(|i| doc(&format!("dlg-{chunk}-{i}"), "Listening sessions", "people were not listened to", "FR"))
+            .collect();
+        total += docs.len();
+        index.add_uncommitted(&docs).unwrap();
+    }
+    index.commit("log", &offsets(total as i64)).unwrap();
+    assert_eq!(index.num_docs(), total as u64);
+    assert_eq!(index.all_iris().unwrap().len(), total);
+}
