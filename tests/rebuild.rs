@@ -1,6 +1,6 @@
-//! Rebuilding a running server's stores from the log: the rebuilt graph and index swap in while
-//! readers keep reading, answers stay the same, the materializer goes on over the new stores, and
-//! the new generation is what the next start opens.
+//! Rebuilding a running server's stores from the log: the rebuilt graph and index (bulk-loaded,
+//! then streamed) swap in while readers keep reading, answers stay the same, the materializer goes
+//! on over the new stores, and the new generation is what the next start opens.
 
 use anyhow::Result;
 use coalition_testkit::{create_token, wait_for, Broker, Server};
@@ -24,13 +24,17 @@ fn an_online_rebuild_swaps_in_without_stopping_reads() -> Result<()> {
     std::fs::create_dir_all(&data)?;
     let admin = create_token(&data, "admin", None, &[])?;
     let partner = create_token(&data, "partner", Some("nachw"), &[])?;
-    let args = ["--kafka-brokers", &broker.bootstrap, "--consumer-group", "online", "--seed"];
+    // The rebuild's new generation is empty and the log is not: it is bulk-loaded (an initial
+    // load) before it streams, whatever the log's size.
+    let args =
+        ["--kafka-brokers", &broker.bootstrap, "--consumer-group", "online", "--seed", "--initial-load-min", "1"];
     let mut server = Server::start(&data, &args)?;
     wait_for("the built-in dataset", Duration::from_secs(60), || {
         quads(&server).ok().filter(|n| n.parse::<u64>().unwrap_or(0) > 2000)
     })?;
     let dashboard_before = server.graphql_ok(DASHBOARD, json!({}))?;
     let quads_before = quads(&server)?;
+    let loads_before = server.log().matches("initial load done").count();
 
     // Only an admin may rebuild.
     let (status, v) = server.graphql_with_token(&partner, "mutation { rebuild { state } }", json!({}))?;
@@ -94,6 +98,7 @@ fn an_online_rebuild_swaps_in_without_stopping_reads() -> Result<()> {
     let failures = failures.into_inner().unwrap();
     assert!(failures.is_empty(), "{} read(s) failed during the rebuild, first: {:?}", failures.len(), failures.first());
     assert!(served.load(Ordering::Relaxed) > 10, "readers kept reading");
+    assert_eq!(server.log().matches("initial load done").count(), loads_before + 1, "the rebuild bulk-loaded the log");
 
     // Same answers from the rebuilt stores.
     assert_eq!(server.graphql_ok(DASHBOARD, json!({}))?, dashboard_before);
