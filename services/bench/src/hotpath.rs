@@ -71,6 +71,8 @@ pub struct Run {
     pub freshness_probes: usize,
     pub freshness_load_events_per_s: usize,
     pub rebuild_s: f64,
+    /// Peak resident memory of the rebuilding replica.
+    pub rebuild_peak_rss_mib: f64,
     pub rss_mib: f64,
     pub queries: Vec<QueryResult>,
 }
@@ -197,9 +199,14 @@ fn sinks(server: &Server) -> Result<(u64, (serde_json::Value, serde_json::Value)
 }
 
 fn rss_mib(pid: u32) -> f64 {
+    memory_mib(pid, "VmRSS:")
+}
+
+/// A memory figure of `/proc/<pid>/status` (`VmRSS:`, `VmHWM:` …) in MiB.
+fn memory_mib(pid: u32, field: &str) -> f64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).map(str::to_owned))
+        .and_then(|s| s.lines().find(|l| l.starts_with(field)).map(str::to_owned))
         .and_then(|l| l.split_whitespace().nth(1).and_then(|kb| kb.parse::<f64>().ok()))
         .map(|kb| kb / 1024.0)
         .unwrap_or(f64::NAN)
@@ -503,6 +510,7 @@ fn one_size(args: &HotPathArgs, conversations: usize, repo: &Path) -> Result<Run
         sinks(&replica).ok().filter(|(_, s)| *s == target).map(drop)
     })?;
     let rebuild_s = started.elapsed().as_secs_f64();
+    let rebuild_peak = replica.pid().map_or(f64::NAN, |pid| memory_mib(pid, "VmHWM:"));
     drop(replica);
     drop(server);
     drop(broker);
@@ -520,6 +528,7 @@ fn one_size(args: &HotPathArgs, conversations: usize, repo: &Path) -> Result<Run
         freshness_probes: fresh.len(),
         freshness_load_events_per_s: args.load_rate,
         rebuild_s,
+        rebuild_peak_rss_mib: rebuild_peak,
         rss_mib: rss,
         queries,
     })
@@ -546,11 +555,11 @@ pub fn run(args: HotPathArgs) -> Result<()> {
 
 fn print_run(r: &Run) {
     println!(
-        "{:>9} {:>8} {:>10} {:>9} {:>9} {:>8} {:>7}",
-        "convs", "events", "ingest/s", "fresh50", "fresh99", "rebuild", "rss MiB"
+        "{:>9} {:>8} {:>10} {:>9} {:>9} {:>8} {:>7} {:>12}",
+        "convs", "events", "ingest/s", "fresh50", "fresh99", "rebuild", "rss MiB", "rebuild MiB"
     );
     println!(
-        "{:>9} {:>8} {:>10.0} {:>9.1} {:>9.1} {:>8.1} {:>7.0}   (freshness: {} probes under {} events/s)",
+        "{:>9} {:>8} {:>10.0} {:>9.1} {:>9.1} {:>8.1} {:>7.0} {:>12.0}   (freshness: {} probes under {} events/s)",
         r.conversations,
         r.events,
         r.ingest_events_per_s,
@@ -558,6 +567,7 @@ fn print_run(r: &Run) {
         r.freshness_p99_ms,
         r.rebuild_s,
         r.rss_mib,
+        r.rebuild_peak_rss_mib,
         r.freshness_probes,
         r.freshness_load_events_per_s
     );

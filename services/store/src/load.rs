@@ -151,15 +151,17 @@ impl GraphStore {
         Ok(quads)
     }
 
-    /// Finishes an initial load of `log`: computes every projection from the loaded facts, writes
-    /// `offsets` (how far into the log the load went) and removes the unfinished-load marker, in
-    /// one transaction.
+    /// Finishes an initial load of `log`: computes every projection from the loaded facts and
+    /// bulk-loads it, then writes `offsets` (how far into the log the load went) and removes the
+    /// unfinished-load marker in one transaction.
     pub fn finish_initial_load(&self, log: &str, offsets: &Offsets) -> Result<(), StoreError> {
         let db = self.db();
-        let mut tx = db.start_transaction()?;
         let mut maintenance = projection::Maintenance::default();
-        maintenance.account_all(&tx)?;
-        maintenance.write(&mut tx)?;
+        maintenance.account_all(&db.start_transaction()?)?;
+        let mut bulk = db.bulk_loader().with_num_threads(THREADS);
+        bulk.load_quads(maintenance.initial_quads())?;
+        bulk.commit()?;
+        let mut tx = db.start_transaction()?;
         write_offsets(&mut tx, log, offsets)?;
         tx.remove(&marker(log));
         tx.commit()?;

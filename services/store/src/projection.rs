@@ -208,7 +208,7 @@ impl Maintenance {
     }
 
     /// Adds the contribution of every projected entity in the store: the projections from
-    /// scratch, written by [`Maintenance::write`] into a store that has none yet (an initial load).
+    /// scratch, for a store that has none yet (an initial load).
     pub(crate) fn account_all(&mut self, tx: &Transaction<'_>) -> Result<(), StoreError> {
         let classes = [coal::ACTIVITY, coal::CASE_STUDY, coal::OUTCOME, coal::DIALOGUE, coal::EVIDENCE_STATISTIC];
         for class in classes {
@@ -455,6 +455,65 @@ impl Maintenance {
             }
         }
         Ok(())
+    }
+}
+
+impl Maintenance {
+    /// The quads [`Maintenance::write`] would write into a store that holds no projections yet,
+    /// without reading it: what an initial load hands to the bulk loader after
+    /// [`Maintenance::account_all`]. (A test checks the result equals the incremental
+    /// maintenance's.)
+    pub(crate) fn initial_quads(self) -> Vec<Quad> {
+        let cells_graph = GraphName::NamedNode(NamedNode::new_unchecked(vocab::PROJECTION_CELLS_GRAPH));
+        let mut out = Vec::new();
+        let mut counters: BTreeMap<(Observation, &'static str), i64> = BTreeMap::new();
+        let mut latest: BTreeMap<Observation, Term> = BTreeMap::new();
+        for (cell, delta) in self.deltas {
+            if delta == 0 {
+                continue;
+            }
+            match cell {
+                Cell::Counter(obs, measure) => *counters.entry((obs, measure)).or_default() += delta,
+                Cell::Refcount(obs, dim, value) => {
+                    let node = cell_iri(&obs, dim, &value);
+                    let cell = |p: &str, o: Term| Quad::new(node.clone(), nn(p), o, cells_graph.clone());
+                    out.push(Quad::new(obs.iri(), nn(coal::CELL), node.clone(), cells_graph.clone()));
+                    out.push(cell(vocab::RDF_TYPE, nn(coal::PROJECTION_CELL).into_owned().into()));
+                    out.push(cell(coal::CELL_DIMENSION, Literal::new_simple_literal(dim.name()).into()));
+                    out.push(cell(coal::CELL_VALUE, value.clone()));
+                    out.push(cell(coal::CELL_COUNT, Literal::from(delta).into()));
+                    if delta < 0 {
+                        continue;
+                    }
+                    match dim {
+                        Dimension::Partner => *counters.entry((obs, coal::PARTNER_COUNT)).or_default() += 1,
+                        Dimension::Country => *counters.entry((obs, coal::COUNTRY_COUNT)).or_default() += 1,
+                        Dimension::Date => {
+                            let entry = latest.entry(obs).or_insert_with(|| value.clone());
+                            if lexical(&value) > lexical(entry) {
+                                *entry = value;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        let mut counted = BTreeSet::new();
+        for ((obs, measure), value) in counters {
+            if value != 0 {
+                out.push(Quad::new(obs.iri(), nn(measure), Literal::from(value), obs.graph()));
+                counted.insert(obs);
+            }
+        }
+        for (obs, date) in latest {
+            out.push(Quad::new(obs.iri(), nn(coal::LATEST_OUTCOME_DATE), date, obs.graph()));
+        }
+        for obs in counted {
+            for (p, o) in obs.header() {
+                out.push(Quad::new(obs.iri(), nn(p), o, obs.graph()));
+            }
+        }
+        out
     }
 }
 
