@@ -321,7 +321,7 @@ impl SearchIndex {
 }
 
 /// The writer behind `guard`, or an error for an index opened read-only.
-fn writable<'a>(guard: &'a mut Option<IndexWriter>) -> Result<&'a mut IndexWriter, SearchError> {
+fn writable(guard: &mut Option<IndexWriter>) -> Result<&mut IndexWriter, SearchError> {
     guard.as_mut().ok_or_else(|| SearchError::Payload("index opened read-only".into()))
 }
 
