@@ -3,17 +3,16 @@
 //! set — through creates, updates and retractions. Runs the real materializer against
 //! librdkafka's in-process mock cluster (the end-to-end tests cover a real broker process).
 
-use coalition_events::{decode, Event, EventId, Kind, Payload, DEAD_LETTER_TOPIC};
-use coalition_ingest::{wait_applied, EventProducer, IngestMetrics, KafkaConfig, Materializer};
+use coalition_events::{Event, EventId, Kind, Payload};
+use coalition_ingest::{wait_applied, EventProducer, IngestMetrics, Materializer};
 use coalition_search::SearchIndex;
 use coalition_store::{literal, GraphStore};
-use rdkafka::mocking::MockCluster;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
-const SEED: &str = include_str!("../../server/seed/coalition-seed.jsonl");
+mod common;
 
 fn graph_entities(store: &GraphStore) -> BTreeSet<String> {
     store
@@ -34,13 +33,7 @@ fn index_entities(index: &SearchIndex) -> BTreeSet<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn graph_and_index_agree_at_every_watermark() {
-    let cluster = MockCluster::new(1).unwrap();
-    let mut topics = Kind::topics();
-    topics.push(DEAD_LETTER_TOPIC);
-    for t in topics {
-        cluster.create_topic(t, 3, 1).unwrap();
-    }
-    let kafka = KafkaConfig::new(cluster.bootstrap_servers());
+    let (_cluster, kafka) = common::cluster();
     let producer = EventProducer::new(&kafka, None).unwrap();
     let store = GraphStore::in_memory().unwrap();
     let index = Arc::new(SearchIndex::in_memory().unwrap());
@@ -60,11 +53,9 @@ async fn graph_and_index_agree_at_every_watermark() {
     .await
     .unwrap();
 
-    let mut events: Vec<Event> =
-        SEED.lines().filter(|l| !l.trim().is_empty()).map(|l| decode(l.as_bytes()).unwrap()).collect();
+    let mut events = common::seed();
     // Updates and retractions of some activities and dialogues.
-    let targets: Vec<Event> =
-        events.iter().filter(|e| matches!(e.kind, Kind::Activity | Kind::Dialogue)).take(8).cloned().collect();
+    let targets = common::targets(&events, 8);
     for (i, t) in targets.iter().enumerate() {
         let mut update = t.clone();
         update.id = EventId(format!("update-{i}"));

@@ -4,25 +4,22 @@
 //! Runs the real materializer against librdkafka's in-process mock cluster (the hot-path smoke
 //! test rebuilds a replica from a real broker this way).
 
-use coalition_events::{decode, Event, EventId, Kind, Payload, DEAD_LETTER_TOPIC};
+use coalition_events::{Event, EventId, Kind, Payload};
 use coalition_ingest::{
     wait_applied, EventProducer, IngestMetrics, KafkaConfig, Materializer, MaterializerHandle, Receipt, Watermark,
 };
 use coalition_search::SearchIndex;
 use coalition_store::{digest, GraphStore};
-use rdkafka::mocking::MockCluster;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
-const SEED: &str = include_str!("../../server/seed/coalition-seed.jsonl");
+mod common;
 
 /// The seed, then updates, retractions, an older version arriving late and a redelivery.
 fn history() -> Vec<Event> {
-    let mut events: Vec<Event> =
-        SEED.lines().filter(|l| !l.trim().is_empty()).map(|l| decode(l.as_bytes()).unwrap()).collect();
-    let targets: Vec<Event> =
-        events.iter().filter(|e| matches!(e.kind, Kind::Activity | Kind::Dialogue)).take(6).cloned().collect();
+    let mut events = common::seed();
+    let targets = common::targets(&events, 6);
     for (i, t) in targets.iter().enumerate() {
         let mut newer = t.clone();
         newer.id = EventId(format!("update-{i}"));
@@ -87,13 +84,7 @@ async fn wait_for(r: &Replica, receipts: &[Receipt]) -> Watermark {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_initial_load_equals_a_replay_and_streams_on() {
-    let cluster = MockCluster::new(1).unwrap();
-    let mut topics = Kind::topics();
-    topics.push(DEAD_LETTER_TOPIC);
-    for t in topics {
-        cluster.create_topic(t, 3, 1).unwrap();
-    }
-    let kafka = KafkaConfig::new(cluster.bootstrap_servers());
+    let (_cluster, kafka) = common::cluster();
     let producer = EventProducer::new(&kafka, None).unwrap();
     let mut receipts = Vec::new();
     for e in history() {

@@ -396,6 +396,18 @@ mod projections {
             .collect()
     }
 
+    /// `items` in an order drawn from `seed` (xorshift, Fisher–Yates).
+    fn shuffled(mut items: Vec<Applicable>, seed: u64) -> Vec<Applicable> {
+        let mut state = seed | 1;
+        for i in (1..items.len()).rev() {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            items.swap(i, (state % (i as u64 + 1)) as usize);
+        }
+        items
+    }
+
     /// Loads `items` (in this order) the way an initial load does: provenance of every new event
     /// in the first pass, facts of each graph's winner in the second, then the projections.
     fn load_all(items: &[Applicable]) -> GraphStore {
@@ -429,12 +441,7 @@ mod projections {
             batch in 1..8usize,
             shuffle in any::<u64>(),
         ) {
-            let mut items = items(&ops);
-            let mut state = shuffle | 1;
-            for i in (1..items.len()).rev() {
-                state ^= state << 13; state ^= state >> 7; state ^= state << 17;
-                items.swap(i, (state % (i as u64 + 1)) as usize);
-            }
+            let mut items = shuffled(items(&ops), shuffle);
             for d in dups {
                 let copy = items[d.index(items.len())].clone();
                 items.push(copy);
@@ -485,13 +492,8 @@ mod projections {
             batch in 1..8usize,
             shuffle in any::<u64>(),
         ) {
-            let mut items = items(&ops);
             // Deliver in a shuffled order (versions decide which event wins).
-            let mut state = shuffle | 1;
-            for i in (1..items.len()).rev() {
-                state ^= state << 13; state ^= state >> 7; state ^= state << 17;
-                items.swap(i, (state % (i as u64 + 1)) as usize);
-            }
+            let items = shuffled(items(&ops), shuffle);
             let store = GraphStore::in_memory().unwrap();
             for chunk in items.chunks(batch) {
                 store.apply("log", chunk, &Offsets::default()).unwrap();
