@@ -9,6 +9,10 @@
 //!
 //! Partitions are assigned explicitly (no consumer-group rebalancing): every replica materializes
 //! the whole log, and positions live in the sinks, not in Kafka's committed offsets.
+//!
+//! A materializer whose sinks hold nothing, on a log of at least
+//! [`Materializer::initial_load_min`] records, first bulk-loads the log to its end
+//! ([`crate::initial_load`]) and streams on from there.
 
 use crate::{DeadLetter, EventProducer, IngestError, IngestMetrics, KafkaConfig};
 use coalition_events::{Kind, DEAD_LETTER_TOPIC};
