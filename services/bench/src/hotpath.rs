@@ -184,10 +184,9 @@ pub(crate) fn produce_all(bootstrap: &str, events: &[coalition_events::Event]) -
     })
 }
 
+/// Events applied and dead-lettered so far (`/readyz`).
 pub(crate) fn applied(server: &Server) -> Result<u64> {
-    let (_, body) = server.get("/readyz")?;
-    let v: serde_json::Value = serde_json::from_str(&body)?;
-    Ok(v["applied"].as_u64().unwrap_or(0) + v["deadLettered"].as_u64().unwrap_or(0))
+    Ok(sinks(server)?.0)
 }
 
 /// Events applied (and dead-lettered), and the offsets each sink has committed (graph, index).

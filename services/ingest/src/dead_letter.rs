@@ -2,6 +2,7 @@
 //! value and headers untouched, plus `coalition.dlq.*` headers saying why and where it came from.
 
 use coalition_mapping::LogPosition;
+use rdkafka::message::{Headers, Message};
 
 /// Prefix of the headers a dead letter carries.
 pub const DLQ_HEADER_PREFIX: &str = "coalition.dlq.";
@@ -19,6 +20,27 @@ pub struct DeadLetter {
 }
 
 impl DeadLetter {
+    /// The dead letter of the record `msg` at `pos`, rejected for `reason`.
+    pub(crate) fn of_record(msg: &impl Message, pos: &LogPosition, reason: &str, message: String) -> DeadLetter {
+        let headers = msg
+            .headers()
+            .map(|h| {
+                h.iter()
+                    .map(|header| (header.key.to_owned(), header.value.map(<[u8]>::to_vec).unwrap_or_default()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        DeadLetter {
+            reason: reason.to_owned(),
+            message,
+            source: pos.clone(),
+            key: msg.key().map(<[u8]>::to_vec),
+            value: msg.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+            headers,
+            time: chrono::Utc::now(),
+        }
+    }
+
     /// The headers of the dead-letter record: the original ones, then the reason and source.
     pub fn record_headers(&self) -> Vec<(String, Vec<u8>)> {
         let mut h: Vec<(String, Vec<u8>)> = self.headers.iter().filter(|(k, _)| k != "content-type").cloned().collect();

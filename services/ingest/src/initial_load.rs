@@ -15,9 +15,9 @@
 //! compares the digests); a load that stops half-way leaves nothing visible, or a store marked
 //! unfinished that the next start clears.
 
-use crate::materializer::{dead_letter, decode_and_map, MaterializerContext};
-use crate::{IngestError, Materializer};
-use coalition_events::{Action, DEAD_LETTER_TOPIC};
+use crate::materializer::{decode_and_map, MaterializerContext};
+use crate::{DeadLetter, IngestError, Materializer};
+use coalition_events::Action;
 use coalition_mapping::{LogPosition, Offsets, TopicPartition};
 use coalition_store::{Applicable, LoadPlan, Loader, Verdict};
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -46,11 +46,13 @@ pub(crate) struct Loaded {
 }
 
 impl Materializer {
-    /// True if the sinks hold nothing of any log and the log holds at least
-    /// `initial_load_min` records below `highs` (the high watermarks at start).
+    /// True if initial loads are on (`initial_load_min` > 0), the sinks hold nothing of any log and
+    /// the log holds at least `initial_load_min` records below `highs` (the high watermarks at
+    /// start).
     pub(crate) fn wants_initial_load(&self, start: &Offsets, highs: &Offsets) -> Result<bool, IngestError> {
         let records: i64 = highs.0.values().sum();
-        Ok(start.0.is_empty()
+        Ok(self.initial_load_min > 0
+            && start.0.is_empty()
             && records > 0
             && records as u64 >= self.initial_load_min
             && self.store.is_empty()?
@@ -147,18 +149,7 @@ impl Materializer {
             }
             Err((reason, message)) => {
                 tracing::warn!(topic = %pos.topic, partition = pos.partition, offset = pos.offset, reason, %message, "dead-lettering record");
-                let d = dead_letter(msg, &pos, reason, message);
-                if let Some(producer) = &self.dead_letters {
-                    let key = d.key.as_deref().map(String::from_utf8_lossy).unwrap_or_default();
-                    runtime.block_on(producer.send(
-                        DEAD_LETTER_TOPIC,
-                        &key,
-                        &d.value,
-                        "dead-letter",
-                        d.record_headers(),
-                    ))?;
-                }
-                self.metrics.dead_lettered.with_label_values(&[d.reason.as_str()]).inc();
+                runtime.block_on(self.dead_letter(&DeadLetter::of_record(msg, &pos, reason, message)))?;
                 loaded.dead_lettered += 1;
             }
         }

@@ -22,7 +22,7 @@ use coalition_store::{Applicable, GraphStore};
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::error::KafkaError;
-use rdkafka::message::{Headers, Message, OwnedMessage};
+use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::{Offset, TopicPartitionList};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -98,7 +98,7 @@ pub struct Materializer {
     pub batch_max: usize,
     pub linger: Duration,
     /// With sinks that hold nothing, a log of at least this many records is bulk-loaded
-    /// (`crate::initial_load`) before the pipeline starts.
+    /// (`crate::initial_load`) before the pipeline starts; 0: never.
     pub initial_load_min: u64,
 }
 
@@ -389,6 +389,17 @@ impl Materializer {
         Ok(())
     }
 
+    /// Produces `d` to the dead-letter topic (unless this materializer replays a log whose rejects
+    /// are there already) and counts it.
+    pub(crate) async fn dead_letter(&self, d: &DeadLetter) -> Result<(), IngestError> {
+        if let Some(producer) = &self.dead_letters {
+            let key = d.key.as_deref().map(String::from_utf8_lossy).unwrap_or_default();
+            producer.send(DEAD_LETTER_TOPIC, &key, &d.value, "dead-letter", d.record_headers()).await?;
+        }
+        self.metrics.dead_lettered.with_label_values(&[d.reason.as_str()]).inc();
+        Ok(())
+    }
+
     /// Explicit assignment, positions kept in the sinks (never committed to Kafka), only
     /// committed transactions.
     pub(crate) fn consumer_config(&self) -> rdkafka::ClientConfig {
@@ -493,7 +504,7 @@ impl Materializer {
                 Err((reason, message)) => {
                     tracing::warn!(topic = %pos.topic, partition = pos.partition, offset = pos.offset, reason, %message, "dead-lettering record");
                     if need_graph {
-                        out.dead.push(dead_letter(&msg, &pos, reason, message));
+                        out.dead.push(DeadLetter::of_record(&msg, &pos, reason, message));
                     }
                 }
             }
@@ -532,11 +543,7 @@ impl Materializer {
         async {
             // Dead letters first: the offsets that skip them are committed only after the broker has them.
             for d in &c.dead {
-                if let Some(producer) = &self.dead_letters {
-                    let key = d.key.as_deref().map(String::from_utf8_lossy).unwrap_or_default();
-                    producer.send(DEAD_LETTER_TOPIC, &key, &d.value, "dead-letter", d.record_headers()).await?;
-                }
-                self.metrics.dead_lettered.with_label_values(&[d.reason.as_str()]).inc();
+                self.dead_letter(d).await?;
             }
             let started = Instant::now();
             let (store, log, items, offsets) = (self.store.clone(), self.log.clone(), c.graph, c.graph_offsets.clone());
@@ -635,29 +642,6 @@ impl Materializer {
             self.metrics.watermark.with_label_values(&[sink, tp.topic.as_str(), &tp.partition.to_string()]).set(*next);
         }
     }
-}
-
-/// A rejected record as its dead letter.
-pub(crate) fn dead_letter(msg: &impl Message, pos: &LogPosition, reason: &str, message: String) -> DeadLetter {
-    DeadLetter {
-        reason: reason.to_owned(),
-        message,
-        source: pos.clone(),
-        key: msg.key().map(<[u8]>::to_vec),
-        value: msg.payload().map(<[u8]>::to_vec).unwrap_or_default(),
-        headers: headers(msg),
-        time: chrono::Utc::now(),
-    }
-}
-
-fn headers(msg: &impl Message) -> Vec<(String, Vec<u8>)> {
-    msg.headers()
-        .map(|h| {
-            h.iter()
-                .map(|header| (header.key.to_owned(), header.value.map(<[u8]>::to_vec).unwrap_or_default()))
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 /// Runs a pipeline stage; if it fails, cancels `stop` so that the consumer stops too.

@@ -47,7 +47,7 @@ async fn graph_and_index_agree_at_every_watermark() {
         metrics: IngestMetrics::register(&prometheus::Registry::new()).unwrap(),
         batch_max: 50,
         linger: Duration::from_millis(5),
-        initial_load_min: u64::MAX,
+        initial_load_min: 0,
     }
     .spawn(cancel.clone())
     .await

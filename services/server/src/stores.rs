@@ -101,7 +101,7 @@ impl Feed {
             metrics: self.metrics.clone(),
             batch_max: self.batch_max,
             linger: self.linger,
-            initial_load_min: if self.initial_load_min == 0 { u64::MAX } else { self.initial_load_min },
+            initial_load_min: self.initial_load_min,
         }
     }
 

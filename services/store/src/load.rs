@@ -7,9 +7,9 @@
 //! projections are computed afterwards from the loaded state with the same contribution code the
 //! incremental maintenance uses. Guarantees: everything added becomes visible at once, when the
 //! loader commits, together with a marker (in the offsets graph) saying the load is unfinished;
-//! [`GraphStore::finish_initial_load`] then writes the projections and the offsets and removes
-//! the marker in one transaction. A store found holding the marker (the process stopped in
-//! between) is cleared by [`GraphStore::discard_unfinished_load`] and loaded again.
+//! [`GraphStore::finish_initial_load`] then bulk-loads the projections, and writes the offsets and
+//! removes the marker in one transaction. A store found holding the marker (the process stopped
+//! in between) is cleared by [`GraphStore::discard_unfinished_load`] and loaded again.
 
 use crate::{nn, projection, write_offsets, Applicable, GraphStore, StoreError};
 use coalition_mapping::vocab::{self, coal};
@@ -100,11 +100,6 @@ impl Loader<'_> {
             self.write_batch()?;
         }
         Ok(())
-    }
-
-    /// Quads added so far.
-    pub fn quads(&self) -> usize {
-        self.loaded + self.buffer.len()
     }
 
     fn write_batch(&mut self) -> Result<(), StoreError> {

@@ -113,6 +113,15 @@ pub enum Dimension {
 }
 
 impl Dimension {
+    /// The counter of distinct values the dimension drives (the date drives the latest date).
+    fn counter(self) -> Option<&'static str> {
+        match self {
+            Dimension::Partner => Some(coal::PARTNER_COUNT),
+            Dimension::Country => Some(coal::COUNTRY_COUNT),
+            Dimension::Date => None,
+        }
+    }
+
     fn name(self) -> &'static str {
         match self {
             Dimension::Partner => "partner",
@@ -149,6 +158,9 @@ pub(crate) struct Change<'a> {
 }
 
 type Contribution = Vec<(Cell, i64)>;
+
+/// Counter deltas or values per (observation, measure).
+type Counters = BTreeMap<(Observation, &'static str), i64>;
 
 impl Maintenance {
     /// The entities whose contribution `change` can alter, read before the change is applied.
@@ -341,54 +353,54 @@ impl Maintenance {
         Ok(out)
     }
 
+    /// The accumulated differences without the zeros: counter deltas per (observation, measure),
+    /// and reference-count deltas per cell.
+    fn split(self) -> (Counters, Vec<(Observation, Dimension, Term, i64)>) {
+        let mut counters = BTreeMap::new();
+        let mut refcounts = Vec::new();
+        for (cell, delta) in self.deltas {
+            match cell {
+                _ if delta == 0 => {}
+                Cell::Counter(obs, measure) => *counters.entry((obs, measure)).or_default() += delta,
+                Cell::Refcount(obs, dim, value) => refcounts.push((obs, dim, value, delta)),
+            }
+        }
+        (counters, refcounts)
+    }
+
     /// Writes the accumulated differences: reference counts first (their transitions through
     /// zero move the distinct counters and the latest date), then counters, then observations
     /// that came into being or reached zero.
     pub(crate) fn write(self, tx: &mut Transaction<'_>) -> Result<(), StoreError> {
         let cells_graph = GraphName::NamedNode(NamedNode::new_unchecked(vocab::PROJECTION_CELLS_GRAPH));
-        let mut counters: BTreeMap<(Observation, &'static str), i64> = BTreeMap::new();
+        let (mut counters, refcounts) = self.split();
         let mut dates_added: BTreeMap<Observation, Vec<Term>> = BTreeMap::new();
         let mut dates_removed: BTreeMap<Observation, Vec<Term>> = BTreeMap::new();
-        for (cell, delta) in self.deltas {
-            if delta == 0 {
+        for (obs, dim, value, delta) in refcounts {
+            let node = cell_iri(&obs, dim, &value);
+            let before = integer_in(tx, &node, coal::CELL_COUNT, &cells_graph)?;
+            let after = before + delta;
+            let obs_iri = obs.iri();
+            if before == 0 {
+                for q in cell_quads(&obs, dim, &value, &node) {
+                    tx.insert(&q);
+                }
+            }
+            set_integer(tx, &node, coal::CELL_COUNT, before, after, &cells_graph);
+            if after == 0 {
+                tx.remove(QuadRef::new(&obs_iri, nn(coal::CELL), &node, &cells_graph));
+                for q in quads(tx, &node, None, &cells_graph)? {
+                    tx.remove(&q);
+                }
+            }
+            let step = i64::from(after > 0) - i64::from(before > 0);
+            if step == 0 {
                 continue;
             }
-            match cell {
-                Cell::Counter(obs, measure) => *counters.entry((obs, measure)).or_default() += delta,
-                Cell::Refcount(obs, dim, value) => {
-                    let node = cell_iri(&obs, dim, &value);
-                    let before = integer_in(tx, &node, coal::CELL_COUNT, &cells_graph)?;
-                    let after = before + delta;
-                    let obs_iri = obs.iri();
-                    if before == 0 {
-                        tx.insert(QuadRef::new(&obs_iri, nn(coal::CELL), &node, &cells_graph));
-                        tx.insert(QuadRef::new(&node, nn(vocab::RDF_TYPE), nn(coal::PROJECTION_CELL), &cells_graph));
-                        tx.insert(QuadRef::new(
-                            &node,
-                            nn(coal::CELL_DIMENSION),
-                            &Literal::new_simple_literal(dim.name()),
-                            &cells_graph,
-                        ));
-                        tx.insert(QuadRef::new(&node, nn(coal::CELL_VALUE), &value, &cells_graph));
-                    }
-                    set_integer(tx, &node, coal::CELL_COUNT, before, after, &cells_graph);
-                    if after == 0 {
-                        tx.remove(QuadRef::new(&obs_iri, nn(coal::CELL), &node, &cells_graph));
-                        for q in quads(tx, &node, None, &cells_graph)? {
-                            tx.remove(&q);
-                        }
-                    }
-                    let step = i64::from(after > 0) - i64::from(before > 0);
-                    if step == 0 {
-                        continue;
-                    }
-                    match dim {
-                        Dimension::Partner => *counters.entry((obs, coal::PARTNER_COUNT)).or_default() += step,
-                        Dimension::Country => *counters.entry((obs, coal::COUNTRY_COUNT)).or_default() += step,
-                        Dimension::Date if step > 0 => dates_added.entry(obs).or_default().push(value),
-                        Dimension::Date => dates_removed.entry(obs).or_default().push(value),
-                    }
-                }
+            match dim.counter() {
+                Some(measure) => *counters.entry((obs, measure)).or_default() += step,
+                None if step > 0 => dates_added.entry(obs).or_default().push(value),
+                None => dates_removed.entry(obs).or_default().push(value),
             }
         }
         let mut touched = BTreeSet::new();
@@ -456,9 +468,7 @@ impl Maintenance {
         }
         Ok(())
     }
-}
 
-impl Maintenance {
     /// The quads [`Maintenance::write`] would write into a store that holds no projections yet,
     /// without reading it: what an initial load hands to the bulk loader after
     /// [`Maintenance::account_all`]. (A test checks the result equals the incremental
@@ -466,34 +476,21 @@ impl Maintenance {
     pub(crate) fn initial_quads(self) -> Vec<Quad> {
         let cells_graph = GraphName::NamedNode(NamedNode::new_unchecked(vocab::PROJECTION_CELLS_GRAPH));
         let mut out = Vec::new();
-        let mut counters: BTreeMap<(Observation, &'static str), i64> = BTreeMap::new();
+        let (mut counters, refcounts) = self.split();
         let mut latest: BTreeMap<Observation, Term> = BTreeMap::new();
-        for (cell, delta) in self.deltas {
-            if delta == 0 {
+        for (obs, dim, value, delta) in refcounts {
+            let node = cell_iri(&obs, dim, &value);
+            out.extend(cell_quads(&obs, dim, &value, &node));
+            out.push(Quad::new(node, nn(coal::CELL_COUNT), Literal::from(delta), cells_graph.clone()));
+            if delta < 0 {
                 continue;
             }
-            match cell {
-                Cell::Counter(obs, measure) => *counters.entry((obs, measure)).or_default() += delta,
-                Cell::Refcount(obs, dim, value) => {
-                    let node = cell_iri(&obs, dim, &value);
-                    let cell = |p: &str, o: Term| Quad::new(node.clone(), nn(p), o, cells_graph.clone());
-                    out.push(Quad::new(obs.iri(), nn(coal::CELL), node.clone(), cells_graph.clone()));
-                    out.push(cell(vocab::RDF_TYPE, nn(coal::PROJECTION_CELL).into_owned().into()));
-                    out.push(cell(coal::CELL_DIMENSION, Literal::new_simple_literal(dim.name()).into()));
-                    out.push(cell(coal::CELL_VALUE, value.clone()));
-                    out.push(cell(coal::CELL_COUNT, Literal::from(delta).into()));
-                    if delta < 0 {
-                        continue;
-                    }
-                    match dim {
-                        Dimension::Partner => *counters.entry((obs, coal::PARTNER_COUNT)).or_default() += 1,
-                        Dimension::Country => *counters.entry((obs, coal::COUNTRY_COUNT)).or_default() += 1,
-                        Dimension::Date => {
-                            let entry = latest.entry(obs).or_insert_with(|| value.clone());
-                            if lexical(&value) > lexical(entry) {
-                                *entry = value;
-                            }
-                        }
+            match dim.counter() {
+                Some(measure) => *counters.entry((obs, measure)).or_default() += 1,
+                None => {
+                    let entry = latest.entry(obs).or_insert_with(|| value.clone());
+                    if lexical(&value) > lexical(entry) {
+                        *entry = value;
                     }
                 }
             }
@@ -528,6 +525,18 @@ const MEASURES: &[&str] = &[
     coal::DIALOGUE_COUNT,
     coal::STATISTIC_COUNT,
 ];
+
+/// The quads that bring the cell `node` (`obs`'s count of `value` along `dim`) into being; its
+/// count is written beside them.
+fn cell_quads(obs: &Observation, dim: Dimension, value: &Term, node: &NamedNode) -> [Quad; 4] {
+    let g = GraphName::NamedNode(NamedNode::new_unchecked(vocab::PROJECTION_CELLS_GRAPH));
+    [
+        Quad::new(obs.iri(), nn(coal::CELL), node.clone(), g.clone()),
+        Quad::new(node.clone(), nn(vocab::RDF_TYPE), nn(coal::PROJECTION_CELL), g.clone()),
+        Quad::new(node.clone(), nn(coal::CELL_DIMENSION), Literal::new_simple_literal(dim.name()), g.clone()),
+        Quad::new(node.clone(), nn(coal::CELL_VALUE), value.clone(), g),
+    ]
+}
 
 fn cell_iri(obs: &Observation, dim: Dimension, value: &Term) -> NamedNode {
     NamedNode::new_unchecked(format!("{}/{}/{}", obs.iri().as_str(), dim.name(), encode_segment(&lexical(value))))
