@@ -69,12 +69,17 @@ impl KafkaConfig {
 
     /// librdkafka client settings for this cluster (brokers, client id, extra properties).
     pub fn client_config(&self) -> ClientConfig {
-        self.client()
+        self.client(&[])
     }
 
-    pub(crate) fn client(&self) -> ClientConfig {
+    /// The settings of one client role: the cluster's, then the role's `defaults`, then the
+    /// extra properties, so that an operator can override any default of any role.
+    pub(crate) fn client(&self, defaults: &[(&str, &str)]) -> ClientConfig {
         let mut c = ClientConfig::new();
         c.set("bootstrap.servers", &self.brokers).set("client.id", &self.client_id);
+        for (k, v) in defaults {
+            c.set(*k, *v);
+        }
         for (k, v) in &self.extra {
             c.set(k, v);
         }
@@ -84,7 +89,7 @@ impl KafkaConfig {
 
 /// Creates every coalition topic (and the dead-letter topic) that does not exist yet.
 pub async fn ensure_topics(config: &KafkaConfig, partitions: i32, replication: i32) -> Result<(), IngestError> {
-    let admin: AdminClient<DefaultClientContext> = config.client().create()?;
+    let admin: AdminClient<DefaultClientContext> = config.client(&[]).create()?;
     let mut names: Vec<&str> = coalition_events::Kind::topics();
     names.push(coalition_events::DEAD_LETTER_TOPIC);
     let topics: Vec<NewTopic<'_>> =
@@ -100,4 +105,19 @@ pub async fn ensure_topics(config: &KafkaConfig, partitions: i32, replication: i
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::KafkaConfig;
+
+    #[test]
+    fn extra_properties_override_every_role_default() {
+        let mut config = KafkaConfig::new("broker:9092");
+        config.extra = vec![("fetch.wait.max.ms".to_owned(), "5".to_owned())];
+        let client = config.client(&[("fetch.wait.max.ms", "50"), ("acks", "all")]);
+        assert_eq!(client.get("fetch.wait.max.ms"), Some("5"));
+        assert_eq!(client.get("acks"), Some("all"));
+        assert_eq!(client.get("bootstrap.servers"), Some("broker:9092"));
+    }
 }

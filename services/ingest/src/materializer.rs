@@ -401,19 +401,22 @@ impl Materializer {
     }
 
     /// Explicit assignment, positions kept in the sinks (never committed to Kafka), only
-    /// committed transactions.
+    /// committed transactions. Prefetch is capped per partition: a consumer reading a long log
+    /// faster than the sinks apply it (a rebuild, a new replica) would otherwise hold up to
+    /// librdkafka's defaults (100,000 records or 64 MiB) for every partition — most of the log.
     pub(crate) fn consumer_config(&self) -> rdkafka::ClientConfig {
-        let mut config = self.kafka.client();
-        config
-            .set("group.id", &self.kafka.consumer_group)
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            .set("enable.partition.eof", "true")
-            .set("auto.offset.reset", "earliest")
-            .set("session.timeout.ms", "6000")
-            .set("fetch.wait.max.ms", "50")
-            .set("isolation.level", "read_committed");
-        config
+        self.kafka.client(&[
+            ("group.id", &self.kafka.consumer_group),
+            ("enable.auto.commit", "false"),
+            ("enable.auto.offset.store", "false"),
+            ("enable.partition.eof", "true"),
+            ("auto.offset.reset", "earliest"),
+            ("session.timeout.ms", "6000"),
+            ("fetch.wait.max.ms", "50"),
+            ("queued.min.messages", "10000"),
+            ("queued.max.messages.kbytes", "8192"),
+            ("isolation.level", "read_committed"),
+        ])
     }
 
     fn update_caught_up(&self, tx: &watch::Sender<Watermark>, highs: &Offsets, all_eof: bool) {

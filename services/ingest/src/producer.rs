@@ -35,11 +35,12 @@ impl EventProducer {
     /// An idempotent producer with acknowledgement from all in-sync replicas.
     pub fn new(config: &KafkaConfig, metrics: Option<IngestMetrics>) -> Result<Self, IngestError> {
         let producer = config
-            .client()
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set("linger.ms", "2")
-            .set("message.timeout.ms", "30000")
+            .client(&[
+                ("enable.idempotence", "true"),
+                ("acks", "all"),
+                ("linger.ms", "2"),
+                ("message.timeout.ms", "30000"),
+            ])
             .create()?;
         Ok(EventProducer { producer, metrics })
     }

@@ -92,7 +92,17 @@ pub struct Loader<'a> {
     loaded: usize,
 }
 
-impl Loader<'_> {
+impl<'a> Loader<'a> {
+    /// Oxigraph's bulk loader with batches of [`BATCH_QUADS`] on [`THREADS`] threads. Left to
+    /// its defaults it fills batches of a million quads, with hash sets of the same capacity, per
+    /// thread: the largest allocations of a rebuild.
+    fn new(db: &'a oxigraph::store::Store) -> Self {
+        // The loader's batch size is this budget × 1000 / threads, in quads.
+        let bulk =
+            db.bulk_loader().with_num_threads(THREADS).with_max_memory_size_in_megabytes(BATCH_QUADS * THREADS / 1000);
+        Loader { bulk, buffer: Vec::new(), loaded: 0 }
+    }
+
     /// Adds quads; they are written in batches and become visible only when the load commits.
     pub fn add(&mut self, quads: impl IntoIterator<Item = Quad>) -> Result<(), StoreError> {
         self.buffer.extend(quads);
@@ -106,6 +116,13 @@ impl Loader<'_> {
         self.loaded += self.buffer.len();
         self.bulk.load_quads(std::mem::take(&mut self.buffer))?;
         Ok(())
+    }
+
+    /// Writes what is left and makes every quad added visible at once; returns how many.
+    fn commit(mut self) -> Result<usize, StoreError> {
+        self.write_batch()?;
+        self.bulk.commit()?;
+        Ok(self.loaded)
     }
 }
 
@@ -133,17 +150,10 @@ impl GraphStore {
         fill: impl FnOnce(&mut Loader<'_>) -> Result<(), E>,
     ) -> Result<usize, E> {
         let db = self.db();
-        let bulk = db.bulk_loader().with_num_threads(THREADS).with_max_memory_size_in_megabytes(
-            // The loader's batch size is this budget × 1000 / threads, in quads.
-            BATCH_QUADS * THREADS / 1000,
-        );
-        let mut loader = Loader { bulk, buffer: Vec::new(), loaded: 0 };
+        let mut loader = Loader::new(&db);
         fill(&mut loader)?;
         loader.add([marker(log)])?;
-        loader.write_batch()?;
-        let quads = loader.loaded;
-        loader.bulk.commit().map_err(StoreError::from)?;
-        Ok(quads)
+        Ok(loader.commit()?)
     }
 
     /// Finishes an initial load of `log`: computes every projection from the loaded facts and
@@ -153,9 +163,9 @@ impl GraphStore {
         let db = self.db();
         let mut maintenance = projection::Maintenance::default();
         maintenance.account_all(&db.start_transaction()?)?;
-        let mut bulk = db.bulk_loader().with_num_threads(THREADS);
-        bulk.load_quads(maintenance.initial_quads())?;
-        bulk.commit()?;
+        let mut loader = Loader::new(&db);
+        maintenance.initial_quads(|quad| loader.add([quad]))?;
+        loader.commit()?;
         let mut tx = db.start_transaction()?;
         write_offsets(&mut tx, log, offsets)?;
         tx.remove(&marker(log));

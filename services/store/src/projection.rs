@@ -472,16 +472,18 @@ impl Maintenance {
     /// The quads [`Maintenance::write`] would write into a store that holds no projections yet,
     /// without reading it: what an initial load hands to the bulk loader after
     /// [`Maintenance::account_all`]. (A test checks the result equals the incremental
-    /// maintenance's.)
-    pub(crate) fn initial_quads(self) -> Vec<Quad> {
+    /// maintenance's.) The quads go to `out` as they are made, so that they are never all held
+    /// at once.
+    pub(crate) fn initial_quads<E>(self, mut out: impl FnMut(Quad) -> Result<(), E>) -> Result<(), E> {
         let cells_graph = GraphName::NamedNode(NamedNode::new_unchecked(vocab::PROJECTION_CELLS_GRAPH));
-        let mut out = Vec::new();
         let (mut counters, refcounts) = self.split();
         let mut latest: BTreeMap<Observation, Term> = BTreeMap::new();
         for (obs, dim, value, delta) in refcounts {
             let node = cell_iri(&obs, dim, &value);
-            out.extend(cell_quads(&obs, dim, &value, &node));
-            out.push(Quad::new(node, nn(coal::CELL_COUNT), Literal::from(delta), cells_graph.clone()));
+            for quad in cell_quads(&obs, dim, &value, &node) {
+                out(quad)?;
+            }
+            out(Quad::new(node, nn(coal::CELL_COUNT), Literal::from(delta), cells_graph.clone()))?;
             if delta < 0 {
                 continue;
             }
@@ -498,19 +500,19 @@ impl Maintenance {
         let mut counted = BTreeSet::new();
         for ((obs, measure), value) in counters {
             if value != 0 {
-                out.push(Quad::new(obs.iri(), nn(measure), Literal::from(value), obs.graph()));
+                out(Quad::new(obs.iri(), nn(measure), Literal::from(value), obs.graph()))?;
                 counted.insert(obs);
             }
         }
         for (obs, date) in latest {
-            out.push(Quad::new(obs.iri(), nn(coal::LATEST_OUTCOME_DATE), date, obs.graph()));
+            out(Quad::new(obs.iri(), nn(coal::LATEST_OUTCOME_DATE), date, obs.graph()))?;
         }
         for obs in counted {
             for (p, o) in obs.header() {
-                out.push(Quad::new(obs.iri(), nn(p), o, obs.graph()));
+                out(Quad::new(obs.iri(), nn(p), o, obs.graph()))?;
             }
         }
-        out
+        Ok(())
     }
 }
 
