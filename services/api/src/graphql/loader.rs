@@ -7,8 +7,10 @@ use crate::errors::ApiError;
 use crate::read::{self, Entity};
 use async_graphql::dataloader::Loader;
 use coalition_events::Kind;
+use coalition_mapping::vocab::coal;
 use coalition_store::GraphStore;
-use std::collections::HashMap;
+use oxigraph::model::NamedNode;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 /// Key: (kind, id).
@@ -81,6 +83,44 @@ impl Loader<(Kind, String, String)> for ReferrerLoader {
                         list.push(id);
                     }
                 }
+            }
+            Ok(out)
+        })
+        .await
+        .map_err(|e: ApiError| Arc::new(e.message))
+    }
+}
+
+/// Key: a case study's IRI — "the outcomes measuring this case study or any of its activities",
+/// as outcome ids in id order. Every case study on a page is answered in one blocking call, by
+/// index lookups from each case study outward (its activities, then what measures either), so
+/// the cost follows the page's own outcomes.
+pub struct CaseStudyOutcomesLoader {
+    pub store: GraphStore,
+}
+
+impl Loader<String> for CaseStudyOutcomesLoader {
+    type Value = Vec<String>;
+    type Error = Arc<String>;
+
+    async fn load(&self, keys: &[String]) -> Result<HashMap<String, Vec<String>>, Self::Error> {
+        let store = self.store.clone();
+        let keys = keys.to_vec();
+        blocking(move || {
+            let mut out = HashMap::with_capacity(keys.len());
+            for key in keys {
+                let case_study = NamedNode::new(key.as_str()).map_err(ApiError::internal)?;
+                let mut measured = vec![case_study.clone()];
+                measured.extend(store.subjects(coal::PART_OF_CASE_STUDY, &case_study)?);
+                let mut ids = BTreeSet::new();
+                for m in &measured {
+                    for o in store.subjects(coal::MEASURES, m)? {
+                        if let Some((Kind::Outcome, id)) = coalition_mapping::parse_entity_iri(o.as_str()) {
+                            ids.insert(id);
+                        }
+                    }
+                }
+                out.insert(key, ids.into_iter().collect());
             }
             Ok(out)
         })

@@ -41,7 +41,11 @@ pub fn build_schema(state: AppState) -> CoalitionSchema {
         .data(AppCtx { state })
         .data(entities)
         .data(async_graphql::dataloader::DataLoader::new(
-            loader::ReferrerLoader { store: state_store_for_loaders },
+            loader::ReferrerLoader { store: state_store_for_loaders.clone() },
+            tokio::spawn,
+        ))
+        .data(async_graphql::dataloader::DataLoader::new(
+            loader::CaseStudyOutcomesLoader { store: state_store_for_loaders },
             tokio::spawn,
         ))
         .limit_depth(limits.max_depth)

@@ -216,24 +216,14 @@ entity_object!(
         }
         /// Outcomes measuring the case study itself or any of its activities.
         async fn outcomes(&self, ctx: &Context<'_>) -> Result<Vec<Outcome>> {
-            let store = ctx.data::<AppCtx>()?.state.store.clone();
-            let iri = oxigraph::model::NamedNode::new(self.0.iri.clone())?;
-            let entities = blocking(move || {
-                // Index lookups from the case study outward, so the cost follows its own outcomes.
-                let mut measured = vec![iri.clone()];
-                measured.extend(store.subjects(coal::PART_OF_CASE_STUDY, &iri)?);
-                let mut ids = BTreeSet::new();
-                for m in &measured {
-                    for o in store.subjects(coal::MEASURES, m)? {
-                        if let Some((Kind::Outcome, id)) = coalition_mapping::parse_entity_iri(o.as_str()) {
-                            ids.insert(id);
-                        }
-                    }
-                }
-                read::load_many(&store, Kind::Outcome, &ids.into_iter().collect::<Vec<_>>())
-            })
-            .await?;
-            Ok(wrap(entities, Outcome))
+            let loader =
+                ctx.data::<async_graphql::dataloader::DataLoader<super::loader::CaseStudyOutcomesLoader>>()?;
+            let ids = loader
+                .load_one(self.0.iri.clone())
+                .await
+                .map_err(|e| async_graphql::Error::new(e.as_str()))?
+                .unwrap_or_default();
+            Ok(wrap(load_refs(ctx, Kind::Outcome, ids).await?, Outcome))
         }
         async fn source(&self, ctx: &Context<'_>) -> Result<Option<SourceDocument>> {
             Ok(load_one(ctx, Kind::Source, self.0.refs(dcterms::SOURCE).pop()).await?.map(SourceDocument))
