@@ -10,6 +10,7 @@ use crate::auth::Principal;
 use crate::errors::{ApiError, ErrorKind};
 use crate::read::{self, check_id, ListFilter};
 use crate::AppState;
+use async_graphql::dataloader::DataLoader;
 use async_graphql::{Context, EmptySubscription, InputObject, Object, Result, Schema, SimpleObject, ID};
 use coalition_events::Kind;
 use coalition_search::SearchFilter;
@@ -34,20 +35,12 @@ pub(crate) async fn blocking<T: Send + 'static>(
 
 pub fn build_schema(state: AppState) -> CoalitionSchema {
     let limits = state.config.clone();
-    let entities =
-        async_graphql::dataloader::DataLoader::new(loader::EntityLoader { store: state.store.clone() }, tokio::spawn);
-    let state_store_for_loaders = state.store.clone();
+    let store = state.store.clone();
     let mut builder = Schema::build(QueryRoot, MutationRoot, EmptySubscription)
         .data(AppCtx { state })
-        .data(entities)
-        .data(async_graphql::dataloader::DataLoader::new(
-            loader::ReferrerLoader { store: state_store_for_loaders.clone() },
-            tokio::spawn,
-        ))
-        .data(async_graphql::dataloader::DataLoader::new(
-            loader::CaseStudyOutcomesLoader { store: state_store_for_loaders },
-            tokio::spawn,
-        ))
+        .data(DataLoader::new(loader::EntityLoader { store: store.clone() }, tokio::spawn))
+        .data(DataLoader::new(loader::ReferrerLoader { store: store.clone() }, tokio::spawn))
+        .data(DataLoader::new(loader::CaseStudyOutcomesLoader { store }, tokio::spawn))
         .limit_depth(limits.max_depth)
         .limit_complexity(limits.max_complexity);
     if !limits.introspection {

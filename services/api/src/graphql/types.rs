@@ -2,15 +2,19 @@
 //! in both directions. Every entity exposes `provenance` (the event behind its current facts) and
 //! `history` (every event that described it).
 
+use super::loader::{CaseStudyOutcomesLoader, EntityLoader, ReferrerLoader};
 use super::{blocking, AppCtx};
 use crate::read::{self, Entity, ProvenanceRecord};
+use async_graphql::dataloader::{DataLoader, Loader};
 use async_graphql::{Context, Object, Result, SimpleObject, Union, ID};
 use chrono::NaiveDate;
 use coalition_events::Kind;
 use coalition_mapping::vocab::{coal, dcterms, org, schema, skos};
 use std::collections::BTreeSet;
+use std::hash::Hash;
+use std::sync::Arc;
 
-type Entities = async_graphql::dataloader::DataLoader<super::loader::EntityLoader>;
+type Entities = DataLoader<EntityLoader>;
 
 /// Loads referenced entities through the request-spanning batch loader, in the order given.
 pub(crate) async fn load_refs(ctx: &Context<'_>, kind: Kind, ids: Vec<String>) -> Result<Vec<Entity>> {
@@ -26,14 +30,19 @@ pub(crate) async fn load_one(ctx: &Context<'_>, kind: Kind, id: Option<String>) 
     loader.load_one((kind, id)).await.map_err(|e| async_graphql::Error::new(e.as_str()))
 }
 
+/// The entity ids a batch loader of id lists answers for `key` (none if it has no entry).
+async fn ids_from<L, K>(ctx: &Context<'_>, key: K) -> Result<Vec<String>>
+where
+    L: Loader<K, Value = Vec<String>, Error = Arc<String>>,
+    K: Send + Sync + Hash + Eq + Clone + 'static,
+{
+    let loader = ctx.data::<DataLoader<L>>()?;
+    Ok(loader.load_one(key).await.map_err(|e| async_graphql::Error::new(e.as_str()))?.unwrap_or_default())
+}
+
 /// Entities of `kind` whose `predicate` points at `target`, batched across sibling resolvers.
 async fn referrers(ctx: &Context<'_>, kind: Kind, predicate: &'static str, target: &str) -> Result<Vec<Entity>> {
-    let loader = ctx.data::<async_graphql::dataloader::DataLoader<super::loader::ReferrerLoader>>()?;
-    let ids = loader
-        .load_one((kind, predicate.to_owned(), target.to_owned()))
-        .await
-        .map_err(|e| async_graphql::Error::new(e.as_str()))?
-        .unwrap_or_default();
+    let ids = ids_from::<ReferrerLoader, _>(ctx, (kind, predicate.to_owned(), target.to_owned())).await?;
     load_refs(ctx, kind, ids).await
 }
 
@@ -216,13 +225,7 @@ entity_object!(
         }
         /// Outcomes measuring the case study itself or any of its activities.
         async fn outcomes(&self, ctx: &Context<'_>) -> Result<Vec<Outcome>> {
-            let loader =
-                ctx.data::<async_graphql::dataloader::DataLoader<super::loader::CaseStudyOutcomesLoader>>()?;
-            let ids = loader
-                .load_one(self.0.iri.clone())
-                .await
-                .map_err(|e| async_graphql::Error::new(e.as_str()))?
-                .unwrap_or_default();
+            let ids = ids_from::<CaseStudyOutcomesLoader, _>(ctx, self.0.iri.clone()).await?;
             Ok(wrap(load_refs(ctx, Kind::Outcome, ids).await?, Outcome))
         }
         async fn source(&self, ctx: &Context<'_>) -> Result<Option<SourceDocument>> {
