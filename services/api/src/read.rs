@@ -103,18 +103,18 @@ pub fn sparql_string(s: &str) -> String {
 /// Loads the entity of `kind` with `id`, or `None` if the graph holds no such entity.
 pub fn load(store: &GraphStore, kind: Kind, id: &str) -> Result<Option<Entity>, ApiError> {
     let iri = entity_iri(kind, id);
-    let quads = store.graph(&graph_iri(kind, id))?;
+    let quads = store.entity_graph(kind, id)?;
     if quads.is_empty() {
         return Ok(None);
     }
     let mut e = Entity { kind: Some(kind), id: id.to_owned(), iri: iri.as_str().to_owned(), ..Entity::default() };
-    for q in quads {
+    for q in quads.iter() {
         let subject = match &q.subject {
             NamedOrBlankNode::NamedNode(n) => n.as_str().to_owned(),
             NamedOrBlankNode::BlankNode(b) => b.as_str().to_owned(),
         };
         let target = if subject == e.iri { &mut e.props } else { e.nested.entry(subject).or_default() };
-        target.entry(q.predicate.as_str().to_owned()).or_default().push(q.object);
+        target.entry(q.predicate.as_str().to_owned()).or_default().push(q.object.clone());
     }
     if !e.props.contains_key(vocab::RDF_TYPE) {
         return Ok(None);

@@ -28,8 +28,11 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
+mod cache;
 mod load;
 pub mod projection;
+
+pub use cache::ENTITY_CACHE_ENTRIES;
 
 pub use load::{LoadPlan, Loader, Verdict};
 
@@ -83,10 +86,11 @@ pub type Row = BTreeMap<String, Term>;
 
 /// A handle on the graph store. Clones share one store, swappable in place: every clone sees a
 /// [`GraphStore::replace_with`] at once, while reads already running finish on the store they
-/// started with.
+/// started with. Clones share the entity-graph cache too ([`GraphStore::entity_graph`]).
 #[derive(Clone)]
 pub struct GraphStore {
     db: Arc<ArcSwap<oxigraph::store::Store>>,
+    cache: Arc<cache::GraphCache>,
     #[cfg(feature = "rocksdb")]
     flushes: Arc<Flushes>,
 }
@@ -168,6 +172,7 @@ impl GraphStore {
     fn from_store(db: oxigraph::store::Store) -> Self {
         GraphStore {
             db: Arc::new(ArcSwap::from_pointee(db)),
+            cache: Arc::new(cache::GraphCache::new(ENTITY_CACHE_ENTRIES)),
             #[cfg(feature = "rocksdb")]
             flushes: Arc::default(),
         }
@@ -203,6 +208,7 @@ impl GraphStore {
     /// swapping in).
     pub fn replace_with(&self, other: &GraphStore) {
         self.db.store(other.db.load_full());
+        self.cache.cleared();
     }
 
     fn db(&self) -> Arc<oxigraph::store::Store> {
@@ -278,6 +284,8 @@ impl GraphStore {
         maintenance.write(&mut tx)?;
         write_offsets(&mut tx, log, offsets)?;
         tx.commit()?;
+        // Before returning, so before the caller publishes the new watermark.
+        self.cache.committed(stats.generators.keys().cloned());
         self.applied(&db, batch.len());
         Ok(stats)
     }
@@ -378,6 +386,25 @@ impl GraphStore {
             .db()
             .quads_for_pattern(None, None, None, Some(GraphNameRef::NamedNode(graph.as_ref())))
             .collect::<Result<_, _>>()?)
+    }
+
+    /// The quads of the entity's own graph (its current facts; empty if it has none), from the
+    /// entity-graph cache when it holds them (see `cache.rs`: never older than the last commit
+    /// finished before the call).
+    pub fn entity_graph(&self, kind: coalition_events::Kind, id: &str) -> Result<Arc<[Quad]>, StoreError> {
+        let graph = coalition_mapping::graph_iri(kind, id);
+        let start = match self.cache.get(graph.as_str()) {
+            Ok(quads) => return Ok(quads),
+            Err(start) => start,
+        };
+        let quads: Arc<[Quad]> = self.graph(&graph)?.into();
+        self.cache.fill(graph.as_str(), start, &quads);
+        Ok(quads)
+    }
+
+    /// Entity graphs in the cache now.
+    pub fn cached_entity_graphs(&self) -> usize {
+        self.cache.len()
     }
 
     /// Writes every quad except consumed offsets as N-Quads, sorted, so two stores holding the

@@ -136,6 +136,7 @@ impl GraphStore {
         }
         tracing::warn!(log, "the store holds an initial load that did not finish; clearing it to load again");
         db.clear()?;
+        self.cache.cleared();
         Ok(true)
     }
 
@@ -153,7 +154,9 @@ impl GraphStore {
         let mut loader = Loader::new(&db);
         fill(&mut loader)?;
         loader.add([marker(log)])?;
-        Ok(loader.commit()?)
+        let loaded = loader.commit()?;
+        self.cache.cleared();
+        Ok(loaded)
     }
 
     /// Finishes an initial load of `log`: computes every projection from the loaded facts and

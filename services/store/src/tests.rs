@@ -242,6 +242,29 @@ mod convergence {
         assert_eq!(generator, Generator { event_id: "retract-1".into(), retracted: true });
     }
 
+    #[test]
+    fn cached_entity_graphs_follow_every_update_and_retraction() {
+        let store = GraphStore::in_memory().unwrap();
+        let mut seen = Vec::new();
+        for (e, pos) in history() {
+            let item = Applicable { event_id: e.id.0.clone(), mapped: map_event(&e, &pos).unwrap() };
+            seen.push((e.kind, e.subject.0.clone(), item.mapped.graph.clone()));
+            // Read every entity so far through the cache before and after the commit.
+            for (kind, id, _) in &seen {
+                store.entity_graph(*kind, id).unwrap();
+            }
+            store.apply("log", std::slice::from_ref(&item), &Offsets::default()).unwrap();
+            for (kind, id, graph) in &seen {
+                let mut cached = store.entity_graph(*kind, id).unwrap().to_vec();
+                let mut stored = store.graph(graph).unwrap();
+                cached.sort_by_key(ToString::to_string);
+                stored.sort_by_key(ToString::to_string);
+                assert_eq!(cached, stored, "{kind:?} {id} after event {}", e.id.0);
+            }
+        }
+        assert!(store.cached_entity_graphs() > 0, "the reads above went through the cache");
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(48))]
         #[test]

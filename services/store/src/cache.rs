@@ -1,0 +1,198 @@
+//! A bounded cache of entity graphs for readers ([`crate::GraphStore::graph`]).
+//!
+//! Why: reading an entity graph from Oxigraph decodes every term of every quad, and each term
+//! that is not stored inline (IRIs, longer strings) is one RocksDB read of the term dictionary —
+//! about 3.5 reads per quad. A GraphQL page of 25 case studies with their ~350 outcomes spent
+//! half of its 25 ms there (measured with `perf` at 10k conversations). The entities a page shows
+//! are mostly the same from request to request, and change only when an event for them is
+//! applied.
+//!
+//! Guarantee: a read never returns an entity graph older than the last commit that finished
+//! before the read began. [`GraphStore::apply`](crate::GraphStore::apply) invalidates the graphs
+//! it changed after its commit and before it returns, so before the materializer publishes the
+//! new watermark: a request that waited for a consistency token sees its write. A read that
+//! raced a commit — it looked at the store while a commit of the same graph happened — does not
+//! put what it read into the cache, since it may be the state before; it is recognised by the
+//! commit counter (`epoch`) it started at and the graphs each recent commit changed.
+//! Whole-store changes (an initial load, a rebuilt store swapping in) empty the cache and refuse
+//! every read that started before them.
+
+use lru::LruCache;
+use oxigraph::model::Quad;
+use std::collections::{HashSet, VecDeque};
+use std::num::NonZeroUsize;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// Entity graphs kept (about 2–4 KB each: ~40 MB at most).
+pub const ENTITY_CACHE_ENTRIES: usize = 10_000;
+
+/// Commits whose changed graphs are remembered. A read that started more commits ago than this
+/// does not fill the cache (reads take micro- to milliseconds, commits come every ~100 ms).
+const RECENT_COMMITS: usize = 64;
+
+pub(crate) struct GraphCache {
+    inner: Mutex<Inner>,
+}
+
+struct Inner {
+    graphs: LruCache<String, Arc<[Quad]>>,
+    /// Commits (and whole-store changes) so far.
+    epoch: u64,
+    /// Reads that started before this epoch never fill the cache (a whole-store change).
+    floor: u64,
+    /// The graphs each of the last commits changed, the newest last (commit `epoch` is last).
+    recent: VecDeque<HashSet<String>>,
+}
+
+/// Where a read that missed the cache started.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ReadStart(u64);
+
+impl GraphCache {
+    pub(crate) fn new(entries: usize) -> GraphCache {
+        GraphCache {
+            inner: Mutex::new(Inner {
+                graphs: LruCache::new(NonZeroUsize::new(entries.max(1)).unwrap_or(NonZeroUsize::MIN)),
+                epoch: 0,
+                floor: 0,
+                recent: VecDeque::with_capacity(RECENT_COMMITS),
+            }),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock leaves the cache consistent (every step is one map
+        // operation), so a poisoned lock is still usable.
+        self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The cached graph, or where the read of the store that replaces it starts.
+    pub(crate) fn get(&self, graph: &str) -> Result<Arc<[Quad]>, ReadStart> {
+        let mut inner = self.lock();
+        match inner.graphs.get(graph) {
+            Some(quads) => Ok(quads.clone()),
+            None => Err(ReadStart(inner.epoch)),
+        }
+    }
+
+    /// Keeps what a read that started at `start` found, unless a commit changed the graph (or
+    /// the whole store) since.
+    pub(crate) fn fill(&self, graph: &str, start: ReadStart, quads: &Arc<[Quad]>) {
+        let mut inner = self.lock();
+        let since = inner.epoch - start.0;
+        if start.0 < inner.floor || since > inner.recent.len() as u64 {
+            return;
+        }
+        let raced = inner.recent.iter().rev().take(since as usize).any(|changed| changed.contains(graph));
+        if !raced {
+            inner.graphs.put(graph.to_owned(), quads.clone());
+        }
+    }
+
+    /// A commit changed `graphs`: drops them and remembers them for reads running now.
+    pub(crate) fn committed(&self, graphs: impl IntoIterator<Item = String>) {
+        let mut inner = self.lock();
+        let changed: HashSet<String> = graphs.into_iter().collect();
+        for g in &changed {
+            inner.graphs.pop(g);
+        }
+        inner.epoch += 1;
+        if inner.recent.len() == RECENT_COMMITS {
+            inner.recent.pop_front();
+        }
+        inner.recent.push_back(changed);
+    }
+
+    /// The whole store changed: forgets everything, and refuses reads that started before.
+    pub(crate) fn cleared(&self) {
+        let mut inner = self.lock();
+        inner.graphs.clear();
+        inner.recent.clear();
+        inner.epoch += 1;
+        inner.floor = inner.epoch;
+    }
+
+    /// Graphs cached now.
+    pub(crate) fn len(&self) -> usize {
+        self.lock().graphs.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use oxigraph::model::{GraphName, Literal, NamedNode};
+
+    fn quads(value: &str) -> Arc<[Quad]> {
+        let n = NamedNode::new_unchecked("https://example.org/s");
+        vec![Quad::new(n.clone(), n.clone(), Literal::new_simple_literal(value), GraphName::NamedNode(n))].into()
+    }
+
+    fn cached(cache: &GraphCache, g: &str) -> Option<String> {
+        cache.get(g).ok().map(|q| q[0].object.to_string())
+    }
+
+    #[test]
+    fn a_read_that_raced_a_commit_of_its_graph_is_not_kept() {
+        let cache = GraphCache::new(8);
+        let start = cache.get("g").unwrap_err();
+        cache.committed(["g".to_owned()]);
+        cache.fill("g", start, &quads("before the commit"));
+        assert_eq!(cached(&cache, "g"), None);
+        // A commit of another graph does not stop it.
+        let start = cache.get("h").unwrap_err();
+        cache.committed(["g".to_owned()]);
+        cache.fill("h", start, &quads("h"));
+        assert_eq!(cached(&cache, "h").as_deref(), Some("\"h\""));
+    }
+
+    #[test]
+    fn a_commit_drops_the_graphs_it_changed() {
+        let cache = GraphCache::new(8);
+        let start = cache.get("g").unwrap_err();
+        cache.fill("g", start, &quads("v1"));
+        assert_eq!(cached(&cache, "g").as_deref(), Some("\"v1\""));
+        cache.committed(["g".to_owned()]);
+        assert_eq!(cached(&cache, "g"), None);
+        let start = cache.get("g").unwrap_err();
+        cache.fill("g", start, &quads("v2"));
+        assert_eq!(cached(&cache, "g").as_deref(), Some("\"v2\""));
+    }
+
+    #[test]
+    fn clearing_refuses_reads_that_started_before() {
+        let cache = GraphCache::new(8);
+        let old = cache.get("g").unwrap_err();
+        let start = cache.get("h").unwrap_err();
+        cache.fill("h", start, &quads("h"));
+        cache.cleared();
+        assert_eq!(cache.len(), 0);
+        cache.fill("g", old, &quads("old store"));
+        assert_eq!(cached(&cache, "g"), None);
+    }
+
+    #[test]
+    fn a_read_older_than_the_remembered_commits_is_not_kept() {
+        let cache = GraphCache::new(8);
+        let start = cache.get("g").unwrap_err();
+        for _ in 0..=RECENT_COMMITS {
+            cache.committed(["other".to_owned()]);
+        }
+        cache.fill("g", start, &quads("g"));
+        assert_eq!(cached(&cache, "g"), None);
+    }
+
+    #[test]
+    fn the_least_recently_used_graph_goes_first() {
+        let cache = GraphCache::new(2);
+        for g in ["a", "b"] {
+            let start = cache.get(g).unwrap_err();
+            cache.fill(g, start, &quads(g));
+        }
+        assert!(cache.get("a").is_ok());
+        let start = cache.get("c").unwrap_err();
+        cache.fill("c", start, &quads("c"));
+        assert!(cache.get("b").is_err());
+        assert!(cache.get("a").is_ok() && cache.get("c").is_ok());
+    }
+}
