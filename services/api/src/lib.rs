@@ -106,6 +106,10 @@ pub struct ApiMetrics {
     pub sparql_admission_wait_seconds: HistogramVec,
     /// SPARQL queries refused with 503 because their lane stayed full, per lane.
     pub sparql_refused_total: IntCounterVec,
+    /// Blocking calls made by each GraphQL batch loader (one per batch of keys).
+    pub graphql_loader_batches_total: IntCounterVec,
+    /// Keys those calls answered, per loader: keys over batches is the batching achieved.
+    pub graphql_loader_keys_total: IntCounterVec,
 }
 
 impl ApiMetrics {
@@ -137,12 +141,25 @@ impl ApiMetrics {
             &lane,
         )?;
         registry.register(Box::new(sparql_refused_total.clone()))?;
+        let loader = ["loader"];
+        let graphql_loader_batches_total = IntCounterVec::new(
+            Opts::new("coalition_graphql_loader_batches_total", "blocking calls made by a GraphQL batch loader"),
+            &loader,
+        )?;
+        registry.register(Box::new(graphql_loader_batches_total.clone()))?;
+        let graphql_loader_keys_total = IntCounterVec::new(
+            Opts::new("coalition_graphql_loader_keys_total", "keys answered by a GraphQL batch loader's calls"),
+            &loader,
+        )?;
+        registry.register(Box::new(graphql_loader_keys_total.clone()))?;
         Ok(ApiMetrics {
             request_seconds,
             sparql_slots,
             sparql_evaluating,
             sparql_admission_wait_seconds,
             sparql_refused_total,
+            graphql_loader_batches_total,
+            graphql_loader_keys_total,
         })
     }
 }

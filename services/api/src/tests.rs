@@ -83,14 +83,16 @@ mod http {
         _dir: tempfile::TempDir,
         router: axum::Router,
         tokens: Arc<TokenStore>,
+        store: coalition_store::GraphStore,
     }
 
     fn fixture(config: ApiConfig) -> Fixture {
         let dir = tempfile::tempdir().unwrap();
         let registry = prometheus::Registry::new();
         let tokens = Arc::new(TokenStore::open(dir.path()).unwrap());
+        let store = coalition_store::GraphStore::open(&dir.path().join("graph")).unwrap();
         let state = AppState {
-            store: coalition_store::GraphStore::open(&dir.path().join("graph")).unwrap(),
+            store: store.clone(),
             index: Arc::new(coalition_search::SearchIndex::in_memory().unwrap()),
             producer: coalition_ingest::EventProducer::new(&coalition_ingest::KafkaConfig::new("127.0.0.1:9"), None)
                 .unwrap(),
@@ -101,7 +103,7 @@ mod http {
             tokens: tokens.clone(),
             operations: None,
         };
-        Fixture { _dir: dir, router: app(state), tokens }
+        Fixture { _dir: dir, router: app(state), tokens, store }
     }
 
     async fn graphql(f: &Fixture, token: Option<&str>, query: &str) -> (StatusCode, Option<String>, Value) {
@@ -296,6 +298,65 @@ mod http {
         let (status, _, v) = graphql(&without, Some(&jwt("admin", 600)), "{ freshness { caughtUp } }").await;
         assert_eq!((status, code(&v)), (StatusCode::UNAUTHORIZED, "UNAUTHENTICATED"), "{v}");
         assert!(v["errors"][0]["message"].as_str().unwrap().contains("not a coalition token"), "{v}");
+    }
+
+    async fn metrics(f: &Fixture) -> String {
+        let response = f.router.clone().oneshot(Request::get("/metrics").body(Body::empty()).unwrap()).await.unwrap();
+        String::from_utf8(axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap().to_vec()).unwrap()
+    }
+
+    /// A counter's value in `/metrics` text (0 when absent).
+    fn counter(text: &str, series: &str) -> u64 {
+        text.lines().find_map(|l| l.strip_prefix(series)?.trim().parse().ok()).unwrap_or(0)
+    }
+
+    /// The built-in dataset, applied straight to the fixture's store.
+    fn load_seed(f: &Fixture) {
+        let seed = include_str!("../../server/seed/coalition-seed.jsonl");
+        let mut offsets = coalition_mapping::Offsets::default();
+        let batch: Vec<coalition_store::Applicable> = seed
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .enumerate()
+            .map(|(n, line)| {
+                let event = coalition_events::decode(line.as_bytes()).unwrap();
+                let pos =
+                    coalition_mapping::LogPosition { topic: event.kind.topic().into(), partition: 0, offset: n as i64 };
+                offsets.advance(&pos);
+                let mapped = coalition_mapping::map_event(&event, &pos).unwrap();
+                coalition_store::Applicable { event_id: event.id.0.clone(), mapped }
+            })
+            .collect();
+        f.store.apply("seed", &batch, &offsets).unwrap();
+    }
+
+    /// A page's links are loaded a level at a time, one blocking call per loader and level,
+    /// not one per entity (no N+1), and the metrics show it.
+    #[tokio::test]
+    async fn a_page_loads_its_links_in_one_batch_per_level() {
+        let f = fixture(ApiConfig::default());
+        load_seed(&f);
+        let (status, _, v) = graphql(
+            &f,
+            None,
+            "{ activities(first: 50) { items { id ledBy { id name } recommendations { id title } outcomes { metric } } } }",
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{v}");
+        let items = v["data"]["activities"]["items"].as_array().unwrap();
+        let partners: std::collections::BTreeSet<&str> =
+            items.iter().flat_map(|a| a["ledBy"].as_array().unwrap()).map(|p| p["id"].as_str().unwrap()).collect();
+        let partners = partners.len();
+        assert!(items.len() >= 20 && partners >= 10, "the seed's activities and their partners: {v}");
+        let text = metrics(&f).await;
+        let batches = counter(&text, "coalition_graphql_loader_batches_total{loader=\"entity\"}");
+        let keys = counter(&text, "coalition_graphql_loader_keys_total{loader=\"entity\"}");
+        // Levels: the partners, the recommendations and the outcomes of the page (each one
+        // batch, possibly split once when a batch starts while the level is still asking).
+        assert!((1..=6).contains(&batches), "{batches} entity batches for {} activities:\n{text}", items.len());
+        assert!(keys >= partners as u64, "{keys} keys for {partners} distinct partners");
+        let referrers = counter(&text, "coalition_graphql_loader_batches_total{loader=\"referrers\"}");
+        assert!(referrers <= 2, "{referrers} referrer batches for {} activities' outcomes", items.len());
     }
 
     /// Each SPARQL query is admitted through its lane, and `/metrics` shows the lanes' figures.

@@ -16,6 +16,7 @@ use coalition_events::Kind;
 use coalition_search::SearchFilter;
 pub use inputs::*;
 pub use projections::*;
+use std::time::Duration;
 pub use types::*;
 
 pub type CoalitionSchema = Schema<QueryRoot, MutationRoot, EmptySubscription>;
@@ -33,14 +34,20 @@ pub(crate) async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(f).await.map_err(ApiError::internal)?
 }
 
+/// A batch loader with no batching delay (see [`loader`]).
+fn batched<T: Send + Sync + 'static>(l: T) -> DataLoader<T> {
+    DataLoader::new(l, tokio::spawn).delay(Duration::ZERO)
+}
+
 pub fn build_schema(state: AppState) -> CoalitionSchema {
     let limits = state.config.clone();
-    let store = state.store.clone();
+    let batches = loader::Batches { store: state.store.clone(), metrics: state.metrics.clone() };
     let mut builder = Schema::build(QueryRoot, MutationRoot, EmptySubscription)
         .data(AppCtx { state })
-        .data(DataLoader::new(loader::EntityLoader { store: store.clone() }, tokio::spawn))
-        .data(DataLoader::new(loader::ReferrerLoader { store: store.clone() }, tokio::spawn))
-        .data(DataLoader::new(loader::CaseStudyOutcomesLoader { store }, tokio::spawn))
+        .data(batched(loader::EntityLoader(batches.clone())))
+        .data(batched(loader::ReferrerLoader(batches.clone())))
+        .data(batched(loader::CaseStudyOutcomesLoader(batches.clone())))
+        .data(batched(loader::ObservationLoader(batches)))
         .limit_depth(limits.max_depth)
         .limit_complexity(limits.max_complexity);
     if !limits.introspection {
