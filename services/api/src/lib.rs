@@ -40,6 +40,9 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tracing::Instrument;
 
+/// The GraphQL batch loaders' default delay, in microseconds (see `docs/performance.md`).
+pub const DEFAULT_GRAPHQL_BATCH_DELAY_US: u64 = 500;
+
 /// Limits and behaviour of the API.
 #[derive(Debug, Clone)]
 pub struct ApiConfig {
@@ -65,6 +68,10 @@ pub struct ApiConfig {
     pub max_concurrent_projection_sparql: usize,
     /// Per-token GraphQL rate limit (`None`: unlimited).
     pub rate_limit: Option<ratelimit::RateLimit>,
+    /// How long a GraphQL batch loader collects keys before its blocking call: longer merges
+    /// the same level of concurrent requests into one call, shorter answers a lone request
+    /// sooner (see `graphql/loader.rs`).
+    pub graphql_batch_delay: Duration,
     /// Bearer JWTs from an identity provider, accepted beside the server's own tokens (`None`:
     /// only the server's own).
     pub jwt: Option<Arc<jwt::JwtVerifier>>,
@@ -88,6 +95,7 @@ impl Default for ApiConfig {
             max_concurrent_sparql: sparql::default_query_slots(),
             max_concurrent_projection_sparql: sparql::default_projection_slots(),
             rate_limit: Some(ratelimit::RateLimit::default()),
+            graphql_batch_delay: Duration::from_micros(DEFAULT_GRAPHQL_BATCH_DELAY_US),
             jwt: None,
         }
     }

@@ -149,6 +149,10 @@ pub struct ServeArgs {
     /// GraphQL requests per second per token (burst 2×; anonymous callers share 5×); 0 = no limit.
     #[arg(long, env = "COALITION_GRAPHQL_RATE_LIMIT", default_value_t = coalition_api::ratelimit::DEFAULT_PER_TOKEN_PER_SECOND)]
     pub graphql_rate_limit: f64,
+    /// Microseconds a GraphQL batch loader collects keys before reading the store: longer merges
+    /// concurrent requests' lookups, shorter answers a lone request sooner.
+    #[arg(long, env = "COALITION_GRAPHQL_BATCH_DELAY_US", default_value_t = coalition_api::DEFAULT_GRAPHQL_BATCH_DELAY_US)]
+    pub graphql_batch_delay_us: u64,
     /// Answer GraphQL introspection queries (GraphiQL's schema explorer needs them).
     #[arg(long, env = "COALITION_GRAPHQL_INTROSPECTION", default_value_t = true, action = clap::ArgAction::Set)]
     pub graphql_introspection: bool,

@@ -188,6 +188,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<Broker> {
             sparql_timeout: Duration::from_secs(args.sparql_timeout_s),
             public_reads: args.public_reads,
             rate_limit: coalition_api::ratelimit::RateLimit::per_token(args.graphql_rate_limit),
+            graphql_batch_delay: Duration::from_micros(args.graphql_batch_delay_us),
             introspection: args.graphql_introspection,
             jwt,
             ..ApiConfig::default()

@@ -3,9 +3,11 @@
 //! one each. No cache here: every request reads the store as it is now (entity graphs may come
 //! from the store's own cache, which is never older than the last commit).
 //!
-//! The loaders run with no batching delay (`DataLoader::delay` zero): the resolvers of one
-//! level of a page all ask within one poll, before the spawned batch runs, so waiting adds
-//! latency — a millisecond per level, most of a dashboard's 6 ms — without larger batches.
+//! How long a loader collects keys is `--graphql-batch-delay-us` (500 µs by default, against
+//! async-graphql's 1 ms). The resolvers of one level of a page all ask within one poll, so a lone
+//! request gains nothing from waiting — each level of a page waits once, most of a dashboard's
+//! 6 ms at 1 ms — while concurrent requests asking for the same level share one call and its
+//! reads (16 clients on a case-study page: 162 requests/s with no delay, 297 with 500 µs).
 //! `coalition_graphql_loader_batches_total` and `…_keys_total` show the batching achieved.
 
 use super::blocking;

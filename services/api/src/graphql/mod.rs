@@ -34,20 +34,21 @@ pub(crate) async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(f).await.map_err(ApiError::internal)?
 }
 
-/// A batch loader with no batching delay (see [`loader`]).
-fn batched<T: Send + Sync + 'static>(l: T) -> DataLoader<T> {
-    DataLoader::new(l, tokio::spawn).delay(Duration::ZERO)
+/// A batch loader collecting keys for `delay` (see [`loader`]).
+fn batched<T: Send + Sync + 'static>(l: T, delay: Duration) -> DataLoader<T> {
+    DataLoader::new(l, tokio::spawn).delay(delay)
 }
 
 pub fn build_schema(state: AppState) -> CoalitionSchema {
     let limits = state.config.clone();
     let batches = loader::Batches { store: state.store.clone(), metrics: state.metrics.clone() };
+    let delay = state.config.graphql_batch_delay;
     let mut builder = Schema::build(QueryRoot, MutationRoot, EmptySubscription)
         .data(AppCtx { state })
-        .data(batched(loader::EntityLoader(batches.clone())))
-        .data(batched(loader::ReferrerLoader(batches.clone())))
-        .data(batched(loader::CaseStudyOutcomesLoader(batches.clone())))
-        .data(batched(loader::ObservationLoader(batches)))
+        .data(batched(loader::EntityLoader(batches.clone()), delay))
+        .data(batched(loader::ReferrerLoader(batches.clone()), delay))
+        .data(batched(loader::CaseStudyOutcomesLoader(batches.clone()), delay))
+        .data(batched(loader::ObservationLoader(batches), delay))
         .limit_depth(limits.max_depth)
         .limit_complexity(limits.max_complexity);
     if !limits.introspection {
