@@ -71,52 +71,52 @@ impl Loader<(Kind, String)> for EntityLoader {
     }
 }
 
+/// (kind of the referring entities, predicate, target IRI).
+type ReferrerKey = (Kind, String, String);
+
 /// Key: (kind of the referring entities, predicate, target IRI) — "the activities that implement
 /// this recommendation". All targets asked together are answered by one SPARQL query per
 /// (kind, predicate) with a `VALUES` block.
 pub struct ReferrerLoader(pub Batches);
 
-impl Loader<(Kind, String, String)> for ReferrerLoader {
+impl Loader<ReferrerKey> for ReferrerLoader {
     type Value = Vec<String>;
     type Error = Arc<String>;
 
-    async fn load(
-        &self,
-        keys: &[(Kind, String, String)],
-    ) -> Result<HashMap<(Kind, String, String), Vec<String>>, Self::Error> {
-        self.0
-            .run("referrers", keys, |store, keys| {
-            let mut groups: HashMap<(Kind, String), Vec<String>> = HashMap::new();
-            for (kind, predicate, target) in &keys {
-                groups.entry((*kind, predicate.clone())).or_default().push(target.clone());
-            }
-            let mut out: HashMap<(Kind, String, String), Vec<String>> =
-                keys.iter().map(|k| (k.clone(), Vec::new())).collect();
-            for ((kind, predicate), targets) in groups {
-                let values: String = targets
-                    .iter()
-                    .filter(|t| coalition_mapping::parse_entity_iri(t).is_some())
-                    .map(|t| format!("<{t}> "))
-                    .collect();
-                let rows = store.select(&format!(
-                    "SELECT DISTINCT ?t ?e WHERE {{ VALUES ?t {{ {values}}} ?e <{predicate}> ?t . ?e a <{}> }} ORDER BY ?e",
-                    read::class_of(kind)
-                ))?;
-                for row in rows {
-                    let (Some(t), Some(e)) = (coalition_store::literal(&row, "t"), coalition_store::literal(&row, "e")) else {
-                        continue;
-                    };
-                    if let (Some(list), Some((_, id))) =
-                        (out.get_mut(&(kind, predicate.clone(), t)), coalition_mapping::parse_entity_iri(&e))
-                    {
-                        list.push(id);
-                    }
-                }
-            }
-            Ok(out)
-        })
-        .await
+    async fn load(&self, keys: &[ReferrerKey]) -> Result<HashMap<ReferrerKey, Vec<String>>, Self::Error> {
+        self.0.run("referrers", keys, |store, keys| referrers(&store, &keys)).await
     }
+}
+
+/// The referrers of every target in `keys`: one SPARQL query per (kind, predicate).
+fn referrers(store: &GraphStore, keys: &[ReferrerKey]) -> Result<HashMap<ReferrerKey, Vec<String>>, ApiError> {
+    let mut groups: HashMap<(Kind, String), Vec<String>> = HashMap::new();
+    for (kind, predicate, target) in keys {
+        groups.entry((*kind, predicate.clone())).or_default().push(target.clone());
+    }
+    let mut out: HashMap<ReferrerKey, Vec<String>> = keys.iter().map(|k| (k.clone(), Vec::new())).collect();
+    for ((kind, predicate), targets) in groups {
+        let values: String = targets
+            .iter()
+            .filter(|t| coalition_mapping::parse_entity_iri(t).is_some())
+            .map(|t| format!("<{t}> "))
+            .collect();
+        let rows = store.select(&format!(
+            "SELECT DISTINCT ?t ?e WHERE {{ VALUES ?t {{ {values}}} ?e <{predicate}> ?t . ?e a <{}> }} ORDER BY ?e",
+            read::class_of(kind)
+        ))?;
+        for row in rows {
+            let (Some(t), Some(e)) = (coalition_store::literal(&row, "t"), coalition_store::literal(&row, "e")) else {
+                continue;
+            };
+            if let (Some(list), Some((_, id))) =
+                (out.get_mut(&(kind, predicate.clone(), t)), coalition_mapping::parse_entity_iri(&e))
+            {
+                list.push(id);
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// Key: a case study's IRI — "the outcomes measuring this case study or any of its activities",
