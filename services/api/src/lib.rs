@@ -122,44 +122,49 @@ pub struct ApiMetrics {
 
 impl ApiMetrics {
     pub fn register(registry: &Registry) -> prometheus::Result<Self> {
-        let request_seconds = HistogramVec::new(
-            HistogramOpts::new("coalition_http_request_seconds", "HTTP request latency")
-                .buckets(vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0]),
-            &["route", "method", "status"],
+        let request_seconds = registered(
+            registry,
+            HistogramVec::new(
+                HistogramOpts::new("coalition_http_request_seconds", "HTTP request latency")
+                    .buckets(vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0]),
+                &["route", "method", "status"],
+            )?,
         )?;
-        registry.register(Box::new(request_seconds.clone()))?;
         let lane = ["lane"];
-        let sparql_slots =
-            IntGaugeVec::new(Opts::new("coalition_sparql_slots", "SPARQL queries a lane evaluates at once"), &lane)?;
-        registry.register(Box::new(sparql_slots.clone()))?;
-        let sparql_evaluating =
-            IntGaugeVec::new(Opts::new("coalition_sparql_evaluating", "SPARQL queries evaluating now"), &lane)?;
-        registry.register(Box::new(sparql_evaluating.clone()))?;
-        let sparql_admission_wait_seconds = HistogramVec::new(
-            HistogramOpts::new(
-                "coalition_sparql_admission_wait_seconds",
-                "time admitted SPARQL queries waited for a slot",
-            )
-            .buckets(vec![0.0001, 0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0]),
-            &lane,
+        let sparql_slots = registered(
+            registry,
+            IntGaugeVec::new(Opts::new("coalition_sparql_slots", "SPARQL queries a lane evaluates at once"), &lane)?,
         )?;
-        registry.register(Box::new(sparql_admission_wait_seconds.clone()))?;
-        let sparql_refused_total = IntCounterVec::new(
-            Opts::new("coalition_sparql_refused_total", "SPARQL queries refused because their lane stayed full"),
-            &lane,
+        let sparql_evaluating = registered(
+            registry,
+            IntGaugeVec::new(Opts::new("coalition_sparql_evaluating", "SPARQL queries evaluating now"), &lane)?,
         )?;
-        registry.register(Box::new(sparql_refused_total.clone()))?;
-        let loader = ["loader"];
-        let graphql_loader_batches_total = IntCounterVec::new(
-            Opts::new("coalition_graphql_loader_batches_total", "blocking calls made by a GraphQL batch loader"),
-            &loader,
+        let sparql_admission_wait_seconds = registered(
+            registry,
+            HistogramVec::new(
+                HistogramOpts::new(
+                    "coalition_sparql_admission_wait_seconds",
+                    "time admitted SPARQL queries waited for a slot",
+                )
+                .buckets(vec![0.0001, 0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0]),
+                &lane,
+            )?,
         )?;
-        registry.register(Box::new(graphql_loader_batches_total.clone()))?;
-        let graphql_loader_keys_total = IntCounterVec::new(
-            Opts::new("coalition_graphql_loader_keys_total", "keys answered by a GraphQL batch loader's calls"),
-            &loader,
+        let counter = |name: &str, help: &str, label: &str| {
+            registered(registry, IntCounterVec::new(Opts::new(name, help), &[label])?)
+        };
+        let sparql_refused_total =
+            counter("coalition_sparql_refused_total", "SPARQL queries refused because their lane stayed full", "lane")?;
+        let graphql_loader_batches_total = counter(
+            "coalition_graphql_loader_batches_total",
+            "blocking calls made by a GraphQL batch loader",
+            "loader",
         )?;
-        registry.register(Box::new(graphql_loader_keys_total.clone()))?;
+        let graphql_loader_keys_total = counter(
+            "coalition_graphql_loader_keys_total",
+            "keys answered by a GraphQL batch loader's calls",
+            "loader",
+        )?;
         Ok(ApiMetrics {
             request_seconds,
             sparql_slots,
@@ -170,6 +175,15 @@ impl ApiMetrics {
             graphql_loader_keys_total,
         })
     }
+}
+
+/// `metric`, once registered in `registry`.
+fn registered<M: prometheus::core::Collector + Clone + 'static>(
+    registry: &Registry,
+    metric: M,
+) -> prometheus::Result<M> {
+    registry.register(Box::new(metric.clone()))?;
+    Ok(metric)
 }
 
 /// Everything a request needs.

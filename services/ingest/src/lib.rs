@@ -89,7 +89,7 @@ impl KafkaConfig {
 
 /// Creates every coalition topic (and the dead-letter topic) that does not exist yet.
 pub async fn ensure_topics(config: &KafkaConfig, partitions: i32, replication: i32) -> Result<(), IngestError> {
-    let admin: AdminClient<DefaultClientContext> = config.client(&[]).create()?;
+    let admin: AdminClient<DefaultClientContext> = config.client_config().create()?;
     let mut names: Vec<&str> = coalition_events::Kind::topics();
     names.push(coalition_events::DEAD_LETTER_TOPIC);
     let topics: Vec<NewTopic<'_>> =

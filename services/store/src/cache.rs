@@ -24,7 +24,7 @@ use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 /// Entity graphs kept (about 2–4 KB each: ~40 MB at most).
-pub const ENTITY_CACHE_ENTRIES: usize = 10_000;
+pub(crate) const ENTITY_CACHE_ENTRIES: usize = 10_000;
 
 /// Commits whose changed graphs are remembered. A read that started more commits ago than this
 /// does not fill the cache (reads take micro- to milliseconds, commits come every ~100 ms).
@@ -113,6 +113,7 @@ impl GraphCache {
     }
 
     /// Graphs cached now.
+    #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.lock().graphs.len()
     }
@@ -126,6 +127,12 @@ mod tests {
     fn quads(value: &str) -> Arc<[Quad]> {
         let n = NamedNode::new_unchecked("https://example.org/s");
         vec![Quad::new(n.clone(), n.clone(), Literal::new_simple_literal(value), GraphName::NamedNode(n))].into()
+    }
+
+    /// A read of `g` that missed and found `value`, kept if the cache allows.
+    fn read(cache: &GraphCache, g: &str, value: &str) {
+        let start = cache.get(g).unwrap_err();
+        cache.fill(g, start, &quads(value));
     }
 
     fn cached(cache: &GraphCache, g: &str) -> Option<String> {
@@ -149,13 +156,11 @@ mod tests {
     #[test]
     fn a_commit_drops_the_graphs_it_changed() {
         let cache = GraphCache::new(8);
-        let start = cache.get("g").unwrap_err();
-        cache.fill("g", start, &quads("v1"));
+        read(&cache, "g", "v1");
         assert_eq!(cached(&cache, "g").as_deref(), Some("\"v1\""));
         cache.committed(["g".to_owned()]);
         assert_eq!(cached(&cache, "g"), None);
-        let start = cache.get("g").unwrap_err();
-        cache.fill("g", start, &quads("v2"));
+        read(&cache, "g", "v2");
         assert_eq!(cached(&cache, "g").as_deref(), Some("\"v2\""));
     }
 
@@ -163,8 +168,7 @@ mod tests {
     fn clearing_refuses_reads_that_started_before() {
         let cache = GraphCache::new(8);
         let old = cache.get("g").unwrap_err();
-        let start = cache.get("h").unwrap_err();
-        cache.fill("h", start, &quads("h"));
+        read(&cache, "h", "h");
         cache.cleared();
         assert_eq!(cache.len(), 0);
         cache.fill("g", old, &quads("old store"));
@@ -186,12 +190,10 @@ mod tests {
     fn the_least_recently_used_graph_goes_first() {
         let cache = GraphCache::new(2);
         for g in ["a", "b"] {
-            let start = cache.get(g).unwrap_err();
-            cache.fill(g, start, &quads(g));
+            read(&cache, g, g);
         }
         assert!(cache.get("a").is_ok());
-        let start = cache.get("c").unwrap_err();
-        cache.fill("c", start, &quads("c"));
+        read(&cache, "c", "c");
         assert!(cache.get("b").is_err());
         assert!(cache.get("a").is_ok() && cache.get("c").is_ok());
     }

@@ -32,8 +32,6 @@ mod cache;
 mod load;
 pub mod projection;
 
-pub use cache::ENTITY_CACHE_ENTRIES;
-
 pub use load::{LoadPlan, Loader, Verdict};
 
 /// Applied events between two memtable flushes (see the module documentation).
@@ -172,7 +170,7 @@ impl GraphStore {
     fn from_store(db: oxigraph::store::Store) -> Self {
         GraphStore {
             db: Arc::new(ArcSwap::from_pointee(db)),
-            cache: Arc::new(cache::GraphCache::new(ENTITY_CACHE_ENTRIES)),
+            cache: Arc::new(cache::GraphCache::new(cache::ENTITY_CACHE_ENTRIES)),
             #[cfg(feature = "rocksdb")]
             flushes: Arc::default(),
         }
@@ -348,17 +346,6 @@ impl GraphStore {
             .is_some())
     }
 
-    /// Subjects of `?s p o` in any graph, each once, in IRI order: one index range.
-    pub fn subjects(&self, p: &str, o: &NamedNode) -> Result<Vec<NamedNode>, StoreError> {
-        let mut out = std::collections::BTreeSet::new();
-        for q in self.db().quads_for_pattern(None, Some(nn(p)), Some(o.as_ref().into()), None) {
-            if let oxigraph::model::NamedOrBlankNode::NamedNode(s) = q?.subject {
-                out.insert(s);
-            }
-        }
-        Ok(out.into_iter().collect())
-    }
-
     /// Number of quads in the store.
     pub fn len(&self) -> Result<usize, StoreError> {
         Ok(self.db().len()?)
@@ -403,7 +390,8 @@ impl GraphStore {
     }
 
     /// Entity graphs in the cache now.
-    pub fn cached_entity_graphs(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn cached_entity_graphs(&self) -> usize {
         self.cache.len()
     }
 

@@ -14,14 +14,26 @@ use super::blocking;
 use crate::errors::ApiError;
 use crate::read::{self, Entity};
 use crate::ApiMetrics;
-use async_graphql::dataloader::Loader;
+use async_graphql::dataloader::{DataLoader, Loader};
+use async_graphql::Context;
 use coalition_events::Kind;
 use coalition_mapping::vocab::coal;
 use coalition_store::projection::{Measures, Observation};
 use coalition_store::GraphStore;
 use oxigraph::model::NamedNode;
 use std::collections::{BTreeSet, HashMap};
+use std::hash::Hash;
 use std::sync::Arc;
+
+/// What the schema's loader `L` answers for `key` (`None`: no entry), batched with every other
+/// resolver asking `L` in the same tick.
+pub(crate) async fn loaded<L, K>(ctx: &Context<'_>, key: K) -> async_graphql::Result<Option<L::Value>>
+where
+    L: Loader<K, Error = Arc<String>>,
+    K: Send + Sync + Hash + Eq + Clone + 'static,
+{
+    ctx.data::<DataLoader<L>>()?.load_one(key).await.map_err(|e| async_graphql::Error::new(e.as_str()))
+}
 
 /// What every loader holds: the store it reads and the metrics its batches count into.
 #[derive(Clone)]

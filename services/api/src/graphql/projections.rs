@@ -1,11 +1,10 @@
 //! GraphQL over the evidence projections: each answer is a few index lookups of maintained Data
 //! Cube observations, however much data the coalition holds.
 
-use super::loader::ObservationLoader;
+use super::loader::{loaded, ObservationLoader};
 use super::types::{Dialogue, EvidenceStatistic, Recommendation};
 use super::{blocking, AppCtx};
 use crate::read::{self, check_id, sparql_string};
-use async_graphql::dataloader::DataLoader;
 use async_graphql::{Context, Object, Result, SimpleObject, ID};
 use coalition_events::Kind;
 use coalition_mapping::entity_iri;
@@ -48,12 +47,7 @@ impl From<Measures> for RecommendationDashboard {
 /// Through the batched [`ObservationLoader`]: the dashboards of a page are one blocking call.
 pub(crate) async fn dashboard(ctx: &Context<'_>, recommendation_iri: &str) -> Result<RecommendationDashboard> {
     let obs = Observation::Dashboard { recommendation: oxigraph::model::NamedNode::new(recommendation_iri)? };
-    let measures = ctx
-        .data::<DataLoader<ObservationLoader>>()?
-        .load_one(obs)
-        .await
-        .map_err(|e| async_graphql::Error::new(e.as_str()))?;
-    Ok(measures.unwrap_or_default().into())
+    Ok(loaded::<ObservationLoader, _>(ctx, obs).await?.unwrap_or_default().into())
 }
 
 /// Evidence heard from one audience group in one country.

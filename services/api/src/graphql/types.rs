@@ -2,17 +2,15 @@
 //! in both directions. Every entity exposes `provenance` (the event behind its current facts) and
 //! `history` (every event that described it).
 
-use super::loader::{CaseStudyOutcomesLoader, EntityLoader, ReferrerLoader};
+use super::loader::{loaded, CaseStudyOutcomesLoader, EntityLoader, ReferrerLoader};
 use super::{blocking, AppCtx};
 use crate::read::{self, Entity, ProvenanceRecord};
-use async_graphql::dataloader::{DataLoader, Loader};
+use async_graphql::dataloader::DataLoader;
 use async_graphql::{Context, Object, Result, SimpleObject, Union, ID};
 use chrono::NaiveDate;
 use coalition_events::Kind;
 use coalition_mapping::vocab::{coal, dcterms, org, schema, skos};
 use std::collections::BTreeSet;
-use std::hash::Hash;
-use std::sync::Arc;
 
 type Entities = DataLoader<EntityLoader>;
 
@@ -26,23 +24,13 @@ pub(crate) async fn load_refs(ctx: &Context<'_>, kind: Kind, ids: Vec<String>) -
 
 pub(crate) async fn load_one(ctx: &Context<'_>, kind: Kind, id: Option<String>) -> Result<Option<Entity>> {
     let Some(id) = id else { return Ok(None) };
-    let loader = ctx.data::<Entities>()?;
-    loader.load_one((kind, id)).await.map_err(|e| async_graphql::Error::new(e.as_str()))
-}
-
-/// The entity ids a batch loader of id lists answers for `key` (none if it has no entry).
-async fn ids_from<L, K>(ctx: &Context<'_>, key: K) -> Result<Vec<String>>
-where
-    L: Loader<K, Value = Vec<String>, Error = Arc<String>>,
-    K: Send + Sync + Hash + Eq + Clone + 'static,
-{
-    let loader = ctx.data::<DataLoader<L>>()?;
-    Ok(loader.load_one(key).await.map_err(|e| async_graphql::Error::new(e.as_str()))?.unwrap_or_default())
+    loaded::<EntityLoader, _>(ctx, (kind, id)).await
 }
 
 /// Entities of `kind` whose `predicate` points at `target`, batched across sibling resolvers.
 async fn referrers(ctx: &Context<'_>, kind: Kind, predicate: &'static str, target: &str) -> Result<Vec<Entity>> {
-    let ids = ids_from::<ReferrerLoader, _>(ctx, (kind, predicate.to_owned(), target.to_owned())).await?;
+    let key = (kind, predicate.to_owned(), target.to_owned());
+    let ids = loaded::<ReferrerLoader, _>(ctx, key).await?.unwrap_or_default();
     load_refs(ctx, kind, ids).await
 }
 
@@ -225,7 +213,7 @@ entity_object!(
         }
         /// Outcomes measuring the case study itself or any of its activities.
         async fn outcomes(&self, ctx: &Context<'_>) -> Result<Vec<Outcome>> {
-            let ids = ids_from::<CaseStudyOutcomesLoader, _>(ctx, self.0.iri.clone()).await?;
+            let ids = loaded::<CaseStudyOutcomesLoader, _>(ctx, self.0.iri.clone()).await?.unwrap_or_default();
             Ok(wrap(load_refs(ctx, Kind::Outcome, ids).await?, Outcome))
         }
         async fn source(&self, ctx: &Context<'_>) -> Result<Option<SourceDocument>> {
