@@ -63,6 +63,48 @@ fn a_store_on_disk_flushes_and_reopens_at_once_after_its_handles_drop() {
     assert_eq!(reopened.offsets("log").unwrap(), offsets);
 }
 
+/// Oxigraph's transactions here write each dictionary string and named graph once
+/// (`vendor/oxigraph/PATCHED.md`): what they write must read back the same, including a graph
+/// removed and written again in one transaction, and strings an earlier commit already wrote.
+#[test]
+fn a_transaction_writes_each_string_and_graph_once_and_reads_them_back() {
+    use oxigraph::model::{GraphName, Literal, NamedNode, Quad};
+    let dir = tempfile::tempdir().unwrap();
+    let db = oxigraph::store::Store::open(dir.path()).unwrap();
+    let iri = |s: &str| NamedNode::new(format!("https://example.org/{s}")).unwrap();
+    let long = |n: usize| Literal::new_simple_literal(format!("a text long enough for the dictionary, number {n}"));
+    let quad = |s: &str, n: usize, g: &str| Quad::new(iri(s), iri("says"), long(n), GraphName::NamedNode(iri(g)));
+    let expected = [quad("a", 1, "kept"), quad("a", 2, "kept"), quad("b", 1, "kept"), quad("a", 3, "again")];
+
+    let mut tx = db.start_transaction().unwrap();
+    for q in &expected[..3] {
+        tx.insert(q);
+        tx.insert(q);
+    }
+    tx.insert(&quad("a", 3, "again"));
+    tx.remove_named_graph(iri("again").as_ref()).unwrap();
+    tx.insert(&quad("a", 3, "again"));
+    tx.insert(&quad("gone", 4, "removed"));
+    tx.remove_named_graph(iri("removed").as_ref()).unwrap();
+    tx.commit().unwrap();
+    // A second transaction repeats strings the first one committed, in a graph of its own.
+    let mut tx = db.start_transaction().unwrap();
+    tx.insert(&quad("b", 2, "second"));
+    tx.commit().unwrap();
+    drop(db);
+
+    let db = oxigraph::store::Store::open(dir.path()).unwrap();
+    db.validate().unwrap();
+    let mut quads: Vec<String> = db.iter().map(|q| q.unwrap().to_string()).collect();
+    quads.sort();
+    let mut want: Vec<String> = expected.iter().chain([&quad("b", 2, "second")]).map(ToString::to_string).collect();
+    want.sort();
+    assert_eq!(quads, want);
+    let mut graphs: Vec<String> = db.named_graphs().map(|g| g.unwrap().to_string()).collect();
+    graphs.sort();
+    assert_eq!(graphs, ["<https://example.org/again>", "<https://example.org/kept>", "<https://example.org/second>"]);
+}
+
 #[test]
 fn a_redelivered_event_changes_nothing() {
     let store = GraphStore::in_memory().unwrap();
