@@ -448,6 +448,8 @@ fn one_size(args: &HotPathArgs, conversations: usize, repo: &Path) -> Result<Run
             }
         }
         fresh.sort_by(|a, b| a.total_cmp(b));
+        let slowest: Vec<String> = fresh.iter().rev().take(5).map(|ms| format!("{ms:.0}")).collect();
+        eprintln!("[{conversations}] slowest probes, ms: {}", slowest.join(", "));
         Ok(fresh)
     })?;
 
