@@ -411,6 +411,8 @@ fn one_size(args: &HotPathArgs, conversations: usize, repo: &Path) -> Result<Run
     let template = events.iter().find(|e| e.kind == coalition_events::Kind::Activity).expect("activities").clone();
     let (fresh, mut load_events) = with_load(&broker.bootstrap, args.load_rate, &template, || -> Result<Vec<f64>> {
         let mut fresh = Vec::new();
+        // Per probe: the broker's acknowledgement, of the whole delay (to tell the broker's share).
+        let mut acks = Vec::new();
         for i in 0..args.probes {
             let id = format!("probe-{i:05}");
             let probe = activity_like(&template, &id, &format!("probe-event-{i}"));
@@ -420,6 +422,7 @@ fn one_size(args: &HotPathArgs, conversations: usize, repo: &Path) -> Result<Run
                 producer.send(FutureRecord::to(probe.kind.topic()).key(&id).payload(&bytes), Duration::from_secs(30)),
             );
             let delivery = delivery.map_err(|(e, _)| anyhow::anyhow!("{e}"))?;
+            let acked = t.elapsed().as_secs_f64() * 1000.0;
             let token = format!("{}@{}:{}", probe.kind.topic(), delivery.partition, delivery.offset);
             // The consistency wait is bounded (5 s); when ingest falls behind the load, ask again
             // until the probe is visible, so the measurement is the real delay, however long.
@@ -438,6 +441,7 @@ fn one_size(args: &HotPathArgs, conversations: usize, repo: &Path) -> Result<Run
                 }
             }
             fresh.push(t.elapsed().as_secs_f64() * 1000.0);
+            acks.push(acked);
             if t.elapsed() >= PROBE_PATIENCE {
                 // Ingest is behind the load and falling further behind: later probes would only
                 // wait longer. The last delay is a lower bound; the run records that it stopped.
@@ -447,9 +451,12 @@ fn one_size(args: &HotPathArgs, conversations: usize, repo: &Path) -> Result<Run
                 break;
             }
         }
-        fresh.sort_by(|a, b| a.total_cmp(b));
-        let slowest: Vec<String> = fresh.iter().rev().take(5).map(|ms| format!("{ms:.0}")).collect();
+        let mut slowest: Vec<(f64, f64)> = fresh.iter().copied().zip(acks).collect();
+        slowest.sort_by(|a, b| b.0.total_cmp(&a.0));
+        let slowest: Vec<String> =
+            slowest.iter().take(5).map(|(ms, acked)| format!("{ms:.0} (acked after {acked:.0})")).collect();
         eprintln!("[{conversations}] slowest probes, ms: {}", slowest.join(", "));
+        fresh.sort_by(|a, b| a.total_cmp(b));
         Ok(fresh)
     })?;
 

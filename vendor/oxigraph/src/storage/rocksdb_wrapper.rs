@@ -346,6 +346,9 @@ impl Db {
                     .get_or_init(|| {
                         let env = rocksdb_create_default_env();
                         assert!(!env.is_null(), "rocksdb_create_default_env returned null");
+                        // Compactions run at the lowest CPU priority: they yield the cores to
+                        // the threads that write and read, and use what those leave.
+                        rocksdb_env_lower_thread_pool_cpu_priority(env);
                         UnsafeEnv(env)
                     })
                     .0,
