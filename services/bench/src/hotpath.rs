@@ -411,7 +411,7 @@ fn one_size(args: &HotPathArgs, conversations: usize, repo: &Path) -> Result<Run
     let template = events.iter().find(|e| e.kind == coalition_events::Kind::Activity).expect("activities").clone();
     let (fresh, mut load_events) = with_load(&broker.bootstrap, args.load_rate, &template, || -> Result<Vec<f64>> {
         let mut fresh = Vec::new();
-        // Per probe: the broker's acknowledgement, of the whole delay (to tell the broker's share).
+        // Per probe, how long the broker took to acknowledge it: its share of the delay.
         let mut acks = Vec::new();
         for i in 0..args.probes {
             let id = format!("probe-{i:05}");
