@@ -133,6 +133,12 @@ pub fn load_many(store: &GraphStore, kind: Kind, ids: &[String]) -> Result<Vec<E
     Ok(out)
 }
 
+/// The body of a SPARQL `VALUES` block over `iris`: only entity IRIs go into the query text,
+/// anything else is left out.
+pub fn entity_iri_values<'a>(iris: impl IntoIterator<Item = &'a str>) -> String {
+    iris.into_iter().filter(|iri| parse_entity_iri(iri).is_some()).map(|iri| format!("<{iri}> ")).collect()
+}
+
 pub fn ids_of(rows: &[Row], var: &str) -> Vec<String> {
     rows.iter().filter_map(|r| literal(r, var)).filter_map(|iri| parse_entity_iri(&iri).map(|(_, id)| id)).collect()
 }
