@@ -106,6 +106,35 @@ fn a_transaction_writes_each_string_and_graph_once_and_reads_them_back() {
 }
 
 #[test]
+fn strings_read_back_through_the_dictionary_cache_are_the_stored_ones() {
+    use oxigraph::model::{GraphName, Literal, NamedNode, Quad};
+    // More distinct strings than fit without sharing slots of the cache of decoded strings
+    // (vendor/oxigraph/PATCHED.md, change 3): thousands evict one another.
+    const STRINGS: usize = 40_000;
+    let dir = tempfile::tempdir().unwrap();
+    let db = oxigraph::store::Store::open(dir.path()).unwrap();
+    let says = NamedNode::new("https://example.org/says").unwrap();
+    let subject = NamedNode::new("https://example.org/s").unwrap();
+    let quad = |n: usize| {
+        let text = Literal::new_simple_literal(format!("a text long enough for the dictionary, number {n}"));
+        Quad::new(subject.clone(), says.clone(), text, GraphName::DefaultGraph)
+    };
+    let mut tx = db.start_transaction().unwrap();
+    for n in 0..STRINGS {
+        tx.insert(&quad(n));
+    }
+    tx.commit().unwrap();
+    let mut want: Vec<String> = (0..STRINGS).map(|n| quad(n).to_string()).collect();
+    want.sort();
+    // The first pass fills the cache, the next ones read through it.
+    for pass in 0..3 {
+        let mut quads: Vec<String> = db.iter().map(|q| q.unwrap().to_string()).collect();
+        quads.sort();
+        assert!(quads == want, "pass {pass}: decoded strings differ from the stored ones");
+    }
+}
+
+#[test]
 fn a_redelivered_event_changes_nothing() {
     let store = GraphStore::in_memory().unwrap();
     let e = event(0);

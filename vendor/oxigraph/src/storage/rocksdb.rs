@@ -17,6 +17,7 @@ use crate::storage::rocksdb_wrapper::{
     ColumnFamily, ColumnFamilyDefinition, Db, DbOptions, Iter, ReadableTransaction, Reader,
     Transaction,
 };
+use crate::storage::str_cache::StrCache;
 use crate::storage::{DEFAULT_BULK_LOAD_BATCH_SIZE, map_thread_result};
 use rustc_hash::{FxBuildHasher, FxHashSet};
 #[cfg(feature = "rdf-12")]
@@ -79,6 +80,8 @@ pub struct RocksDbStorage {
     dpos_cf: ColumnFamily,
     dosp_cf: ColumnFamily,
     graphs_cf: ColumnFamily,
+    /// Dictionary strings already read, shared by every reader of this storage.
+    str_cache: Arc<StrCache>,
 }
 
 impl RocksDbStorage {
@@ -186,6 +189,7 @@ impl RocksDbStorage {
             dpos_cf: db.column_family(DPOS_CF)?,
             dosp_cf: db.column_family(DOSP_CF)?,
             graphs_cf: db.column_family(GRAPHS_CF)?,
+            str_cache: Arc::new(StrCache::new()),
             db,
         };
         this.migrate()?;
@@ -925,12 +929,19 @@ impl Iterator for RocksDbDecodingGraphIterator<'_> {
 
 impl StrLookup for RocksDbStorageReader<'_> {
     fn get_str(&self, key: &StrHash) -> Result<Option<String>, StorageError> {
-        Ok(self
+        if let Some(value) = self.storage.str_cache.get(key) {
+            return Ok(Some(value));
+        }
+        let value = self
             .reader
             .get(&self.storage.id2str_cf, &key.to_be_bytes())?
             .map(|v| String::from_utf8(v.into()))
             .transpose()
-            .map_err(CorruptionError::new)?)
+            .map_err(CorruptionError::new)?;
+        if let Some(value) = &value {
+            self.storage.str_cache.put(*key, value);
+        }
+        Ok(value)
     }
 }
 
