@@ -30,9 +30,14 @@ fn hot_path_queries_answer_over_the_built_in_dataset() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let server = Server::start(&dir.path().join("data"), &[])?;
 
-    // H1, H2 and H4 read maintained projections; each must answer exactly what the same question
-    // computed from the facts (queries/raw/) answers.
-    for name in ["h1-recommendation-dashboard.sparql", "h2-evidence-group-country.sparql", "h4-partner-rollup.sparql"] {
+    // H1–H4 read maintained projections; each must answer exactly what the same question computed
+    // from the facts (queries/raw/) answers.
+    for name in [
+        "h1-recommendation-dashboard.sparql",
+        "h2-evidence-group-country.sparql",
+        "h3-recommendation-case-studies-outcomes.sparql",
+        "h4-partner-rollup.sparql",
+    ] {
         let projected = canonical(&server.select(&read(name))?);
         let computed = canonical(&server.select(&read(&format!("raw/{name}")))?);
         assert!(!projected.is_empty(), "{name} answered nothing");
@@ -72,6 +77,36 @@ fn hot_path_queries_answer_over_the_built_in_dataset() -> Result<()> {
     }
     let h3 = server.graphql_ok(&read("h3-recommendation-case-studies-outcomes.graphql"), json!({}))?;
     assert_eq!(h3["caseStudies"]["items"][0]["country"], "BR");
+    // The list filtered by a recommendation is read from the case-study projection: for every
+    // recommendation, the case studies the facts say implement it, as many and the same.
+    let recommendations = server.select("SELECT ?r WHERE { ?r a <https://w3id.org/coalition/ns#Recommendation> }")?;
+    let mut listed = 0;
+    for row in &recommendations {
+        let iri = row["r"]["value"].as_str().unwrap();
+        let id = iri.rsplit('/').next().unwrap();
+        let page = server.graphql_ok(
+            "query($id: ID) { caseStudies(filter: { recommendation: $id }, first: 100) { totalCount items { id } } }",
+            json!({ "id": id }),
+        )?;
+        let mut ids: Vec<String> = page["caseStudies"]["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["id"].as_str().unwrap().to_owned())
+            .collect();
+        ids.sort();
+        let facts = server.select(&format!(
+            "SELECT DISTINCT ?cs WHERE {{ ?cs a <https://w3id.org/coalition/ns#CaseStudy> ; \
+             <https://w3id.org/coalition/ns#implements> <{iri}> }}"
+        ))?;
+        let mut want: Vec<String> =
+            facts.iter().map(|r| r["cs"]["value"].as_str().unwrap().rsplit('/').next().unwrap().to_owned()).collect();
+        want.sort();
+        assert_eq!(ids, want, "case studies of {id}");
+        assert_eq!(page["caseStudies"]["totalCount"], want.len(), "count of {id}");
+        listed += want.len();
+    }
+    assert!(listed >= 3, "the seed's case studies implement recommendations: {listed}");
     // GraphQL reads the same projection observations as SPARQL.
     let h1 = server.graphql_ok(&read("h1-recommendation-dashboard.graphql"), json!({}))?;
     let research = h1["recommendationDashboard"]

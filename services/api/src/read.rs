@@ -6,6 +6,7 @@ use crate::errors::ApiError;
 use coalition_events::Kind;
 use coalition_mapping::vocab::{self, coal, dcterms, prov};
 use coalition_mapping::{entity_iri, graph_iri, parse_entity_iri};
+use coalition_store::projection::Observation;
 use coalition_store::{literal, GraphStore, Row};
 use oxigraph::model::{NamedOrBlankNode, Term};
 use std::collections::BTreeMap;
@@ -232,6 +233,18 @@ pub fn list(
             patterns.push(format!("?e <{}> ?m . ?m <{}> <{rec}> .", coal::MEASURES, coal::IMPLEMENTS));
         } else if kind == Kind::Recommendation {
             patterns.push(format!("FILTER(?e = <{rec}> || EXISTS {{ ?e <{}> <{rec}> }})", vocab::skos::BROADER));
+        } else if kind == Kind::CaseStudy {
+            // The recommendation's maintained list of case studies (one projection cell each):
+            // costs its case studies, not every case study in the store. Only case studies are
+            // listed, so the list replaces the class pattern (which would join every case study).
+            let list = Observation::CaseStudies { recommendation: entity_iri(Kind::Recommendation, r) }.iri();
+            patterns[0] = format!(
+                "GRAPH <{}> {{ <{}> <{}> ?cell . ?cell <{}> ?e }}",
+                vocab::PROJECTION_CELLS_GRAPH,
+                list.as_str(),
+                coal::CELL,
+                coal::CELL_VALUE
+            );
         } else {
             patterns.push(relation(kind, pred, &rec));
         }

@@ -709,6 +709,7 @@ mod lane_tests {
             "h5-search-to-recommendations",
             "raw/h1-recommendation-dashboard",
             "raw/h2-evidence-group-country",
+            "raw/h3-recommendation-case-studies-outcomes",
             "raw/h4-partner-rollup",
         ] {
             assert_eq!(file(name), Lane::General, "{name}");

@@ -106,7 +106,7 @@ pub(crate) const QUESTIONS: &[Question] = &[
     Question {
         name: "H3",
         file: "h3-recommendation-case-studies-outcomes.sparql",
-        raw: Some("h3-recommendation-case-studies-outcomes.sparql"),
+        raw: Some("raw/h3-recommendation-case-studies-outcomes.sparql"),
     },
     Question { name: "H4", file: "h4-partner-rollup.sparql", raw: Some("raw/h4-partner-rollup.sparql") },
     Question { name: "H1 GraphQL", file: "h1-recommendation-dashboard.graphql", raw: None },

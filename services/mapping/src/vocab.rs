@@ -18,12 +18,14 @@ pub const OFFSETS_GRAPH: &str = "https://w3id.org/coalition/graph/offsets";
 pub const DASHBOARD_GRAPH: &str = "https://w3id.org/coalition/graph/projection/dashboard";
 pub const EVIDENCE_GRAPH: &str = "https://w3id.org/coalition/graph/projection/evidence";
 pub const ROLLUP_GRAPH: &str = "https://w3id.org/coalition/graph/projection/rollup";
+pub const CASE_STUDIES_GRAPH: &str = "https://w3id.org/coalition/graph/projection/case-studies";
 /// The reference counts behind the projections' distinct counts and latest dates.
 pub const PROJECTION_CELLS_GRAPH: &str = "https://w3id.org/coalition/graph/projection-cells";
 /// Data Cube data sets of the projections.
 pub const DASHBOARD_DATASET: &str = "https://w3id.org/coalition/id/dataset/recommendation-dashboard";
 pub const EVIDENCE_DATASET: &str = "https://w3id.org/coalition/id/dataset/evidence-by-group-and-country";
 pub const ROLLUP_DATASET: &str = "https://w3id.org/coalition/id/dataset/partner-activity-rollup";
+pub const CASE_STUDIES_DATASET: &str = "https://w3id.org/coalition/id/dataset/recommendation-case-studies";
 /// The coalition itself, which partners are members of.
 pub const COALITION: &str = "https://w3id.org/coalition/id/coalition/a-million-conversations";
 /// The SKOS concept scheme of recommendations.

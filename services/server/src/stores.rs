@@ -155,6 +155,13 @@ impl LiveStores {
     pub async fn start(data_dir: &Path, feed: Feed, shutdown: CancellationToken) -> anyhow::Result<Arc<Self>> {
         let live = live_dir(data_dir);
         let store = GraphStore::open(&live.join("graph")).context("opening the graph store")?;
+        let listed = store.add_missing_case_study_lists().context("listing the case studies of each recommendation")?;
+        if listed > 0 {
+            tracing::info!(
+                case_studies = listed,
+                "listed the case studies of each recommendation (a store from before the lists)"
+            );
+        }
         let index = Arc::new(SearchIndex::open(&live.join("index")).context("opening the search index")?);
         let was_empty = store.is_empty()?;
         let (publisher, _) = watch::channel(Watermark::default());

@@ -30,7 +30,7 @@ fn nn(s: &str) -> NamedNodeRef<'_> {
     NamedNodeRef::new_unchecked(s)
 }
 
-/// One observation of one of the three data sets.
+/// One observation of one of the four data sets.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Observation {
     /// Recommendation dashboard: a recommendation over its narrower tree.
@@ -39,6 +39,9 @@ pub enum Observation {
     Evidence { group: String, country: Option<String> },
     /// A partner's activities by year and implemented recommendation (`None`: implements none).
     Rollup { partner: NamedNode, year: i64, recommendation: Option<NamedNode> },
+    /// The case studies implementing a recommendation (itself, not its narrower ones), each a
+    /// [`Dimension::CaseStudy`] cell: what a page of them is read from.
+    CaseStudies { recommendation: NamedNode },
 }
 
 fn tail(iri: &NamedNode) -> String {
@@ -63,6 +66,7 @@ impl Observation {
                 tail(partner),
                 recommendation.as_ref().map_or_else(|| "none".to_owned(), tail)
             ),
+            Observation::CaseStudies { recommendation } => format!("{base}case-studies/{}", tail(recommendation)),
         })
     }
 
@@ -72,6 +76,7 @@ impl Observation {
             Observation::Dashboard { .. } => vocab::DASHBOARD_GRAPH,
             Observation::Evidence { .. } => vocab::EVIDENCE_GRAPH,
             Observation::Rollup { .. } => vocab::ROLLUP_GRAPH,
+            Observation::CaseStudies { .. } => vocab::CASE_STUDIES_GRAPH,
         }))
     }
 
@@ -99,6 +104,10 @@ impl Observation {
                     out.push((coal::REF_RECOMMENDATION, r.clone().into()));
                 }
             }
+            Observation::CaseStudies { recommendation } => {
+                out.push(dataset(vocab::CASE_STUDIES_DATASET));
+                out.push((coal::REF_RECOMMENDATION, recommendation.clone().into()));
+            }
         }
         out
     }
@@ -110,6 +119,7 @@ pub enum Dimension {
     Partner,
     Country,
     Date,
+    CaseStudy,
 }
 
 impl Dimension {
@@ -119,6 +129,7 @@ impl Dimension {
             Dimension::Partner => Some(coal::PARTNER_COUNT),
             Dimension::Country => Some(coal::COUNTRY_COUNT),
             Dimension::Date => None,
+            Dimension::CaseStudy => Some(coal::CASE_STUDY_COUNT),
         }
     }
 
@@ -127,6 +138,7 @@ impl Dimension {
             Dimension::Partner => "partner",
             Dimension::Country => "country",
             Dimension::Date => "date",
+            Dimension::CaseStudy => "case-study",
         }
     }
 }
@@ -263,6 +275,12 @@ impl Maintenance {
                     }
                     for c in &countries {
                         out.push((Cell::Refcount(obs.clone(), Dimension::Country, c.clone()), 1));
+                    }
+                }
+                if kind == Kind::CaseStudy {
+                    for r in &recs {
+                        let obs = Observation::CaseStudies { recommendation: r.clone() };
+                        out.push((Cell::Refcount(obs, Dimension::CaseStudy, e.clone().into()), 1));
                     }
                 }
                 if kind == Kind::Activity {
@@ -705,11 +723,16 @@ fn latest_date(tx: &Transaction<'_>, obs: &NamedNode, cells: &GraphName) -> Resu
     Ok(best)
 }
 
-/// Reads every observation of the projection graphs: IRI → measure → lexical value.
+/// The key under which [`snapshot`] and [`from_scratch`] list the members of a case-study list
+/// (its cells' values, sorted, space-separated) beside its measures.
+pub const MEMBERS: &str = "members";
+
+/// Reads every observation of the projection graphs: IRI → measure → lexical value, and the
+/// members of each case-study list under [`MEMBERS`].
 pub fn snapshot(store: &crate::GraphStore) -> Result<BTreeMap<String, BTreeMap<String, String>>, StoreError> {
     let store = store.oxigraph();
     let mut out: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
-    let graphs = [vocab::DASHBOARD_GRAPH, vocab::EVIDENCE_GRAPH, vocab::ROLLUP_GRAPH];
+    let graphs = [vocab::DASHBOARD_GRAPH, vocab::EVIDENCE_GRAPH, vocab::ROLLUP_GRAPH, vocab::CASE_STUDIES_GRAPH];
     for q in graphs.iter().flat_map(|g| store.quads_for_pattern(None, None, None, Some(GraphNameRef::NamedNode(nn(g)))))
     {
         let q = q?;
@@ -720,6 +743,20 @@ pub fn snapshot(store: &crate::GraphStore) -> Result<BTreeMap<String, BTreeMap<S
             };
             out.entry(s).or_default().insert(q.predicate.as_str().to_owned(), lexical(&q.object));
         }
+    }
+    let cells = GraphNameRef::NamedNode(nn(vocab::PROJECTION_CELLS_GRAPH));
+    let lists: Vec<String> = out.keys().filter(|iri| iri.contains("/projection/case-studies/")).cloned().collect();
+    for list in lists {
+        let mut members = Vec::new();
+        for q in store.quads_for_pattern(Some(nn(&list).into()), Some(nn(coal::CELL)), None, Some(cells)) {
+            let Term::NamedNode(cell) = q?.object else { continue };
+            for v in store.quads_for_pattern(Some(cell.as_ref().into()), Some(nn(coal::CELL_VALUE)), None, Some(cells))
+            {
+                members.push(lexical(&v?.object));
+            }
+        }
+        members.sort();
+        out.entry(list).or_default().insert(MEMBERS.to_owned(), members.join(" "));
     }
     Ok(out)
 }
@@ -768,6 +805,18 @@ pub fn from_scratch(store: &crate::GraphStore) -> Result<BTreeMap<String, BTreeM
         let obs = Observation::Rollup { partner: partner.clone(), year, recommendation };
         put(obs.clone(), coal::ACTIVITY_COUNT, crate::literal(&row, "n"));
         put(obs, coal::PEOPLE_REACHED, crate::literal(&row, "reached"));
+    }
+    let mut lists: BTreeMap<NamedNode, Vec<String>> = BTreeMap::new();
+    for row in store.select(&format!("{PREFIXES}{FROM_SCRATCH_CASE_STUDIES}"))? {
+        if let (Some(Term::NamedNode(r)), Some(Term::NamedNode(e))) = (row.get("r"), row.get("e")) {
+            lists.entry(r.clone()).or_default().push(e.as_str().to_owned());
+        }
+    }
+    for (recommendation, mut members) in lists {
+        members.sort();
+        let obs = Observation::CaseStudies { recommendation };
+        put(obs.clone(), coal::CASE_STUDY_COUNT, Some(members.len().to_string()));
+        put(obs, MEMBERS, Some(members.join(" ")));
     }
     Ok(out)
 }
@@ -837,6 +886,9 @@ const FROM_SCRATCH_ROLLUP: &str = "SELECT ?p ?y ?r (COUNT(?e) AS ?n) (SUM(?reach
    OPTIONAL { ?e coal:reach ?r0 } BIND(COALESCE(?r0, 0) AS ?reach)
  } GROUP BY ?p ?y ?r";
 
+const FROM_SCRATCH_CASE_STUDIES: &str =
+    "SELECT DISTINCT ?r ?e WHERE { ?e a coal:CaseStudy ; coal:implements ?r . FILTER(isIRI(?r)) }";
+
 /// The measures of one observation; zero (or `None`) where the projection holds no value.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Measures {
@@ -888,6 +940,37 @@ impl crate::GraphStore {
             out.set(q.predicate.as_str(), &q.object);
         }
         Ok(out)
+    }
+
+    /// Lists the case studies of each recommendation ([`Observation::CaseStudies`]) in a store
+    /// maintained before those lists existed: when it has no list, in one transaction, from its
+    /// facts. Returns how many case studies it listed (0: nothing to do). Other projections are
+    /// left as they are.
+    pub fn add_missing_case_study_lists(&self) -> Result<usize, StoreError> {
+        let db = self.oxigraph();
+        let lists = GraphNameRef::NamedNode(nn(vocab::CASE_STUDIES_GRAPH));
+        if db.quads_for_pattern(None, None, None, Some(lists)).next().is_some() {
+            return Ok(0);
+        }
+        let mut tx = db.start_transaction()?;
+        let case_studies = subjects_of(&tx, vocab::RDF_TYPE, nn(coal::CASE_STUDY).into())?;
+        let mut maintenance = Maintenance::default();
+        let mut listed = 0;
+        for e in &case_studies {
+            let cells = maintenance.contribution(&tx, e)?.into_iter().filter(|(cell, _)| {
+                matches!(cell, Cell::Refcount(Observation::CaseStudies { .. }, Dimension::CaseStudy, _))
+            });
+            let before = maintenance.deltas.len();
+            for (cell, amount) in cells {
+                *maintenance.deltas.entry(cell).or_default() += amount;
+            }
+            listed += usize::from(maintenance.deltas.len() > before);
+        }
+        if listed > 0 {
+            maintenance.write(&mut tx)?;
+            tx.commit()?;
+        }
+        Ok(listed)
     }
 
     /// A partner's activities by year and recommendation, ordered by year then recommendation:

@@ -619,4 +619,38 @@ mod projections {
         let row = &maintained[rec2.iri().as_str()];
         assert!(row[vocab::coal::CASE_STUDY_COUNT].parse::<i64>().unwrap() >= 1, "{row:?}");
     }
+
+    #[test]
+    fn a_store_maintained_before_the_case_study_lists_gets_them() {
+        let store = GraphStore::in_memory().unwrap();
+        let batch: Vec<Applicable> = SEED
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .enumerate()
+            .map(|(i, _)| applicable(&event(i), i as i64).0)
+            .collect();
+        store.apply("log", &batch, &Offsets::default()).unwrap();
+        let mut want = Vec::new();
+        store.dump_nquads(&mut want).unwrap();
+        assert_eq!(store.add_missing_case_study_lists().unwrap(), 0, "a store with lists is left alone");
+        // What a store maintained before the lists holds: no list, no case-study cell.
+        let db = store.oxigraph();
+        db.remove_named_graph(oxigraph::model::NamedNodeRef::new(vocab::CASE_STUDIES_GRAPH).unwrap()).unwrap();
+        let cells = oxigraph::model::NamedNodeRef::new(vocab::PROJECTION_CELLS_GRAPH).unwrap();
+        let listed: Vec<_> = db
+            .quads_for_pattern(None, None, None, Some(cells.into()))
+            .map(Result::unwrap)
+            .filter(|q| q.subject.to_string().contains("/projection/case-studies/"))
+            .collect();
+        assert!(!listed.is_empty());
+        for q in &listed {
+            db.remove(q).unwrap();
+        }
+        assert_ne!(projection::snapshot(&store).unwrap(), projection::from_scratch(&store).unwrap());
+
+        assert_eq!(store.add_missing_case_study_lists().unwrap(), 3, "the seed's three case studies");
+        let mut got = Vec::new();
+        store.dump_nquads(&mut got).unwrap();
+        assert!(got == want, "the store equals one maintained with the lists all along");
+    }
 }
