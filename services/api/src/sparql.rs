@@ -216,8 +216,10 @@ async fn run(state: AppState, slots: QuerySlots, params: Params, headers: &Heade
 
 /// The evidence projection graphs: Data Cube observations, one per recommendation, audience
 /// group and country, or partner, year and recommendation — their size follows the coalition's
-/// breadth, not the number of events.
-const PROJECTION_GRAPHS: [&str; 3] = [vocab::DASHBOARD_GRAPH, vocab::EVIDENCE_GRAPH, vocab::ROLLUP_GRAPH];
+/// breadth, not the number of events. (The cells behind them, among them the case studies of each
+/// recommendation's list, are not: a query reading them takes the general lane.)
+const PROJECTION_GRAPHS: [&str; 4] =
+    [vocab::DASHBOARD_GRAPH, vocab::EVIDENCE_GRAPH, vocab::ROLLUP_GRAPH, vocab::CASE_STUDIES_GRAPH];
 
 /// The lane a SPARQL query is admitted through.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -232,7 +234,7 @@ impl Lane {
     /// The lane of `query`, decided from its algebra. A query takes the projection lane when
     /// - every triple and property-path pattern, wherever it stands (OPTIONAL, UNION, MINUS,
     ///   subqueries, `EXISTS`), is inside `GRAPH <g>` with `g` the constant IRI of an evidence
-    ///   projection (dashboard, evidence, roll-up), the innermost `GRAPH` deciding — except
+    ///   projection (dashboard, evidence, roll-up, case-study lists), the innermost `GRAPH` deciding — except
     ///   plain triple patterns reading the recommendation catalogue (`?r a coal:Recommendation`,
     ///   `?r coal:recommendationNumber ?n`), which may stand anywhere;
     /// - at least one pattern reads a projection graph (`ASK {}` reads nothing and stays general,
@@ -642,6 +644,8 @@ mod lane_tests {
                 .replace("xsd:integer", "<http://www.w3.org/2001/XMLSchema#integer>")
                 .as_str(),
             "CONSTRUCT { ?o ?p ?v } WHERE { GRAPH dash: { ?o ?p ?v } }",
+            "SELECT ?r ?n WHERE { GRAPH <https://w3id.org/coalition/graph/projection/case-studies> \
+               { ?o coal:refRecommendation ?r ; coal:caseStudyCount ?n } }",
             // The recommendation catalogue beside a projection.
             "SELECT * WHERE { ?r a coal:Recommendation ; coal:recommendationNumber ?n \
                OPTIONAL { GRAPH dash: { ?o coal:refRecommendation ?r } } }",

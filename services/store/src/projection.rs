@@ -733,22 +733,22 @@ pub fn snapshot(store: &crate::GraphStore) -> Result<BTreeMap<String, BTreeMap<S
     let store = store.oxigraph();
     let mut out: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
     let graphs = [vocab::DASHBOARD_GRAPH, vocab::EVIDENCE_GRAPH, vocab::ROLLUP_GRAPH, vocab::CASE_STUDIES_GRAPH];
+    let lists_graph = GraphNameRef::NamedNode(nn(vocab::CASE_STUDIES_GRAPH));
+    let mut lists = HashSet::new();
     for q in graphs.iter().flat_map(|g| store.quads_for_pattern(None, None, None, Some(GraphNameRef::NamedNode(nn(g)))))
     {
         let q = q?;
+        if q.graph_name.as_ref() == lists_graph {
+            lists.insert(q.subject.clone());
+        }
         if MEASURES.contains(&q.predicate.as_str()) || q.predicate.as_str() == coal::LATEST_OUTCOME_DATE {
-            let s = match &q.subject {
-                oxigraph::model::NamedOrBlankNode::NamedNode(n) => n.as_str().to_owned(),
-                other => other.to_string(),
-            };
-            out.entry(s).or_default().insert(q.predicate.as_str().to_owned(), lexical(&q.object));
+            out.entry(node_key(&q.subject)).or_default().insert(q.predicate.as_str().to_owned(), lexical(&q.object));
         }
     }
     let cells = GraphNameRef::NamedNode(nn(vocab::PROJECTION_CELLS_GRAPH));
-    let lists: Vec<String> = out.keys().filter(|iri| iri.contains("/projection/case-studies/")).cloned().collect();
     for list in lists {
         let mut members = Vec::new();
-        for q in store.quads_for_pattern(Some(nn(&list).into()), Some(nn(coal::CELL)), None, Some(cells)) {
+        for q in store.quads_for_pattern(Some(list.as_ref()), Some(nn(coal::CELL)), None, Some(cells)) {
             let Term::NamedNode(cell) = q?.object else { continue };
             for v in store.quads_for_pattern(Some(cell.as_ref().into()), Some(nn(coal::CELL_VALUE)), None, Some(cells))
             {
@@ -756,9 +756,17 @@ pub fn snapshot(store: &crate::GraphStore) -> Result<BTreeMap<String, BTreeMap<S
             }
         }
         members.sort();
-        out.entry(list).or_default().insert(MEMBERS.to_owned(), members.join(" "));
+        out.entry(node_key(&list)).or_default().insert(MEMBERS.to_owned(), members.join(" "));
     }
     Ok(out)
+}
+
+/// A snapshot's key for an observation: its IRI (a blank node, which no observation is, as N-Triples).
+fn node_key(node: &oxigraph::model::NamedOrBlankNode) -> String {
+    match node {
+        oxigraph::model::NamedOrBlankNode::NamedNode(n) => n.as_str().to_owned(),
+        other => other.to_string(),
+    }
 }
 
 /// The projections computed from scratch by SPARQL aggregates over the current facts, in the
