@@ -598,8 +598,8 @@ mod projections {
         }
     }
 
-    #[test]
-    fn the_seed_dataset_projects_its_figures() {
+    /// A store holding the built-in dataset, applied in one batch.
+    fn seed_store() -> GraphStore {
         let store = GraphStore::in_memory().unwrap();
         let batch: Vec<Applicable> = SEED
             .lines()
@@ -608,6 +608,12 @@ mod projections {
             .map(|(i, _)| applicable(&event(i), i as i64).0)
             .collect();
         store.apply("log", &batch, &Offsets::default()).unwrap();
+        store
+    }
+
+    #[test]
+    fn the_seed_dataset_projects_its_figures() {
+        let store = seed_store();
         let maintained = projection::snapshot(&store).unwrap();
         assert_eq!(maintained, projection::from_scratch(&store).unwrap());
         let rec2 = projection::Observation::Dashboard {
@@ -622,14 +628,7 @@ mod projections {
 
     #[test]
     fn a_store_maintained_before_the_case_study_lists_gets_them() {
-        let store = GraphStore::in_memory().unwrap();
-        let batch: Vec<Applicable> = SEED
-            .lines()
-            .filter(|l| !l.trim().is_empty())
-            .enumerate()
-            .map(|(i, _)| applicable(&event(i), i as i64).0)
-            .collect();
-        store.apply("log", &batch, &Offsets::default()).unwrap();
+        let store = seed_store();
         let mut want = Vec::new();
         store.dump_nquads(&mut want).unwrap();
         assert_eq!(store.add_missing_case_study_lists().unwrap(), 0, "a store with lists is left alone");
