@@ -223,9 +223,22 @@ impl Maintenance {
         entities: &[NamedNode],
         sign: i64,
     ) -> Result<(), StoreError> {
+        self.account_cells(tx, entities, sign, |_| true)
+    }
+
+    /// [`Maintenance::account`] for the cells `keep` accepts only.
+    fn account_cells(
+        &mut self,
+        tx: &Transaction<'_>,
+        entities: &[NamedNode],
+        sign: i64,
+        keep: impl Fn(&Cell) -> bool,
+    ) -> Result<(), StoreError> {
         for e in entities {
             for (cell, amount) in self.contribution(tx, e)? {
-                *self.deltas.entry(cell).or_default() += sign * amount;
+                if keep(&cell) {
+                    *self.deltas.entry(cell).or_default() += sign * amount;
+                }
             }
         }
         Ok(())
@@ -725,7 +738,7 @@ fn latest_date(tx: &Transaction<'_>, obs: &NamedNode, cells: &GraphName) -> Resu
 
 /// The key under which [`snapshot`] and [`from_scratch`] list the members of a case-study list
 /// (its cells' values, sorted, space-separated) beside its measures.
-pub const MEMBERS: &str = "members";
+const MEMBERS: &str = "members";
 
 /// Reads every observation of the projection graphs: IRI → measure → lexical value, and the
 /// members of each case-study list under [`MEMBERS`].
@@ -963,17 +976,18 @@ impl crate::GraphStore {
         let mut tx = db.start_transaction()?;
         let case_studies = subjects_of(&tx, vocab::RDF_TYPE, nn(coal::CASE_STUDY).into())?;
         let mut maintenance = Maintenance::default();
-        let mut listed = 0;
-        for e in &case_studies {
-            let cells = maintenance.contribution(&tx, e)?.into_iter().filter(|(cell, _)| {
-                matches!(cell, Cell::Refcount(Observation::CaseStudies { .. }, Dimension::CaseStudy, _))
-            });
-            let before = maintenance.deltas.len();
-            for (cell, amount) in cells {
-                *maintenance.deltas.entry(cell).or_default() += amount;
-            }
-            listed += usize::from(maintenance.deltas.len() > before);
-        }
+        maintenance.account_cells(&tx, &case_studies, 1, |cell| {
+            matches!(cell, Cell::Refcount(Observation::CaseStudies { .. }, Dimension::CaseStudy, _))
+        })?;
+        let members: HashSet<&Term> = maintenance
+            .deltas
+            .keys()
+            .filter_map(|cell| match cell {
+                Cell::Refcount(_, _, case_study) => Some(case_study),
+                Cell::Counter(..) => None,
+            })
+            .collect();
+        let listed = members.len();
         if listed > 0 {
             maintenance.write(&mut tx)?;
             tx.commit()?;
