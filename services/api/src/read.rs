@@ -187,7 +187,10 @@ pub fn list(
     offset: usize,
 ) -> Result<IdPage, ApiError> {
     let class = class_of(kind);
-    let mut patterns = vec![format!("?e a <{class}> .")];
+    // Which entities are listed: those of the class, unless a filter reads them from a list that
+    // holds that class only.
+    let mut class_pattern = Some(format!("?e a <{class}> ."));
+    let mut patterns = Vec::new();
     if let Some(c) = &filter.country {
         if c.len() != 2 || !c.chars().all(|ch| ch.is_ascii_uppercase()) {
             return Err(ApiError::bad_input(
@@ -238,13 +241,14 @@ pub fn list(
             // costs its case studies, not every case study in the store. Only case studies are
             // listed, so the list replaces the class pattern (which would join every case study).
             let list = Observation::CaseStudies { recommendation: entity_iri(Kind::Recommendation, r) }.iri();
-            patterns[0] = format!(
+            class_pattern = None;
+            patterns.push(format!(
                 "GRAPH <{}> {{ <{}> <{}> ?cell . ?cell <{}> ?e }}",
                 vocab::PROJECTION_CELLS_GRAPH,
                 list.as_str(),
                 coal::CELL,
                 coal::CELL_VALUE
-            );
+            ));
         } else {
             patterns.push(relation(kind, pred, &rec));
         }
@@ -268,6 +272,7 @@ pub fn list(
         patterns.push(format!("OPTIONAL {{ ?e <{}> ?n }}", coal::RECOMMENDATION_NUMBER));
         order = "(!BOUND(?n)) ?n ?e".to_owned();
     }
+    patterns.splice(0..0, class_pattern);
     let body = patterns.join("\n");
     let count_rows = store.select(&format!("SELECT (COUNT(DISTINCT ?e) AS ?n) WHERE {{ {body} }}"))?;
     let total = count_rows.first().and_then(|r| literal(r, "n")).and_then(|n| n.parse().ok()).unwrap_or(0);
