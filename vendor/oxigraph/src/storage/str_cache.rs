@@ -26,11 +26,9 @@ impl StrCache {
     }
 
     fn slot(&self, key: &StrHash) -> &Slot {
-        let bytes = key.to_be_bytes();
-        let low = u64::from_be_bytes([
-            bytes[8], bytes[9], bytes[10], bytes[11], bytes[12], bytes[13], bytes[14], bytes[15],
-        ]);
-        &self.slots[(low % SLOTS as u64) as usize]
+        // The low bits of the string's SipHash: uniform, so any slice of them spreads the slots.
+        let hash = u128::from_be_bytes(key.to_be_bytes());
+        &self.slots[(hash % SLOTS as u128) as usize]
     }
 
     /// The string of `key`, if cached (a poisoned slot is a miss).
