@@ -44,6 +44,11 @@ pub struct HotPathArgs {
     pub out: PathBuf,
     #[arg(long, default_value = "target/bench/hot-path-work")]
     pub work_dir: PathBuf,
+    /// Stop the live server and remove its store (digested first) before the rebuild, so that the
+    /// live store and the replica are never on disk together: a 1M run then needs ~60 GB, not ~100.
+    /// The replica is rebuilt with the live server stopped rather than idle.
+    #[arg(long)]
+    pub free_disk: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -311,6 +316,10 @@ fn activity_like(template: &coalition_events::Event, id: &str, event_id: &str) -
 /// How long a freshness probe may take before the run concludes that ingest cannot keep up.
 const PROBE_PATIENCE: Duration = Duration::from_secs(60);
 
+/// How long ingest, the live server's drain and the rebuild may each take: a 1M log streams for
+/// most of an hour on two cores.
+const PHASE_PATIENCE: Duration = Duration::from_secs(4 * 3600);
+
 /// Background load events sent so far, over every phase (their ids stay unique).
 static LOAD_SENT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
@@ -375,7 +384,7 @@ fn one_size(args: &HotPathArgs, conversations: usize, repo: &Path) -> Result<Run
     produce_all(&broker.bootstrap, &events)?;
     let total = events.len() as u64;
     // Ingested: every event applied, and the index has committed as far as the graph.
-    wait_for("ingest to finish", Duration::from_secs(3600), || {
+    wait_for("ingest to finish", PHASE_PATIENCE, || {
         sinks(&server).ok().filter(|(applied, sinks)| *applied >= total && sinks.0 == sinks.1).map(drop)
     })?;
     let ingest_s = started.elapsed().as_secs_f64();
@@ -500,22 +509,36 @@ fn one_size(args: &HotPathArgs, conversations: usize, repo: &Path) -> Result<Run
         });
     }
     let rss = server.pid().map(rss_mib).unwrap_or(f64::NAN);
+    // Raw Oxigraph and the N-Quads it was loaded from have served their comparison.
+    drop(raw);
+    std::fs::remove_dir_all(work.join("raw-oxigraph"))?;
+    if let Some(nquads) = &report.nquads_file {
+        std::fs::remove_file(nquads)?;
+    }
 
     eprintln!("[{conversations}] rebuild (a fresh replica materializing the whole log)");
     // Where the live server's sinks end once it has applied every event sent: the replica is
     // rebuilt when both of its sinks are there too.
     // Every probe sent (the probes stop early when ingest falls behind the load).
     let expected = total + fresh.len() as u64 + load_events;
-    let target = wait_for("the live server to apply the log", Duration::from_secs(3600), || {
+    let target = wait_for("the live server to apply the log", PHASE_PATIENCE, || {
         let (applied, sinks) = sinks(&server).ok()?;
         (applied >= expected && sinks.0 == sinks.1).then_some(sinks)
     })?;
+    let (server, live_digest) = if args.free_disk {
+        drop(server);
+        let live = crate::procs::digest(&work.join("data"))?;
+        std::fs::remove_dir_all(work.join("data"))?;
+        (None, Some(live))
+    } else {
+        (Some(server), None)
+    };
     let started = Instant::now();
     let replica = Server::start_serving(
         &work.join("replica"),
         &["--kafka-brokers", &broker.bootstrap, "--consumer-group", "bench-replica", "--no-seed"],
     )?;
-    wait_for("the replica to apply the log", Duration::from_secs(3600), || {
+    wait_for("the replica to apply the log", PHASE_PATIENCE, || {
         sinks(&replica).ok().filter(|(_, s)| *s == target).map(drop)
     })?;
     let rebuild_s = started.elapsed().as_secs_f64();
@@ -525,7 +548,11 @@ fn one_size(args: &HotPathArgs, conversations: usize, repo: &Path) -> Result<Run
     drop(broker);
     // The rebuilt replica (bulk-loaded, then streamed) must hold what the live server built event
     // by event.
-    let (live, rebuilt) = (crate::procs::digest(&work.join("data"))?, crate::procs::digest(&work.join("replica"))?);
+    let live = match live_digest {
+        Some(live) => live,
+        None => crate::procs::digest(&work.join("data"))?,
+    };
+    let rebuilt = crate::procs::digest(&work.join("replica"))?;
     anyhow::ensure!(live == rebuilt, "the rebuilt replica differs from the live server: {live} vs {rebuilt}");
     eprintln!("[{conversations}] rebuilt replica's digests equal the live server's");
     Ok(Run {
