@@ -46,9 +46,15 @@ pub struct HotPathArgs {
     pub work_dir: PathBuf,
     /// Stop the live server and remove its store (digested first) before the rebuild, so that the
     /// live store and the replica are never on disk together: a 1M run then needs ~60 GB, not ~100.
-    /// The replica is rebuilt with the live server stopped rather than idle.
+    /// The replica is rebuilt with the live server stopped rather than idle. (With `--preload` no
+    /// replica is rebuilt, and the live store stays.)
     #[arg(long)]
     pub free_disk: bool,
+    /// Produce the whole log before the server starts, so that ingest is the initial load of an
+    /// empty store (the rebuild path) rather than streaming; the rebuild is not repeated. For sizes
+    /// whose streaming ingest would not fit a session (1M: ~2.6M events).
+    #[arg(long)]
+    pub preload: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -68,6 +74,9 @@ pub struct QueryResult {
 pub struct Run {
     pub conversations: usize,
     pub events: usize,
+    /// The log was in the broker before the server started (`--preload`): ingest is the initial
+    /// load of an empty store, the rebuild is that same load, and no second replica is built.
+    pub preloaded: bool,
     pub ingest_events_per_s: f64,
     pub freshness_p50_ms: f64,
     pub freshness_p99_ms: f64,
@@ -375,19 +384,28 @@ fn one_size(args: &HotPathArgs, conversations: usize, repo: &Path) -> Result<Run
     let report = gen::generate(conversations, args.seed, &work, true)?;
     let events = gen::events(conversations, args.seed);
     let broker = Broker::start()?;
-    let server = Server::start(
-        &work.join("data"),
-        &["--kafka-brokers", &broker.bootstrap, "--graphql-rate-limit", "0", "--consumer-group", "bench", "--no-seed"],
-    )?;
-    eprintln!("[{conversations}] ingesting {} events", events.len());
-    let started = Instant::now();
-    produce_all(&broker.bootstrap, &events)?;
+    let server_args =
+        ["--kafka-brokers", &broker.bootstrap, "--graphql-rate-limit", "0", "--consumer-group", "bench", "--no-seed"];
     let total = events.len() as u64;
+    let (server, started) = if args.preload {
+        eprintln!("[{conversations}] producing {} events before the server starts", events.len());
+        produce_all(&broker.bootstrap, &events)?;
+        eprintln!("[{conversations}] initial load");
+        let started = Instant::now();
+        (Server::start_serving(&work.join("data"), &server_args)?, started)
+    } else {
+        let server = Server::start(&work.join("data"), &server_args)?;
+        eprintln!("[{conversations}] ingesting {} events", events.len());
+        let started = Instant::now();
+        produce_all(&broker.bootstrap, &events)?;
+        (server, started)
+    };
     // Ingested: every event applied, and the index has committed as far as the graph.
     wait_for("ingest to finish", PHASE_PATIENCE, || {
         sinks(&server).ok().filter(|(applied, sinks)| *applied >= total && sinks.0 == sinks.1).map(drop)
     })?;
     let ingest_s = started.elapsed().as_secs_f64();
+    let load_peak = server.pid().map_or(f64::NAN, |pid| memory_mib(pid, "VmHWM:"));
     eprintln!("[{conversations}] ingested in {ingest_s:.1}s: {:.0} events/s", total as f64 / ingest_s);
 
     // Both engines must give the same answers before their speed means anything: checked on the
@@ -516,11 +534,44 @@ fn one_size(args: &HotPathArgs, conversations: usize, repo: &Path) -> Result<Run
         std::fs::remove_file(nquads)?;
     }
 
+    // Every probe sent (the probes stop early when ingest falls behind the load).
+    let expected = total + fresh.len() as u64 + load_events;
+    let (rebuild_s, rebuild_peak) = if args.preload {
+        // The initial load was the rebuild: a server starting empty with the whole log behind it.
+        (ingest_s, load_peak)
+    } else {
+        rebuild(args, conversations, &work, broker, server, expected)?
+    };
+    Ok(Run {
+        conversations,
+        events: events.len(),
+        preloaded: args.preload,
+        ingest_events_per_s: total as f64 / ingest_s,
+        freshness_p50_ms: percentile(&fresh, 0.5),
+        freshness_p99_ms: percentile(&fresh, 0.99),
+        freshness_probes: fresh.len(),
+        freshness_load_events_per_s: args.load_rate,
+        rebuild_s,
+        rebuild_peak_rss_mib: rebuild_peak,
+        rss_mib: rss,
+        queries,
+    })
+}
+
+/// Rebuilds a fresh replica from the whole log once the live server has applied `expected` events,
+/// and checks that its digests equal the live server's. Returns the rebuild's seconds and the
+/// replica's peak resident memory.
+fn rebuild(
+    args: &HotPathArgs,
+    conversations: usize,
+    work: &Path,
+    broker: Broker,
+    server: Server,
+    expected: u64,
+) -> Result<(f64, f64)> {
     eprintln!("[{conversations}] rebuild (a fresh replica materializing the whole log)");
     // Where the live server's sinks end once it has applied every event sent: the replica is
     // rebuilt when both of its sinks are there too.
-    // Every probe sent (the probes stop early when ingest falls behind the load).
-    let expected = total + fresh.len() as u64 + load_events;
     let target = wait_for("the live server to apply the log", PHASE_PATIENCE, || {
         let (applied, sinks) = sinks(&server).ok()?;
         (applied >= expected && sinks.0 == sinks.1).then_some(sinks)
@@ -555,19 +606,7 @@ fn one_size(args: &HotPathArgs, conversations: usize, repo: &Path) -> Result<Run
     let rebuilt = crate::procs::digest(&work.join("replica"))?;
     anyhow::ensure!(live == rebuilt, "the rebuilt replica differs from the live server: {live} vs {rebuilt}");
     eprintln!("[{conversations}] rebuilt replica's digests equal the live server's");
-    Ok(Run {
-        conversations,
-        events: events.len(),
-        ingest_events_per_s: total as f64 / ingest_s,
-        freshness_p50_ms: percentile(&fresh, 0.5),
-        freshness_p99_ms: percentile(&fresh, 0.99),
-        freshness_probes: fresh.len(),
-        freshness_load_events_per_s: args.load_rate,
-        rebuild_s,
-        rebuild_peak_rss_mib: rebuild_peak,
-        rss_mib: rss,
-        queries,
-    })
+    Ok((rebuild_s, rebuild_peak))
 }
 
 pub fn run(args: HotPathArgs) -> Result<()> {
@@ -595,7 +634,7 @@ fn print_run(r: &Run) {
         "convs", "events", "ingest/s", "fresh50", "fresh99", "rebuild", "rss MiB", "rebuild MiB"
     );
     println!(
-        "{:>9} {:>8} {:>10.0} {:>9.1} {:>9.1} {:>8.1} {:>7.0} {:>12.0}   (freshness: {} probes under {} events/s)",
+        "{:>9} {:>8} {:>10.0} {:>9.1} {:>9.1} {:>8.1} {:>7.0} {:>12.0}   (freshness: {} probes under {} events/s{})",
         r.conversations,
         r.events,
         r.ingest_events_per_s,
@@ -605,7 +644,8 @@ fn print_run(r: &Run) {
         r.rss_mib,
         r.rebuild_peak_rss_mib,
         r.freshness_probes,
-        r.freshness_load_events_per_s
+        r.freshness_load_events_per_s,
+        if r.preloaded { "; ingest and rebuild: the initial load of the preloaded log" } else { "" }
     );
     println!(
         "  {:<12} {:>9} {:>9} {:>11} {:>11} {:>9} {:>7}",
