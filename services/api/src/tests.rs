@@ -84,6 +84,7 @@ mod http {
         router: axum::Router,
         tokens: Arc<TokenStore>,
         store: coalition_store::GraphStore,
+        index: Arc<coalition_search::SearchIndex>,
     }
 
     fn fixture(config: ApiConfig) -> Fixture {
@@ -91,9 +92,10 @@ mod http {
         let registry = prometheus::Registry::new();
         let tokens = Arc::new(TokenStore::open(dir.path()).unwrap());
         let store = coalition_store::GraphStore::open(&dir.path().join("graph")).unwrap();
+        let index = Arc::new(coalition_search::SearchIndex::in_memory().unwrap());
         let state = AppState {
             store: store.clone(),
-            index: Arc::new(coalition_search::SearchIndex::in_memory().unwrap()),
+            index: index.clone(),
             producer: coalition_ingest::EventProducer::new(&coalition_ingest::KafkaConfig::new("127.0.0.1:9"), None)
                 .unwrap(),
             watermark: tokio::sync::watch::channel(coalition_ingest::Watermark::default()).1,
@@ -103,7 +105,7 @@ mod http {
             tokens: tokens.clone(),
             operations: None,
         };
-        Fixture { _dir: dir, router: app(state), tokens, store }
+        Fixture { _dir: dir, router: app(state), tokens, store, index }
     }
 
     async fn graphql(f: &Fixture, token: Option<&str>, query: &str) -> (StatusCode, Option<String>, Value) {
@@ -328,6 +330,38 @@ mod http {
             })
             .collect();
         f.store.apply("seed", &batch, &offsets).unwrap();
+        let docs: Vec<_> = batch.iter().flat_map(|a| a.mapped.docs.iter().cloned()).collect();
+        f.index.apply("seed", &[], &docs, &offsets).unwrap();
+    }
+
+    /// Facet counts are computed when a search asks for them, and then count every match; the
+    /// page and its count are the same either way.
+    #[tokio::test]
+    async fn search_facets_count_every_match_when_asked() {
+        let f = fixture(ApiConfig::default());
+        load_seed(&f);
+        let page = "totalCount hits { iri score }";
+        let (status, _, with) = graphql(
+            &f,
+            None,
+            &format!(
+                r#"{{ search(query: "trust", first: 2) {{ {page} facets {{ field values {{ value count }} }} }} }}"#
+            ),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{with}");
+        let with = &with["data"]["search"];
+        let total = with["totalCount"].as_u64().unwrap();
+        assert!(total > 2, "the seed has more than a page of matches: {with}");
+        let facets = with["facets"].as_array().unwrap();
+        let kind = facets.iter().find(|f| f["field"] == "kind").unwrap_or_else(|| panic!("kind facet: {with}"));
+        let counted: u64 = kind["values"].as_array().unwrap().iter().map(|v| v["count"].as_u64().unwrap()).sum();
+        assert_eq!(counted, total, "the kind facet counts every match: {with}");
+        let (_, _, without) =
+            graphql(&f, None, &format!(r#"{{ search(query: "trust", first: 2) {{ {page} }} }}"#)).await;
+        let without = &without["data"]["search"];
+        assert_eq!(without["totalCount"], with["totalCount"], "{without}");
+        assert_eq!(without["hits"], with["hits"], "{without}");
     }
 
     /// A page's links are loaded a level at a time, one blocking call per loader and level,

@@ -25,7 +25,7 @@ use tantivy::tokenizer::{
     AsciiFoldingFilter, Language, LowerCaser, NgramTokenizer, RemoveLongFilter, SimpleTokenizer, Stemmer,
     StopWordFilter, TextAnalyzer,
 };
-use tantivy::{doc, Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Term};
+use tantivy::{doc, Index, IndexReader, IndexWriter, ReloadPolicy, Searcher, TantivyDocument, Term};
 
 const WRITER_HEAP_BYTES: usize = 64 * 1024 * 1024;
 /// One indexing thread: a commit then writes one segment, not one per thread, and the index stage
@@ -203,10 +203,13 @@ pub struct Hit {
 pub struct SearchResults {
     pub total: usize,
     pub hits: Vec<Hit>,
-    /// Counts over all matching documents (not just this page), by facet: kind, country, group,
-    /// partner, recommendation, year.
-    pub facets: BTreeMap<String, Vec<(String, u64)>>,
+    /// With [`SearchIndex::search_with_facets`] (empty otherwise): counts over all matching
+    /// documents, not just this page.
+    pub facets: Facets,
 }
+
+/// Counts by facet name, each sorted by count (descending) then value.
+pub type Facets = BTreeMap<String, Vec<(String, u64)>>;
 
 /// The index, swappable in place: every clone of the owning `Arc` sees a [`SearchIndex::replace_with`]
 /// at once, while searches already running finish on the index they started with.
@@ -316,7 +319,7 @@ impl SearchIndex {
         self.core.load().digest()
     }
 
-    /// Ranked hits for `query` among the documents matching `filter`, with facets over all matches.
+    /// Ranked hits for `query` among the documents matching `filter`, and how many match.
     pub fn search(
         &self,
         query: &str,
@@ -324,7 +327,20 @@ impl SearchIndex {
         limit: usize,
         offset: usize,
     ) -> Result<SearchResults, SearchError> {
-        self.core.load().search(query, filter, limit, offset)
+        self.core.load().search(query, filter, limit, offset, false)
+    }
+
+    /// [`SearchIndex::search`], and counts over every match by facet (kind, country, group,
+    /// partner, recommendation, year), all from one view of the index. Asked for only when wanted:
+    /// the counts read every match's fast fields, which a page of hits does not need.
+    pub fn search_with_facets(
+        &self,
+        query: &str,
+        filter: &SearchFilter,
+        limit: usize,
+        offset: usize,
+    ) -> Result<SearchResults, SearchError> {
+        self.core.load().search(query, filter, limit, offset, true)
     }
 }
 
@@ -455,13 +471,8 @@ impl IndexCore {
         Ok((format!("{:x}", hasher.finalize()), docs.len()))
     }
 
-    fn search(
-        &self,
-        query: &str,
-        filter: &SearchFilter,
-        limit: usize,
-        offset: usize,
-    ) -> Result<SearchResults, SearchError> {
+    /// The text query alone (for snippets) and combined with `filter`'s clauses.
+    fn query(&self, query: &str, filter: &SearchFilter) -> Result<(Box<dyn Query>, BooleanQuery), SearchError> {
         let f = &self.fields;
         // Each language's fields are queried with that language's analysis, and a document matches
         // if the query matches it in the language it was indexed in: all terms must match
@@ -506,8 +517,10 @@ impl IndexCore {
                 Box::new(TermQuery::new(Term::from_field_i64(f.year, y), IndexRecordOption::Basic)),
             ));
         }
-        let combined = BooleanQuery::new(clauses);
-        let searcher = self.reader.searcher();
+        Ok((text_query, BooleanQuery::new(clauses)))
+    }
+
+    fn facets(searcher: &Searcher, query: &BooleanQuery) -> Result<Facets, SearchError> {
         let facets_request: Aggregations = serde_json::from_value(serde_json::json!({
             "kind": { "terms": { "field": "kind", "size": 50 } },
             "country": { "terms": { "field": "country", "size": 50 } },
@@ -518,8 +531,26 @@ impl IndexCore {
         }))
         .map_err(|e| SearchError::Payload(format!("facet request: {e}")))?;
         let facets_collector = AggregationCollector::from_aggs(facets_request, Default::default());
-        let (top, total, facet_results) = searcher
-            .search(&combined, &(TopDocs::with_limit(limit.max(1)).and_offset(offset), Count, facets_collector))?;
+        Ok(facets_from(searcher.search(query, &facets_collector)?))
+    }
+
+    fn search(
+        &self,
+        query: &str,
+        filter: &SearchFilter,
+        limit: usize,
+        offset: usize,
+        with_facets: bool,
+    ) -> Result<SearchResults, SearchError> {
+        let f = &self.fields;
+        let (text_query, combined) = self.query(query, filter)?;
+        let searcher = self.reader.searcher();
+        // Two passes rather than one collector for both: counting alone needs no scores (blocks
+        // of matches), and the top hits alone can skip blocks that cannot reach the page (block
+        // WAND). Together, every match would be scored.
+        let total = searcher.search(&combined, &Count)?;
+        let top = searcher.search(&combined, &TopDocs::with_limit(limit.max(1)).and_offset(offset))?;
+        let facets = if with_facets { Self::facets(&searcher, &combined)? } else { Facets::new() };
         let mut snippet_generators: Vec<Option<SnippetGenerator>> = (0..LANGUAGES.len()).map(|_| None).collect();
         let mut hits = Vec::with_capacity(top.len());
         for (score, address) in top.into_iter().take(limit) {
@@ -547,12 +578,12 @@ impl IndexCore {
                 language,
             });
         }
-        Ok(SearchResults { total, hits, facets: facets_from(facet_results) })
+        Ok(SearchResults { total, hits, facets })
     }
 }
 
 /// Facet counts by field name, each sorted by count (descending) then value.
-fn facets_from(results: AggregationResults) -> BTreeMap<String, Vec<(String, u64)>> {
+fn facets_from(results: AggregationResults) -> Facets {
     let mut out = BTreeMap::new();
     let Ok(value) = serde_json::to_value(&results) else { return out };
     if let Some(map) = value.as_object() {

@@ -48,7 +48,7 @@ fn search_ranks_snippets_and_filters_inside_the_query() {
             &offsets(3),
         )
         .unwrap();
-    let all = index.search("listened", &SearchFilter::default(), 10, 0).unwrap();
+    let all = index.search_with_facets("listened", &SearchFilter::default(), 10, 0).unwrap();
     assert_eq!(all.total, 2, "stemming matches listened and listening: {all:?}");
     assert!(all.hits.iter().any(|h| h.snippet.contains("<b>listened</b>")));
     let gb = SearchFilter { country: Some("GB".into()), ..SearchFilter::default() };
@@ -65,6 +65,11 @@ fn search_ranks_snippets_and_filters_inside_the_query() {
     assert_eq!(index.search("diabetis", &SearchFilter::default(), 10, 0).unwrap().total, 0);
     assert_eq!(all.facets["country"], vec![("FR".to_owned(), 1), ("GB".to_owned(), 1)]);
     assert_eq!(all.facets["kind"], vec![("dialogue".to_owned(), 2)]);
+    assert_eq!(
+        index.search("listened", &SearchFilter::default(), 10, 0).unwrap(),
+        SearchResults { facets: Facets::new(), ..all.clone() },
+        "without facets, the same page and count"
+    );
     assert!(matches!(index.search("title:(", &SearchFilter::default(), 10, 0), Err(SearchError::Query { .. })));
 }
 
@@ -155,7 +160,7 @@ mod relevance {
     #[test]
     fn facets_count_every_match_and_snippets_highlight() {
         let index = corpus();
-        let r = index.search("trust", &SearchFilter::default(), 2, 0).unwrap();
+        let r = index.search_with_facets("trust", &SearchFilter::default(), 2, 0).unwrap();
         let kinds: u64 = r.facets["kind"].iter().map(|(_, n)| n).sum();
         assert_eq!(kinds as usize, r.total, "facets count all {} matches, not the page of 2", r.total);
         assert!(r.total > 2);

@@ -477,8 +477,14 @@ impl QueryRoot {
             year: f.year,
             fuzzy: f.fuzzy.unwrap_or(false),
         };
+        // Facet counts read every match; they are computed only when the request asks for them.
+        let with_facets = ctx.look_ahead().field("facets").exists();
         let (results, entities) = blocking(move || {
-            let results = state.index.search(&query, &filter, first as usize, offset as usize)?;
+            let results = if with_facets {
+                state.index.search_with_facets(&query, &filter, first as usize, offset as usize)?
+            } else {
+                state.index.search(&query, &filter, first as usize, offset as usize)?
+            };
             let mut entities = Vec::new();
             for hit in &results.hits {
                 let entity = match coalition_mapping::parse_entity_iri(&hit.entity_iri) {
