@@ -340,7 +340,7 @@ mod http {
     async fn search_facets_count_every_match_when_asked() {
         let f = fixture(ApiConfig::default());
         load_seed(&f);
-        let page = "totalCount hits { iri score }";
+        let page = "totalCount totalCountExact hits { iri score }";
         let (status, _, with) = graphql(
             &f,
             None,
@@ -362,6 +362,15 @@ mod http {
         let without = &without["data"]["search"];
         assert_eq!(without["totalCount"], with["totalCount"], "{without}");
         assert_eq!(without["hits"], with["hits"], "{without}");
+        // Below the counting limit every count is exact, asked for or not.
+        let (_, _, exact) =
+            graphql(&f, None, &format!(r#"{{ search(query: "trust", first: 2, exactCount: true) {{ {page} }} }}"#))
+                .await;
+        let exact = &exact["data"]["search"];
+        for page in [with, without, exact] {
+            assert_eq!(page["totalCountExact"], true, "{page}");
+            assert_eq!(page["totalCount"], with["totalCount"], "{page}");
+        }
     }
 
     /// A page's links are loaded a level at a time, one blocking call per loader and level,

@@ -14,9 +14,9 @@ use std::sync::Mutex;
 use tantivy::aggregation::agg_req::Aggregations;
 use tantivy::aggregation::agg_result::AggregationResults;
 use tantivy::aggregation::AggregationCollector;
-use tantivy::collector::{Count, TopDocs};
+use tantivy::collector::{Collector, Count, SegmentCollector, TopDocs};
 use tantivy::directory::MmapDirectory;
-use tantivy::query::{BooleanQuery, Occur, Query, QueryParser, TermQuery};
+use tantivy::query::{BooleanQuery, Occur, Query, QueryParser, TermQuery, Weight};
 use tantivy::schema::{
     Field, IndexRecordOption, Schema, TextFieldIndexing, TextOptions, Value, FAST, INDEXED, STORED, STRING,
 };
@@ -25,7 +25,10 @@ use tantivy::tokenizer::{
     AsciiFoldingFilter, Language, LowerCaser, NgramTokenizer, RemoveLongFilter, SimpleTokenizer, Stemmer,
     StopWordFilter, TextAnalyzer,
 };
-use tantivy::{doc, Index, IndexReader, IndexWriter, ReloadPolicy, Searcher, TantivyDocument, Term};
+use tantivy::{
+    doc, DocId, DocSet, Index, IndexReader, IndexWriter, ReloadPolicy, Score, Searcher, SegmentReader, TantivyDocument,
+    Term, TERMINATED,
+};
 
 const WRITER_HEAP_BYTES: usize = 64 * 1024 * 1024;
 /// One indexing thread: a commit then writes one segment, not one per thread, and the index stage
@@ -199,12 +202,31 @@ pub struct Hit {
     pub language: String,
 }
 
+/// How far [`SearchIndex::search`] counts the matches of a query.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Counting {
+    /// Exactly up to this many; past it, the total says "at least this many" (as web search and
+    /// Elasticsearch's `track_total_hits` do). The cost follows the limit, not the matches.
+    UpTo(usize),
+    /// Every match.
+    Every,
+    /// Every match, and counts of them by facet (kind, country, group, partner, recommendation,
+    /// year). These read every match's fast fields, which a page of hits does not need.
+    EveryWithFacets,
+}
+
+/// Where [`Counting::UpTo`] stops by default: a common word at 1M conversations matches millions
+/// of documents, and counting them all costs more than finding the page.
+pub const COUNT_EXACT_UP_TO: usize = 10_000;
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct SearchResults {
+    /// Matching documents: all of them when `total_exact`, else a lower bound (the counting limit).
     pub total: usize,
+    pub total_exact: bool,
     pub hits: Vec<Hit>,
-    /// With [`SearchIndex::search_with_facets`] (empty otherwise): counts over all matching
-    /// documents, not just this page.
+    /// With [`Counting::EveryWithFacets`] (empty otherwise): counts over all matching documents,
+    /// not just this page.
     pub facets: Facets,
 }
 
@@ -319,7 +341,8 @@ impl SearchIndex {
         self.core.load().digest()
     }
 
-    /// Ranked hits for `query` among the documents matching `filter`, and how many match.
+    /// Ranked hits for `query` among the documents matching `filter`, and how many match, counted
+    /// exactly up to [`COUNT_EXACT_UP_TO`].
     pub fn search(
         &self,
         query: &str,
@@ -327,20 +350,20 @@ impl SearchIndex {
         limit: usize,
         offset: usize,
     ) -> Result<SearchResults, SearchError> {
-        self.core.load().search(query, filter, limit, offset, false)
+        self.search_counting(query, filter, limit, offset, Counting::UpTo(COUNT_EXACT_UP_TO))
     }
 
-    /// [`SearchIndex::search`], and counts over every match by facet (kind, country, group,
-    /// partner, recommendation, year), all from one view of the index. Asked for only when wanted:
-    /// the counts read every match's fast fields, which a page of hits does not need.
-    pub fn search_with_facets(
+    /// [`SearchIndex::search`], with the matches counted as `counting` asks, all from one view of
+    /// the index.
+    pub fn search_counting(
         &self,
         query: &str,
         filter: &SearchFilter,
         limit: usize,
         offset: usize,
+        counting: Counting,
     ) -> Result<SearchResults, SearchError> {
-        self.core.load().search(query, filter, limit, offset, true)
+        self.core.load().search(query, filter, limit, offset, counting)
     }
 }
 
@@ -472,12 +495,12 @@ impl IndexCore {
     }
 
     /// The text query alone (for snippets) and combined with `filter`'s clauses.
-    fn query(&self, query: &str, filter: &SearchFilter) -> Result<(Box<dyn Query>, BooleanQuery), SearchError> {
+    fn query(&self, query: &str, filter: &SearchFilter) -> Result<ParsedQuery, SearchError> {
         let f = &self.fields;
         // Each language's fields are queried with that language's analysis, and a document matches
         // if the query matches it in the language it was indexed in: all terms must match
         // (after stop-word removal and stemming), within one language's fields.
-        let mut per_language: Vec<(Occur, Box<dyn Query>)> = Vec::new();
+        let mut languages: Vec<Box<dyn Query>> = Vec::new();
         for (title, body) in &f.text {
             let mut parser = QueryParser::for_index(&self.index, vec![*title, *body]);
             parser.set_field_boost(*title, 2.0);
@@ -489,9 +512,10 @@ impl IndexCore {
             let q = parser
                 .parse_query(query)
                 .map_err(|e| SearchError::Query { query: query.to_owned(), message: e.to_string() })?;
-            per_language.push((Occur::Should, q));
+            languages.push(q);
         }
-        let text_query: Box<dyn Query> = Box::new(BooleanQuery::new(per_language));
+        let text_query: Box<dyn Query> =
+            Box::new(BooleanQuery::new(languages.iter().map(|q| (Occur::Should, q.box_clone())).collect()));
         let mut clauses: Vec<(Occur, Box<dyn Query>)> = vec![(Occur::Must, text_query.box_clone())];
         let term = |field: Field, value: &str| -> Box<dyn Query> {
             Box::new(TermQuery::new(Term::from_field_text(field, value), IndexRecordOption::Basic))
@@ -517,10 +541,19 @@ impl IndexCore {
                 Box::new(TermQuery::new(Term::from_field_i64(f.year, y), IndexRecordOption::Basic)),
             ));
         }
-        Ok((text_query, BooleanQuery::new(clauses)))
+        // With the filters (if any) in place of the text query.
+        let filtered = |q: Box<dyn Query>| -> Box<dyn Query> {
+            if clauses.len() == 1 {
+                return q;
+            }
+            let filters = clauses[1..].iter().map(|(occur, c)| (*occur, c.box_clone()));
+            Box::new(BooleanQuery::new(std::iter::once((Occur::Must, q)).chain(filters).collect()))
+        };
+        let by_language = languages.into_iter().map(&filtered).collect();
+        Ok(ParsedQuery { combined: filtered(text_query.box_clone()), text: text_query, by_language })
     }
 
-    fn facets(searcher: &Searcher, query: &BooleanQuery) -> Result<Facets, SearchError> {
+    fn facets(searcher: &Searcher, query: &dyn Query) -> Result<Facets, SearchError> {
         let facets_request: Aggregations = serde_json::from_value(serde_json::json!({
             "kind": { "terms": { "field": "kind", "size": 50 } },
             "country": { "terms": { "field": "country", "size": 50 } },
@@ -540,17 +573,38 @@ impl IndexCore {
         filter: &SearchFilter,
         limit: usize,
         offset: usize,
-        with_facets: bool,
+        counting: Counting,
     ) -> Result<SearchResults, SearchError> {
         let f = &self.fields;
-        let (text_query, combined) = self.query(query, filter)?;
+        let ParsedQuery { text: text_query, combined, by_language } = self.query(query, filter)?;
         let searcher = self.reader.searcher();
         // Two passes rather than one collector for both: counting alone needs no scores (blocks
         // of matches), and the top hits alone can skip blocks that cannot reach the page (block
         // WAND). Together, every match would be scored.
-        let total = searcher.search(&combined, &Count)?;
-        let top = searcher.search(&combined, &TopDocs::with_limit(limit.max(1)).and_offset(offset))?;
-        let facets = if with_facets { Self::facets(&searcher, &combined)? } else { Facets::new() };
+        let (total, total_exact) = match counting {
+            Counting::UpTo(limit) => {
+                let seen = searcher.search(&*combined, &CountUpTo(limit.saturating_add(1)))?;
+                (seen.min(limit), seen <= limit)
+            }
+            Counting::Every | Counting::EveryWithFacets => (searcher.search(&*combined, &Count)?, true),
+        };
+        // The best hits one language at a time, merged. Each document is indexed in one language's
+        // fields, so it matches at most one language's query, with the score it has in the union:
+        // the union's best hits are the best of each language's. Alone, a single word's query is
+        // a union of two term queries (title, body), whose best hits Tantivy finds with block
+        // WAND, skipping blocks that cannot reach the page; in one union with the n-gram
+        // (Japanese) alternative — a phrase, not a term — every match is scored.
+        let wanted = limit.max(1).saturating_add(offset);
+        let mut top = Vec::new();
+        for q in &by_language {
+            top.extend(searcher.search(&**q, &TopDocs::with_limit(wanted))?);
+        }
+        top.sort_by(|(a_score, a), (b_score, b)| b_score.total_cmp(a_score).then(a.cmp(b)));
+        let top = top.into_iter().skip(offset);
+        let facets = match counting {
+            Counting::EveryWithFacets => Self::facets(&searcher, &*combined)?,
+            Counting::UpTo(_) | Counting::Every => Facets::new(),
+        };
         let mut snippet_generators: Vec<Option<SnippetGenerator>> = (0..LANGUAGES.len()).map(|_| None).collect();
         let mut hits = Vec::with_capacity(top.len());
         for (score, address) in top.into_iter().take(limit) {
@@ -578,7 +632,70 @@ impl IndexCore {
                 language,
             });
         }
-        Ok(SearchResults { total, hits, facets })
+        Ok(SearchResults { total, total_exact, hits, facets })
+    }
+}
+
+/// A search's query: the text alone (what snippets highlight), with the filter's clauses (what
+/// is searched), and the latter one language at a time (the same order as [`LANGUAGES`]).
+struct ParsedQuery {
+    text: Box<dyn Query>,
+    combined: Box<dyn Query>,
+    by_language: Vec<Box<dyn Query>>,
+}
+
+/// Counts the live documents matching a query, stopping at `.0`: each segment stops once it has
+/// seen that many, and the segments' counts are summed up to it.
+struct CountUpTo(usize);
+
+impl Collector for CountUpTo {
+    type Fruit = usize;
+    type Child = SegmentCountUpTo;
+
+    fn for_segment(&self, _segment: u32, _reader: &SegmentReader) -> tantivy::Result<SegmentCountUpTo> {
+        Ok(SegmentCountUpTo { seen: 0, limit: self.0 })
+    }
+
+    fn requires_scoring(&self) -> bool {
+        false
+    }
+
+    fn merge_fruits(&self, counts: Vec<usize>) -> tantivy::Result<usize> {
+        Ok(counts.into_iter().fold(0, usize::saturating_add).min(self.0))
+    }
+
+    /// Walks the segment's matches itself rather than through `Weight::for_each_no_score`, which
+    /// cannot stop before the segment's end.
+    fn collect_segment(&self, weight: &dyn Weight, _segment: u32, reader: &SegmentReader) -> tantivy::Result<usize> {
+        let mut scorer = weight.scorer(reader, 1.0)?;
+        let alive = reader.alive_bitset();
+        let mut seen = 0;
+        let mut doc = scorer.doc();
+        while doc != TERMINATED && seen < self.0 {
+            if alive.is_none_or(|a| a.is_alive(doc)) {
+                seen += 1;
+            }
+            doc = scorer.advance();
+        }
+        Ok(seen)
+    }
+}
+
+/// Required by [`Collector`]; [`CountUpTo::collect_segment`] does the counting.
+struct SegmentCountUpTo {
+    seen: usize,
+    limit: usize,
+}
+
+impl SegmentCollector for SegmentCountUpTo {
+    type Fruit = usize;
+
+    fn collect(&mut self, _doc: DocId, _score: Score) {
+        self.seen = (self.seen + 1).min(self.limit);
+    }
+
+    fn harvest(self) -> usize {
+        self.seen
     }
 }
 

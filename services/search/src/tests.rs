@@ -48,7 +48,7 @@ fn search_ranks_snippets_and_filters_inside_the_query() {
             &offsets(3),
         )
         .unwrap();
-    let all = index.search_with_facets("listened", &SearchFilter::default(), 10, 0).unwrap();
+    let all = index.search_counting("listened", &SearchFilter::default(), 10, 0, Counting::EveryWithFacets).unwrap();
     assert_eq!(all.total, 2, "stemming matches listened and listening: {all:?}");
     assert!(all.hits.iter().any(|h| h.snippet.contains("<b>listened</b>")));
     let gb = SearchFilter { country: Some("GB".into()), ..SearchFilter::default() };
@@ -71,6 +71,32 @@ fn search_ranks_snippets_and_filters_inside_the_query() {
         "without facets, the same page and count"
     );
     assert!(matches!(index.search("title:(", &SearchFilter::default(), 10, 0), Err(SearchError::Query { .. })));
+}
+
+#[test]
+fn counting_up_to_a_limit_is_exact_below_it_and_a_bound_above() {
+    let index = SearchIndex::in_memory().unwrap();
+    // Three commits (three segments), then one entity replaced: its old document is deleted, not
+    // yet merged away, and must not be counted.
+    for commit in 0..3 {
+        let docs: Vec<SearchDoc> =
+            (0..10).map(|i| doc(&format!("d{commit}-{i}"), "Dialogue", "they listened", "FR")).collect();
+        index.apply("log", &[], &docs, &offsets(commit + 1)).unwrap();
+    }
+    let replaced = "https://w3id.org/coalition/id/dialogue/d0-0".to_owned();
+    index.apply("log", &[replaced], &[doc("d0-0", "Dialogue", "nobody heard", "FR")], &offsets(4)).unwrap();
+    let count = |counting| {
+        let r = index.search_counting("listened", &SearchFilter::default(), 5, 0, counting).unwrap();
+        (r.total, r.total_exact, r.hits.len())
+    };
+    assert_eq!(count(Counting::Every), (29, true, 5));
+    assert_eq!(count(Counting::UpTo(29)), (29, true, 5), "exactly at the limit is still exact");
+    assert_eq!(count(Counting::UpTo(100)), (29, true, 5));
+    assert_eq!(count(Counting::UpTo(28)), (28, false, 5), "past the limit: at least the limit");
+    assert_eq!(count(Counting::UpTo(12)), (12, false, 5), "a limit inside the second segment");
+    assert_eq!(count(Counting::UpTo(0)), (0, false, 5));
+    let r = index.search("listened", &SearchFilter::default(), 5, 0).unwrap();
+    assert_eq!((r.total, r.total_exact), (29, true), "the default limit is far above 29");
 }
 
 #[test]
@@ -157,10 +183,45 @@ mod relevance {
         assert_eq!(analysis_language("pt-BR", "anything"), "pt");
     }
 
+    /// The best hits are searched one language at a time and merged: the same hits, scores and
+    /// order as searching the union of the languages at once.
+    #[test]
+    fn hits_merged_from_each_language_are_the_union_s_hits() {
+        let index = corpus();
+        let core = index.core.load();
+        let searcher = core.reader.searcher();
+        let queries = ["trust", "listened", "not listened to", "\"Nothing About Us\"", "信頼", "confiança nos médicos"];
+        let filters = [
+            SearchFilter::default(),
+            SearchFilter { fuzzy: true, ..SearchFilter::default() },
+            SearchFilter { kinds: vec!["dialogue".into(), "quote".into()], ..SearchFilter::default() },
+            SearchFilter { country: Some("GB".into()), ..SearchFilter::default() },
+        ];
+        let mut compared = 0;
+        for query in queries {
+            for filter in &filters {
+                for (limit, offset) in [(10, 0), (3, 2), (1, 0)] {
+                    let union = core.query(query, filter).unwrap().combined;
+                    let expected: Vec<(String, f32)> = searcher
+                        .search(&*union, &TopDocs::with_limit(limit).and_offset(offset))
+                        .unwrap()
+                        .into_iter()
+                        .map(|(score, address)| (text(&searcher.doc(address).unwrap(), core.fields.iri), score))
+                        .collect();
+                    let got = index.search(query, filter, limit, offset).unwrap();
+                    let got: Vec<(String, f32)> = got.hits.into_iter().map(|h| (h.iri, h.score)).collect();
+                    assert_eq!(got, expected, "{query:?} {filter:?} limit {limit} offset {offset}");
+                    compared += expected.len();
+                }
+            }
+        }
+        assert!(compared > 100, "the queries find hits to compare: {compared}");
+    }
+
     #[test]
     fn facets_count_every_match_and_snippets_highlight() {
         let index = corpus();
-        let r = index.search_with_facets("trust", &SearchFilter::default(), 2, 0).unwrap();
+        let r = index.search_counting("trust", &SearchFilter::default(), 2, 0, Counting::EveryWithFacets).unwrap();
         let kinds: u64 = r.facets["kind"].iter().map(|(_, n)| n).sum();
         assert_eq!(kinds as usize, r.total, "facets count all {} matches, not the page of 2", r.total);
         assert!(r.total > 2);

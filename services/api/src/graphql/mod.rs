@@ -13,7 +13,7 @@ use crate::AppState;
 use async_graphql::dataloader::DataLoader;
 use async_graphql::{Context, EmptySubscription, InputObject, Object, Result, Schema, SimpleObject, ID};
 use coalition_events::Kind;
-use coalition_search::SearchFilter;
+use coalition_search::{Counting, SearchFilter, COUNT_EXACT_UP_TO};
 pub use inputs::*;
 pub use projections::*;
 use std::time::Duration;
@@ -192,7 +192,10 @@ pub struct SearchHit {
 
 #[derive(SimpleObject)]
 pub struct SearchPage {
+    /// Matching documents: exact when `totalCountExact`, else a lower bound (see `search`).
     pub total_count: usize,
+    /// Whether `totalCount` counts every match.
+    pub total_count_exact: bool,
     pub hits: Vec<SearchHit>,
     /// Counts over every match (not only this page) by kind, country, group, partner,
     /// recommendation and year.
@@ -450,6 +453,9 @@ impl QueryRoot {
     }
 
     /// Full-text search (BM25, titles boosted) with filters applied inside the index query.
+    /// `totalCount` is exact up to 10,000 matches, and past that says "at least 10,000"
+    /// (`totalCountExact` false), unless `exactCount` asks for every match to be counted or the
+    /// request selects `facets` (which count every match anyway).
     async fn search(
         &self,
         ctx: &Context<'_>,
@@ -457,6 +463,7 @@ impl QueryRoot {
         filter: Option<SearchFilterInput>,
         #[graphql(default = 20)] first: i32,
         #[graphql(default = 0)] offset: i32,
+        #[graphql(default = false)] exact_count: bool,
     ) -> Result<SearchPage> {
         let state = ctx.data::<AppCtx>()?.state.clone();
         let max = state.config.max_page_size;
@@ -477,14 +484,16 @@ impl QueryRoot {
             year: f.year,
             fuzzy: f.fuzzy.unwrap_or(false),
         };
-        // Facet counts read every match; they are computed only when the request asks for them.
-        let with_facets = ctx.look_ahead().field("facets").exists();
+        // Counting every match (and its facets) reads every match: done only when asked for.
+        let counting = if ctx.look_ahead().field("facets").exists() {
+            Counting::EveryWithFacets
+        } else if exact_count {
+            Counting::Every
+        } else {
+            Counting::UpTo(COUNT_EXACT_UP_TO)
+        };
         let (results, entities) = blocking(move || {
-            let results = if with_facets {
-                state.index.search_with_facets(&query, &filter, first as usize, offset as usize)?
-            } else {
-                state.index.search(&query, &filter, first as usize, offset as usize)?
-            };
+            let results = state.index.search_counting(&query, &filter, first as usize, offset as usize, counting)?;
             let mut entities = Vec::new();
             for hit in &results.hits {
                 let entity = match coalition_mapping::parse_entity_iri(&hit.entity_iri) {
@@ -519,7 +528,7 @@ impl QueryRoot {
                 values: values.into_iter().map(|(value, count)| FacetValue { value, count }).collect(),
             })
             .collect();
-        Ok(SearchPage { total_count: results.total, hits, facets })
+        Ok(SearchPage { total_count: results.total, total_count_exact: results.total_exact, hits, facets })
     }
 
     /// How far the graph and the index have applied the log.
