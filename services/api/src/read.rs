@@ -274,10 +274,8 @@ pub fn list(
     }
     patterns.splice(0..0, class_pattern);
     let body = patterns.join("\n");
-    let count_rows = store.select(&format!("SELECT (COUNT(DISTINCT ?e) AS ?n) WHERE {{ {body} }}"))?;
-    let total = count_rows.first().and_then(|r| literal(r, "n")).and_then(|n| n.parse().ok()).unwrap_or(0);
-    let rows = store
-        .select(&format!("SELECT DISTINCT ?e WHERE {{ {body} }} ORDER BY {order} LIMIT {limit} OFFSET {offset}"))?;
+    let (rows, total) =
+        store.select_page(&format!("SELECT DISTINCT ?e WHERE {{ {body} }} ORDER BY {order}"), offset, limit)?;
     Ok(IdPage { ids: ids_of(&rows, "e"), total })
 }
 

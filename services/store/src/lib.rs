@@ -19,7 +19,7 @@ use oxigraph::io::{RdfFormat, RdfSerializer};
 use oxigraph::model::{
     GraphName, GraphNameRef, Literal, NamedNode, NamedNodeRef, NamedOrBlankNodeRef, Quad, QuadRef, Term, TermRef,
 };
-use oxigraph::sparql::{QueryResults, QuerySolution, SparqlEvaluator};
+use oxigraph::sparql::{QueryResults, QuerySolution, QuerySolutionIter, SparqlEvaluator};
 use std::collections::BTreeMap;
 use std::io::Write;
 #[cfg(feature = "rocksdb")]
@@ -357,14 +357,41 @@ impl GraphStore {
 
     /// Evaluates a SELECT query with the union of all graphs as the default graph.
     pub fn select(&self, query: &str) -> Result<Vec<Row>, StoreError> {
+        self.with_solutions(query, |solutions| solutions.map(|s| s.map(row).map_err(evaluation)).collect())
+    }
+
+    /// Rows `offset..offset + limit` of a SELECT query's solutions, and how many solutions there
+    /// are: one evaluation, so the page and the count see the same state of the store, and an
+    /// ordered list costs one evaluation rather than a count and a page.
+    pub fn select_page(&self, query: &str, offset: usize, limit: usize) -> Result<(Vec<Row>, usize), StoreError> {
+        self.with_solutions(query, |solutions| {
+            let mut page = Vec::with_capacity(limit.min(1024));
+            let mut total = 0;
+            for solution in solutions {
+                let solution = solution.map_err(evaluation)?;
+                if total >= offset && page.len() < limit {
+                    page.push(row(solution));
+                }
+                total += 1;
+            }
+            Ok((page, total))
+        })
+    }
+
+    /// `f` over the solutions of a SELECT query, with the union of all graphs as the default graph.
+    fn with_solutions<T>(
+        &self,
+        query: &str,
+        f: impl FnOnce(QuerySolutionIter) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
         let mut prepared = SparqlEvaluator::new().parse_query(query).map_err(|e| StoreError::Syntax(e.to_string()))?;
         prepared.dataset_mut().set_default_graph_as_union();
         let db = self.db();
-        let results = prepared.on_store(&db).execute().map_err(|e| StoreError::Evaluation(e.to_string()))?;
+        let results = prepared.on_store(&db).execute().map_err(evaluation)?;
         let QueryResults::Solutions(solutions) = results else {
             return Err(StoreError::Evaluation("not a SELECT query".to_owned()));
         };
-        solutions.map(|s| s.map(row).map_err(|e| StoreError::Evaluation(e.to_string()))).collect()
+        f(solutions)
     }
 
     /// All quads of one named graph.
@@ -474,6 +501,10 @@ pub fn digest(store: &GraphStore) -> Result<(String, usize), StoreError> {
     let mut dump = Vec::new();
     let quads = store.dump_nquads(&mut dump)?;
     Ok((format!("{:x}", Sha256::digest(&dump)), quads))
+}
+
+fn evaluation(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Evaluation(e.to_string())
 }
 
 fn row(solution: QuerySolution) -> Row {
