@@ -36,6 +36,28 @@ fn a_batch_and_its_offsets_commit_together() {
     }
 }
 
+#[test]
+fn a_page_of_solutions_is_that_window_of_all_of_them_and_counts_them_all() {
+    let store = GraphStore::in_memory().unwrap();
+    let mut offsets = Offsets::default();
+    let mut batch = Vec::new();
+    for n in 0..30 {
+        let (a, pos) = applicable(&event(n), n as i64);
+        offsets.advance(&pos);
+        batch.push(a);
+    }
+    store.apply("log", &batch, &offsets).unwrap();
+    let query = "SELECT DISTINCT ?s WHERE { ?s ?p ?o } ORDER BY ?s";
+    let all = store.select(query).unwrap();
+    assert!(all.len() > 30, "the seed's first events describe more than 30 subjects: {}", all.len());
+    for (offset, limit) in [(0, 5), (7, 10), (all.len() - 2, 10), (all.len(), 3), (all.len() + 5, 3), (3, 0)] {
+        let (page, total) = store.select_page(query, offset, limit).unwrap();
+        assert_eq!(total, all.len(), "offset {offset} limit {limit}");
+        let expected: Vec<Row> = all.iter().skip(offset).take(limit).cloned().collect();
+        assert_eq!(page, expected, "offset {offset} limit {limit}");
+    }
+}
+
 #[cfg(feature = "rocksdb")]
 #[test]
 fn a_store_on_disk_flushes_and_reopens_at_once_after_its_handles_drop() {
