@@ -15,16 +15,22 @@ fn applicable(e: &Event, offset: i64) -> (Applicable, LogPosition) {
     (Applicable { event_id: e.id.0.clone(), mapped }, pos)
 }
 
-#[test]
-fn a_batch_and_its_offsets_commit_together() {
-    let store = GraphStore::in_memory().unwrap();
+/// The seed's first `n` events as one batch at offsets 0.., and the offsets after it.
+fn seed_batch(n: usize) -> (Vec<Applicable>, Offsets) {
     let mut offsets = Offsets::default();
     let mut batch = Vec::new();
-    for n in 0..10 {
-        let (a, pos) = applicable(&event(n), n as i64);
+    for i in 0..n {
+        let (a, pos) = applicable(&event(i), i as i64);
         offsets.advance(&pos);
         batch.push(a);
     }
+    (batch, offsets)
+}
+
+#[test]
+fn a_batch_and_its_offsets_commit_together() {
+    let store = GraphStore::in_memory().unwrap();
+    let (batch, offsets) = seed_batch(10);
     let stats = store.apply("log-a", &batch, &offsets).unwrap();
     assert_eq!(stats.applied, 10);
     assert!(stats.duplicate_ids.is_empty());
@@ -39,13 +45,7 @@ fn a_batch_and_its_offsets_commit_together() {
 #[test]
 fn a_page_of_solutions_is_that_window_of_all_of_them_and_counts_them_all() {
     let store = GraphStore::in_memory().unwrap();
-    let mut offsets = Offsets::default();
-    let mut batch = Vec::new();
-    for n in 0..30 {
-        let (a, pos) = applicable(&event(n), n as i64);
-        offsets.advance(&pos);
-        batch.push(a);
-    }
+    let (batch, offsets) = seed_batch(30);
     store.apply("log", &batch, &offsets).unwrap();
     let query = "SELECT DISTINCT ?s WHERE { ?s ?p ?o } ORDER BY ?s";
     let all = store.select(query).unwrap();
