@@ -516,14 +516,15 @@ impl IndexCore {
         }
         let text_query: Box<dyn Query> =
             Box::new(BooleanQuery::new(languages.iter().map(|q| (Occur::Should, q.box_clone())).collect()));
-        let mut clauses: Vec<(Occur, Box<dyn Query>)> = vec![(Occur::Must, text_query.box_clone())];
+        // Every filter must match.
+        let mut filters: Vec<Box<dyn Query>> = Vec::new();
         let term = |field: Field, value: &str| -> Box<dyn Query> {
             Box::new(TermQuery::new(Term::from_field_text(field, value), IndexRecordOption::Basic))
         };
         if !filter.kinds.is_empty() {
             let any: Vec<(Occur, Box<dyn Query>)> =
                 filter.kinds.iter().map(|k| (Occur::Should, term(f.kind, k))).collect();
-            clauses.push((Occur::Must, Box::new(BooleanQuery::new(any))));
+            filters.push(Box::new(BooleanQuery::new(any)));
         }
         for (field, value) in [
             (f.country, &filter.country),
@@ -532,22 +533,19 @@ impl IndexCore {
             (f.recommendations, &filter.recommendation),
         ] {
             if let Some(v) = value {
-                clauses.push((Occur::Must, term(field, v)));
+                filters.push(term(field, v));
             }
         }
         if let Some(y) = filter.year {
-            clauses.push((
-                Occur::Must,
-                Box::new(TermQuery::new(Term::from_field_i64(f.year, y), IndexRecordOption::Basic)),
-            ));
+            filters.push(Box::new(TermQuery::new(Term::from_field_i64(f.year, y), IndexRecordOption::Basic)));
         }
-        // With the filters (if any) in place of the text query.
+        // `q` and the filters, if any.
         let filtered = |q: Box<dyn Query>| -> Box<dyn Query> {
-            if clauses.len() == 1 {
+            if filters.is_empty() {
                 return q;
             }
-            let filters = clauses[1..].iter().map(|(occur, c)| (*occur, c.box_clone()));
-            Box::new(BooleanQuery::new(std::iter::once((Occur::Must, q)).chain(filters).collect()))
+            let all = std::iter::once(q).chain(filters.iter().map(|c| c.box_clone()));
+            Box::new(BooleanQuery::new(all.map(|c| (Occur::Must, c)).collect()))
         };
         let by_language = languages.into_iter().map(&filtered).collect();
         Ok(ParsedQuery { combined: filtered(text_query.box_clone()), text: text_query, by_language })

@@ -135,13 +135,11 @@ async fn page(ctx: &Context<'_>, kind: Kind, filter: Option<Filter>, first: i32,
     let (first, offset) = (first as usize, offset as usize);
     let filter = ListFilter::from(filter);
     let store = state.store.clone();
-    let (ids, total, items) = blocking(move || {
+    let (total, items) = blocking(move || {
         let p = read::list(&store, kind, &filter, first, offset)?;
-        let items = read::load_many(&store, kind, &p.ids)?;
-        Ok((p.ids, p.total, items))
+        Ok((p.total, read::load_many(&store, kind, &p.ids)?))
     })
     .await?;
-    let _ = ids;
     Ok(Paged { items, total, offset })
 }
 
