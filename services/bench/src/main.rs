@@ -91,6 +91,11 @@ pub struct FaultArgs {
     pub work_dir: PathBuf,
 }
 
+/// The same allocator as the `coalition` binary, so that raw Oxigraph, measured in this process,
+/// is compared on equal terms.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
