@@ -23,11 +23,11 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
-/// The built-in dataset: the coalition's recommendations, case studies, dialogues and evidence,
-/// as events that go through the same path as any partner's.
 /// How long open HTTP connections may take to finish after a shutdown signal.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 
+/// The built-in dataset: the coalition's recommendations, case studies, dialogues and evidence,
+/// as events that go through the same path as any partner's.
 const SEED: &str = include_str!("../seed/coalition-seed.jsonl");
 
 /// mimalloc instead of the system allocator: the ingest path allocates and frees millions of
