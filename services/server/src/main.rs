@@ -31,8 +31,8 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 const SEED: &str = include_str!("../seed/coalition-seed.jsonl");
 
 /// mimalloc instead of the system allocator: the ingest path allocates and frees millions of
-/// small strings and vectors (events, terms, documents), and glibc's malloc spent about a third of
-/// the initial load's main thread in its free lists (`docs/performance.md`, "Allocator").
+/// small strings and vectors (events, terms, documents), and glibc's `_int_malloc` alone took
+/// 31.6 % of the initial load's loading thread (`docs/performance.md`, "Allocator").
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -4,9 +4,12 @@ use coalition_mapping::{map_event, LogPosition};
 
 const SEED: &str = include_str!("../../server/seed/coalition-seed.jsonl");
 
+fn seed_lines() -> impl Iterator<Item = &'static str> {
+    SEED.lines().filter(|l| !l.trim().is_empty())
+}
+
 fn event(n: usize) -> Event {
-    let line = SEED.lines().filter(|l| !l.trim().is_empty()).nth(n).expect("seed line");
-    decode(line.as_bytes()).expect("seed decodes")
+    decode(seed_lines().nth(n).expect("seed line").as_bytes()).expect("seed decodes")
 }
 
 fn applicable(e: &Event, offset: i64) -> (Applicable, LogPosition) {
@@ -62,15 +65,8 @@ fn a_page_of_solutions_is_that_window_of_all_of_them_and_counts_them_all() {
 #[test]
 fn a_store_on_disk_flushes_and_reopens_at_once_after_its_handles_drop() {
     let dir = tempfile::tempdir().unwrap();
-    let lines = SEED.lines().filter(|l| !l.trim().is_empty()).count();
-    let mut offsets = Offsets::default();
-    let batch: Vec<Applicable> = (0..lines)
-        .map(|n| {
-            let (a, pos) = applicable(&event(n), n as i64);
-            offsets.advance(&pos);
-            a
-        })
-        .collect();
+    let lines = seed_lines().count();
+    let (batch, offsets) = seed_batch(lines);
     let quads = {
         let store = GraphStore::open(dir.path()).unwrap();
         // Redeliveries count towards the flush interval too, so this starts at least one flush.
@@ -228,7 +224,7 @@ fn vocabulary_prov_generated() -> &'static str {
 #[test]
 fn dumps_are_sorted_and_identical_for_identical_content() {
     let (a, b) = (GraphStore::in_memory().unwrap(), GraphStore::in_memory().unwrap());
-    let items: Vec<Applicable> = (0..20).map(|n| applicable(&event(n), n as i64).0).collect();
+    let (items, _) = seed_batch(20);
     a.apply("x", &items, &Offsets::default()).unwrap();
     let mut reversed = items.clone();
     reversed.reverse();
@@ -623,12 +619,7 @@ mod projections {
     /// A store holding the built-in dataset, applied in one batch.
     fn seed_store() -> GraphStore {
         let store = GraphStore::in_memory().unwrap();
-        let batch: Vec<Applicable> = SEED
-            .lines()
-            .filter(|l| !l.trim().is_empty())
-            .enumerate()
-            .map(|(i, _)| applicable(&event(i), i as i64).0)
-            .collect();
+        let (batch, _) = seed_batch(seed_lines().count());
         store.apply("log", &batch, &Offsets::default()).unwrap();
         store
     }
