@@ -21,6 +21,7 @@ pub mod operations;
 pub mod query_shape;
 pub mod ratelimit;
 pub mod read;
+pub mod response_cache;
 pub mod sparql;
 
 use async_graphql::http::GraphiQLSource;
@@ -75,6 +76,8 @@ pub struct ApiConfig {
     /// Bearer JWTs from an identity provider, accepted beside the server's own tokens (`None`:
     /// only the server's own).
     pub jwt: Option<Arc<jwt::JwtVerifier>>,
+    /// Bytes of answers the response cache keeps for the current state of the data (0: none).
+    pub response_cache_bytes: usize,
 }
 
 impl Default for ApiConfig {
@@ -97,6 +100,7 @@ impl Default for ApiConfig {
             rate_limit: Some(ratelimit::RateLimit::default()),
             graphql_batch_delay: Duration::from_micros(DEFAULT_GRAPHQL_BATCH_DELAY_US),
             jwt: None,
+            response_cache_bytes: response_cache::DEFAULT_MAX_MIB * 1024 * 1024,
         }
     }
 }
@@ -118,6 +122,9 @@ pub struct ApiMetrics {
     pub graphql_loader_batches_total: IntCounterVec,
     /// Keys those calls answered, per loader: keys over batches is the batching achieved.
     pub graphql_loader_keys_total: IntCounterVec,
+    /// Read requests by endpoint and where their answer came from (`hit`, `miss`, `bypass`;
+    /// see [`response_cache`]).
+    pub response_cache_total: IntCounterVec,
 }
 
 impl ApiMetrics {
@@ -165,7 +172,15 @@ impl ApiMetrics {
             "keys answered by a GraphQL batch loader's calls",
             "loader",
         )?;
+        let response_cache_total = registered(
+            registry,
+            IntCounterVec::new(
+                Opts::new("coalition_response_cache_total", "read requests by where their answer came from"),
+                &["endpoint", "outcome"],
+            )?,
+        )?;
         Ok(ApiMetrics {
+            response_cache_total,
             request_seconds,
             sparql_slots,
             sparql_evaluating,
@@ -202,6 +217,19 @@ pub struct AppState {
     pub operations: Option<Arc<dyn operations::Operations>>,
 }
 
+impl AppState {
+    /// The state of the data readers see now (see [`response_cache`]).
+    pub fn epoch(&self) -> response_cache::Epoch {
+        response_cache::Epoch { graph: self.store.epoch(), index: self.index.epoch() }
+    }
+
+    /// Counts where an answer of `endpoint` came from and says so in its headers.
+    pub(crate) fn cache_outcome(&self, endpoint: &str, (response, outcome): (Response, response_cache::Outcome)) -> Response {
+        self.metrics.response_cache_total.with_label_values(&[endpoint, outcome.as_str()]).inc();
+        response_cache::marked(response, outcome)
+    }
+}
+
 /// The whole HTTP application.
 pub fn app(state: AppState) -> Router {
     let schema = graphql::build_schema(state.clone());
@@ -219,6 +247,7 @@ pub fn app(state: AppState) -> Router {
         .route("/metrics", get(metrics))
         .route("/", get(index))
         .layer(axum::Extension(schema))
+        .layer(axum::Extension(Arc::new(response_cache::ResponseCache::new(state.config.response_cache_bytes))))
         .layer(axum::Extension(sparql::QuerySlots::new(
             sparql::LaneLimit { permits: state.config.max_concurrent_projection_sparql, wait: sparql::PROJECTION_WAIT },
             sparql::LaneLimit { permits: state.config.max_concurrent_sparql, wait: sparql::GENERAL_WAIT },
@@ -235,6 +264,7 @@ pub fn app(state: AppState) -> Router {
 async fn graphql_handler(
     State(state): State<AppState>,
     axum::Extension(schema): axum::Extension<graphql::CoalitionSchema>,
+    axum::Extension(cache): axum::Extension<Arc<response_cache::ResponseCache>>,
     principal: auth::Principal,
     request: Request,
 ) -> Response {
@@ -243,12 +273,39 @@ async fn graphql_handler(
         Ok(r) => r,
         Err(e) => return graphql::refusal(e),
     };
-    if let Err(e) = graphql::authorize_request(&principal, state.config.public_reads, &mut request) {
-        return graphql::refusal(e);
+    let keepable = match graphql::authorize_request(&principal, state.config.public_reads, &mut request) {
+        Ok(keepable) => keepable,
+        Err(e) => return graphql::refusal(e),
+    };
+    let key = keepable.then(|| graphql_cache_key(&principal, &request));
+    let execute = || async move {
+        let mut response = schema.execute(request.data(principal)).await;
+        graphql::code_errors(&mut response.errors);
+        // Only answers without errors may be kept: an error can be the moment's (a timeout).
+        let keep = response.errors.is_empty();
+        let response = GraphQLResponse::from(response).into_response();
+        if keep { response } else { response_cache::not_kept(response) }
+    };
+    match key {
+        Some(key) => {
+            let fresh = response_cache::wants_fresh(&parts.headers);
+            let answer = cache.answer(key, fresh, || state.epoch(), execute).await;
+            state.cache_outcome("graphql", answer)
+        }
+        None => execute().await,
     }
-    let mut response = schema.execute(request.data(principal)).await;
-    graphql::code_errors(&mut response.errors);
-    GraphQLResponse::from(response).into_response()
+}
+
+/// What a GraphQL query's answer depends on besides the data: who asks, and the request's text,
+/// operation and variables.
+fn graphql_cache_key(principal: &auth::Principal, request: &async_graphql::Request) -> response_cache::Key {
+    let variables = serde_json::to_vec(&request.variables).unwrap_or_default();
+    let principal = format!("{principal:?}");
+    let operation = request.operation_name.as_deref().unwrap_or_default();
+    response_cache::Key::new(
+        "graphql",
+        &[principal.as_bytes(), request.query.as_bytes(), operation.as_bytes(), &variables],
+    )
 }
 
 async fn graphiql() -> Html<String> {

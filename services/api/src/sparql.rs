@@ -12,6 +12,7 @@
 use crate::auth::Principal;
 use crate::errors::{ApiError, ErrorKind};
 use crate::query_shape::{for_each_child, for_each_expression, for_each_operand};
+use crate::response_cache::{Key, ResponseCache};
 use crate::{ApiMetrics, AppState};
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -58,6 +59,7 @@ fn url_params(query: Option<&str>) -> Result<Params, ApiError> {
 pub async fn get(
     State(state): State<AppState>,
     Extension(slots): Extension<QuerySlots>,
+    Extension(cache): Extension<Arc<ResponseCache>>,
     principal: Principal,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
@@ -69,12 +71,13 @@ pub async fn get(
         Ok(p) => p,
         Err(e) => return e.into_response(),
     };
-    respond(state, slots, params, &headers).await
+    respond(state, slots, &cache, params, &headers).await
 }
 
 pub async fn post(
     State(state): State<AppState>,
     Extension(slots): Extension<QuerySlots>,
+    Extension(cache): Extension<Arc<ResponseCache>>,
     principal: Principal,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
@@ -125,14 +128,33 @@ pub async fn post(
             .into_response()
         }
     };
-    respond(state, slots, params, &headers).await
+    respond(state, slots, &cache, params, &headers).await
 }
 
-async fn respond(state: AppState, slots: QuerySlots, params: Params, headers: &HeaderMap) -> Response {
-    match run(state, slots, params, headers).await {
-        Ok(r) => r,
-        Err(e) => e.into_response(),
-    }
+/// Answers a query, from the response cache when the data has not changed since the same query
+/// (same text, `as-of` and accepted formats) was answered.
+async fn respond(
+    state: AppState,
+    slots: QuerySlots,
+    cache: &ResponseCache,
+    params: Params,
+    headers: &HeaderMap,
+) -> Response {
+    let evaluate = |state: AppState, params: Params| async move {
+        match run(state, slots, params, headers).await {
+            Ok(r) => r,
+            Err(e) => e.into_response(),
+        }
+    };
+    let (Some(query), None) = (&params.query, &params.update) else {
+        return evaluate(state, params).await;
+    };
+    let accept = headers.get(header::ACCEPT).map(|v| v.as_bytes()).unwrap_or_default();
+    let as_of = params.as_of.as_deref().unwrap_or_default();
+    let key = Key::new("sparql", &[query.as_bytes(), as_of.as_bytes(), accept]);
+    let fresh = crate::response_cache::wants_fresh(headers);
+    let answer = cache.answer(key, fresh, || state.epoch(), || evaluate(state.clone(), params)).await;
+    state.cache_outcome("sparql", answer)
 }
 
 fn read_only() -> ApiError {

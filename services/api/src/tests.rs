@@ -66,6 +66,16 @@ fn graphql_requests_are_authorised_before_validation() {
     assert_eq!(check(&token(Role::Reader), false, read, None), None);
     assert_eq!(check(&Principal::Anonymous, false, "not graphql {", None), Some(ErrorKind::Unauthenticated));
     assert_eq!(check(&Principal::Anonymous, true, "not graphql {", None), None);
+    // Which answers the response cache may keep: queries of the data only.
+    let keepable = |query: &str| {
+        crate::graphql::authorize_request(&token(Role::Admin), true, &mut async_graphql::Request::new(query)).unwrap()
+    };
+    assert!(keepable(read));
+    assert!(keepable("query Q { ...F } fragment F on QueryRoot { recommendations { totalCount } }"));
+    assert!(!keepable("{ recommendations { totalCount } freshness { caughtUp } }"));
+    assert!(!keepable("query { ... on QueryRoot { rebuildStatus { state } } }"));
+    assert!(!keepable(submit));
+    assert!(!keepable("not graphql {"));
 }
 
 /// The router as clients see it, without a socket or a broker: refusals happen before anything
@@ -408,6 +418,8 @@ mod http {
         let f = fixture(ApiConfig {
             max_concurrent_sparql: 1,
             max_concurrent_projection_sparql: 3,
+            // Every query evaluated: none answered from the response cache.
+            response_cache_bytes: 0,
             ..ApiConfig::default()
         });
         let h2 = include_str!("../../../queries/h2-evidence-group-country.sparql");
@@ -433,6 +445,86 @@ mod http {
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line} in:\n{text}");
         }
+    }
+
+    /// A GET of `/sparql` with `query`, and `headers`: status, where the answer came from, body.
+    async fn sparql_get(f: &Fixture, query: &str, headers: &[(&str, &str)]) -> (StatusCode, String, String) {
+        let url = format!("/sparql?{}", serde_urlencoded::to_string([("query", query)]).unwrap());
+        let mut request = Request::get(url);
+        if !headers.iter().any(|(name, _)| *name == "accept") {
+            request = request.header("accept", "application/sparql-results+json");
+        }
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let response = f.router.clone().oneshot(request.body(Body::empty()).unwrap()).await.unwrap();
+        let status = response.status();
+        let outcome = response.headers().get("coalition-cache").map(|v| v.to_str().unwrap().to_owned());
+        let body = axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap();
+        (status, outcome.unwrap_or_default(), String::from_utf8(body.to_vec()).unwrap())
+    }
+
+    /// Answers are kept while the store and the index are unchanged, and a commit to either
+    /// makes the next request compute its answer from the new data; mutations, live fields and
+    /// failures are never kept.
+    #[tokio::test]
+    async fn answers_are_kept_until_the_data_changes() {
+        let f = fixture(ApiConfig::default());
+        load_seed(&f);
+        let count = "SELECT (COUNT(*) AS ?n) WHERE { GRAPH ?g { ?s ?p ?o } }";
+        let (status, outcome, first) = sparql_get(&f, count, &[]).await;
+        assert_eq!((status, outcome.as_str()), (StatusCode::OK, "miss"), "{first}");
+        assert_eq!(sparql_get(&f, count, &[]).await, (StatusCode::OK, "hit".into(), first.clone()));
+        assert_eq!(
+            sparql_get(&f, count, &[("cache-control", "no-cache")]).await,
+            (StatusCode::OK, "bypass".into(), first.clone())
+        );
+        // Another format is another answer.
+        let (_, outcome, _) = sparql_get(&f, count, &[("accept", "text/csv")]).await;
+        assert_eq!(outcome, "miss");
+
+        // A commit of offsets alone adds the four quads of an offset record.
+        let mut offsets = coalition_mapping::Offsets::default();
+        offsets.advance(&coalition_mapping::LogPosition { topic: "coalition.activities".into(), partition: 0, offset: 6 });
+        f.store.apply("other-log", &[], &offsets).unwrap();
+        let (_, outcome, after) = sparql_get(&f, count, &[]).await;
+        assert_eq!(outcome, "miss");
+        let n = |body: &str| -> u64 {
+            let v: Value = serde_json::from_str(body).unwrap();
+            v["results"]["bindings"][0]["n"]["value"].as_str().unwrap().parse().unwrap()
+        };
+        assert_eq!(n(&after), n(&first) + 4, "{first} then {after}");
+        assert_eq!(sparql_get(&f, count, &[]).await.1, "hit");
+        // An index commit moves the state too.
+        f.index.apply("seed", &[], &[], &offsets).unwrap();
+        assert_eq!(sparql_get(&f, count, &[]).await.1, "miss");
+        // Refusals are not kept.
+        for _ in 0..2 {
+            let (status, outcome, _) = sparql_get(&f, "SELECT * WHERE {", &[]).await;
+            assert_eq!((status, outcome.as_str()), (StatusCode::BAD_REQUEST, "bypass"));
+        }
+
+        let outcome_of = |query: &'static str| {
+            let router = f.router.clone();
+            async move {
+                let request = Request::post("/graphql")
+                    .header("content-type", "application/json")
+                    .body(Body::from(json!({ "query": query }).to_string()))
+                    .unwrap();
+                let response = router.oneshot(request).await.unwrap();
+                response.headers().get("coalition-cache").map(|v| v.to_str().unwrap().to_owned())
+            }
+        };
+        let totals = "{ recommendations { totalCount } }";
+        assert_eq!(outcome_of(totals).await.as_deref(), Some("miss"));
+        assert_eq!(outcome_of(totals).await.as_deref(), Some("hit"));
+        assert_eq!(outcome_of("{ freshness { caughtUp } }").await, None, "live fields are not cached");
+        assert_eq!(outcome_of(SUBMIT_AS_NACHW).await, None, "mutations are not cached");
+        let failing = "{ recommendation(id: \"x> } ; DROP\") { id } }";
+        assert_eq!(outcome_of(failing).await.as_deref(), Some("bypass"), "answers with errors are not kept");
+        let text = metrics(&f).await;
+        assert_eq!(counter(&text, "coalition_response_cache_total{endpoint=\"sparql\",outcome=\"hit\"}"), 2);
+        assert_eq!(counter(&text, "coalition_response_cache_total{endpoint=\"graphql\",outcome=\"miss\"}"), 1);
     }
 
     #[tokio::test]

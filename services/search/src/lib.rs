@@ -10,6 +10,7 @@ use arc_swap::ArcSwap;
 use coalition_mapping::{Offsets, SearchDoc};
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use tantivy::aggregation::agg_req::Aggregations;
 use tantivy::aggregation::agg_result::AggregationResults;
@@ -237,6 +238,8 @@ pub type Facets = BTreeMap<String, Vec<(String, u64)>>;
 /// at once, while searches already running finish on the index they started with.
 pub struct SearchIndex {
     core: ArcSwap<IndexCore>,
+    /// Changes made visible to searches so far (see [`SearchIndex::epoch`]).
+    epoch: AtomicU64,
 }
 
 struct IndexCore {
@@ -281,12 +284,24 @@ impl SearchIndex {
             if writable { Some(index.writer_with_num_threads(WRITER_THREADS, WRITER_HEAP_BYTES)?) } else { None };
         let reader = index.reader_builder().reload_policy(ReloadPolicy::Manual).try_into()?;
         let core = IndexCore { index, reader, writer: Mutex::new(writer), fields };
-        Ok(SearchIndex { core: ArcSwap::from_pointee(core) })
+        Ok(SearchIndex { core: ArcSwap::from_pointee(core), epoch: AtomicU64::new(0) })
     }
 
     /// Makes this handle serve `other`'s index from now on (a rebuilt index swapping in).
     pub fn replace_with(&self, other: &SearchIndex) {
         self.core.store(other.core.load_full());
+        self.changed();
+    }
+
+    /// A number that grows with every change searches can see (each commit made visible, a
+    /// rebuilt index swapping in), read after the change is visible: two equal readings mean
+    /// searches in between saw one state of the index.
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Acquire)
+    }
+
+    fn changed(&self) {
+        self.epoch.fetch_add(1, Ordering::AcqRel);
     }
 
     /// The offsets of `log` covered by the last commit (empty if the last commit was for
@@ -304,7 +319,10 @@ impl SearchIndex {
         docs: &[SearchDoc],
         offsets: &Offsets,
     ) -> Result<(), SearchError> {
-        self.core.load().apply(log, replaced, docs, offsets)
+        let applied = self.core.load().apply(log, replaced, docs, offsets);
+        // Even a failed apply may have made a commit visible.
+        self.changed();
+        applied
     }
 
     /// Adds `docs` without committing: they become visible with the next commit (an initial
@@ -321,8 +339,9 @@ impl SearchIndex {
         let mut guard = core.writer.lock().expect("index writer lock poisoned");
         core.commit(writable(&mut guard)?, log, offsets)?;
         drop(guard);
-        core.reader.reload()?;
-        Ok(())
+        let reloaded = core.reader.reload();
+        self.changed();
+        Ok(reloaded?)
     }
 
     /// Number of documents visible to searches.

@@ -153,6 +153,10 @@ pub struct ServeArgs {
     /// concurrent requests' lookups, shorter answers a lone request sooner.
     #[arg(long, env = "COALITION_GRAPHQL_BATCH_DELAY_US", default_value_t = coalition_api::DEFAULT_GRAPHQL_BATCH_DELAY_US)]
     pub graphql_batch_delay_us: u64,
+    /// MiB of answers to GraphQL queries and SPARQL kept until the data next changes (a request
+    /// with `Cache-Control: no-cache` is always computed afresh); 0 = keep none.
+    #[arg(long, env = "COALITION_RESPONSE_CACHE_MIB", default_value_t = coalition_api::response_cache::DEFAULT_MAX_MIB)]
+    pub response_cache_mib: usize,
     /// Answer GraphQL introspection queries (GraphiQL's schema explorer needs them).
     #[arg(long, env = "COALITION_GRAPHQL_INTROSPECTION", default_value_t = true, action = clap::ArgAction::Set)]
     pub graphql_introspection: bool,

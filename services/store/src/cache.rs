@@ -112,6 +112,12 @@ impl GraphCache {
         inner.floor = inner.epoch;
     }
 
+    /// Commits and whole-store changes so far: a value that changes whenever what readers can
+    /// see may have changed, read after the change is visible.
+    pub(crate) fn epoch(&self) -> u64 {
+        self.lock().epoch
+    }
+
     /// Graphs cached now.
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {

@@ -213,6 +213,14 @@ impl GraphStore {
         self.db.load_full()
     }
 
+    /// A number that grows with every change readers can see — each committed batch, an initial
+    /// load, a rebuilt store swapping in — and is read after the change is visible. Two equal
+    /// readings mean nothing was committed between them: what was read in between can be kept
+    /// for as long as the number stays the same.
+    pub fn epoch(&self) -> u64 {
+        self.cache.epoch()
+    }
+
     /// The underlying Oxigraph store, for read-only SPARQL evaluation.
     pub fn oxigraph(&self) -> Arc<oxigraph::store::Store> {
         self.db()

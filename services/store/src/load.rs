@@ -173,6 +173,8 @@ impl GraphStore {
         write_offsets(&mut tx, log, offsets)?;
         tx.remove(&marker(log));
         tx.commit()?;
+        // The projections and offsets became visible: readers may see something new.
+        self.cache.cleared();
         Ok(())
     }
 }

@@ -665,20 +665,27 @@ fn mutation_gate(field: &str) -> Option<Gate> {
     }
 }
 
+/// Query fields whose answer does not follow from the stored data alone (the materializer's
+/// progress, a rebuild's): a query selecting one is never answered from the response cache.
+const LIVE_FIELDS: [&str; 2] = ["freshness", "rebuildStatus"];
+
 /// Authorises a GraphQL request as a whole, before validation: anonymous reads when reads are
 /// closed, and mutations by a caller whose role cannot run them, are refused here. A request that
-/// does not parse is left to the schema, which reports the syntax error.
+/// does not parse is left to the schema, which reports the syntax error. Returns whether the
+/// request is a query whose answer follows from the stored data and its own text alone, so may
+/// be kept in the response cache ([`crate::response_cache`]).
 pub(crate) fn authorize_request(
     principal: &Principal,
     public_reads: bool,
     request: &mut async_graphql::Request,
-) -> Result<(), ApiError> {
-    use async_graphql::parser::types::{DocumentOperations, OperationType, Selection, SelectionSet};
+) -> Result<bool, ApiError> {
+    use async_graphql::parser::types::{DocumentOperations, OperationType};
     // Before anything parses it: the parser recurses once per level of nesting.
     crate::nesting::check(&request.query, crate::nesting::Language::GraphQl, crate::nesting::MAX_NESTING)?;
     let operation_name = request.operation_name.clone();
     let Ok(doc) = request.parsed_query() else {
-        return principal.authorize_read(public_reads);
+        principal.authorize_read(public_reads)?;
+        return Ok(false);
     };
     let operation = match (&doc.operations, operation_name.as_deref()) {
         (DocumentOperations::Single(op), _) => Some(op),
@@ -687,34 +694,16 @@ pub(crate) fn authorize_request(
         (DocumentOperations::Multiple(_), None) => None,
     };
     let Some(operation) = operation else {
-        return principal.authorize_read(public_reads);
+        principal.authorize_read(public_reads)?;
+        return Ok(false);
     };
-    if operation.node.ty != OperationType::Mutation {
-        return principal.authorize_read(public_reads);
-    }
-    fn root_fields<'a>(
-        set: &'a SelectionSet,
-        doc: &'a async_graphql::parser::types::ExecutableDocument,
-        depth: usize,
-        out: &mut Vec<&'a str>,
-    ) {
-        if depth > 8 {
-            return;
-        }
-        for item in &set.items {
-            match &item.node {
-                Selection::Field(f) => out.push(f.node.name.node.as_str()),
-                Selection::InlineFragment(f) => root_fields(&f.node.selection_set.node, doc, depth + 1, out),
-                Selection::FragmentSpread(s) => {
-                    if let Some(def) = doc.fragments.get(&s.node.fragment_name.node) {
-                        root_fields(&def.node.selection_set.node, doc, depth + 1, out);
-                    }
-                }
-            }
-        }
-    }
     let mut fields = Vec::new();
     root_fields(&operation.node.selection_set.node, doc, 0, &mut fields);
+    if operation.node.ty != OperationType::Mutation {
+        principal.authorize_read(public_reads)?;
+        let keepable = operation.node.ty == OperationType::Query && !fields.iter().any(|f| LIVE_FIELDS.contains(f));
+        return Ok(keepable);
+    }
     if matches!(principal, Principal::Anonymous) && fields.iter().any(|f| *f != "__typename") {
         return Err(ApiError::new(
             ErrorKind::Unauthenticated,
@@ -726,7 +715,31 @@ pub(crate) fn authorize_request(
             gate(principal)?;
         }
     }
-    Ok(())
+    Ok(false)
+}
+
+/// The names of the fields an operation selects at its root, through fragments.
+fn root_fields<'a>(
+    set: &'a async_graphql::parser::types::SelectionSet,
+    doc: &'a async_graphql::parser::types::ExecutableDocument,
+    depth: usize,
+    out: &mut Vec<&'a str>,
+) {
+    use async_graphql::parser::types::Selection;
+    if depth > 8 {
+        return;
+    }
+    for item in &set.items {
+        match &item.node {
+            Selection::Field(f) => out.push(f.node.name.node.as_str()),
+            Selection::InlineFragment(f) => root_fields(&f.node.selection_set.node, doc, depth + 1, out),
+            Selection::FragmentSpread(s) => {
+                if let Some(def) = doc.fragments.get(&s.node.fragment_name.node) {
+                    root_fields(&def.node.selection_set.node, doc, depth + 1, out);
+                }
+            }
+        }
+    }
 }
 
 /// A GraphQL response that refuses the whole request, with the error's HTTP status.

@@ -1,0 +1,398 @@
+//! Answers to read requests, kept until the data changes.
+//!
+//! Why: the hot-path questions (the recommendation dashboard, evidence by group and country, a
+//! partner's roll-up) are asked again and again, by many people at once, of data that changes
+//! only when the materializer commits. Each answer costs milliseconds of a core; sixteen callers on
+//! two cores queue behind each other. An answer computed since the last commit is the answer.
+//!
+//! Guarantee: an answer is served from here only while the store's and the index's epochs
+//! ([`coalition_store::GraphStore::epoch`], [`coalition_search::SearchIndex::epoch`]) are the
+//! ones read before it was computed, and it was kept only if they were still the same after: it
+//! was computed from one committed state, and nothing was committed since. Both epochs move
+//! before the materializer publishes a new watermark, so a request that waited for its consistency
+//! token never gets an answer from before its write. Only successful answers are kept, and the
+//! kept answers are bounded in bytes; a new state drops them all. Callers asking the same while it
+//! is computed wait for that computation and share its answer, whatever it is (a timeout too):
+//! one evaluation per question and state, however many ask. A request with `Cache-Control:
+//! no-cache` is computed afresh.
+
+use axum::body::{to_bytes, Bytes};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex, MutexGuard};
+use tokio::sync::OnceCell;
+
+/// The response header saying where an answer came from ([`Outcome`]): `hit`, `miss`, `bypass`
+/// or `shared`.
+pub const HEADER: &str = "coalition-cache";
+
+/// The default bound on kept answers, in MiB.
+pub const DEFAULT_MAX_MIB: usize = 64;
+
+/// One state of what readers can see: the store's and the index's epochs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Epoch {
+    pub graph: u64,
+    pub index: u64,
+}
+
+impl Epoch {
+    fn is_after(self, other: Epoch) -> bool {
+        self != other && self.graph >= other.graph && self.index >= other.index
+    }
+}
+
+/// What identifies a request's answer: the endpoint and everything of the request the answer
+/// depends on, as bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Key {
+    endpoint: &'static str,
+    request: Vec<u8>,
+}
+
+impl Key {
+    /// The key of a request to `endpoint` whose answer depends on `parts` (each length-prefixed,
+    /// so that no two different lists of parts give the same key).
+    pub fn new(endpoint: &'static str, parts: &[&[u8]]) -> Key {
+        let mut request = Vec::with_capacity(parts.iter().map(|p| p.len() + 8).sum());
+        for part in parts {
+            request.extend_from_slice(&(part.len() as u64).to_le_bytes());
+            request.extend_from_slice(part);
+        }
+        Key { endpoint, request }
+    }
+}
+
+/// Where an answer came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Kept from an earlier computation, or computed for another caller and kept.
+    Hit,
+    /// Computed for this caller, and kept.
+    Miss,
+    /// Computed for this caller, not kept.
+    Bypass,
+    /// Computed for another caller asking at the same time, not kept (a failure, say).
+    Shared,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Hit => "hit",
+            Outcome::Miss => "miss",
+            Outcome::Bypass => "bypass",
+            Outcome::Shared => "shared",
+        }
+    }
+}
+
+/// A computed answer, as the callers that share it get it.
+#[derive(Debug)]
+struct Answer {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Bytes,
+    /// A success that may be kept (not marked [`not_kept`]).
+    keepable: bool,
+}
+
+impl Answer {
+    async fn of(response: Response) -> Answer {
+        let keepable = response.status() == StatusCode::OK && response.extensions().get::<NotKept>().is_none();
+        let (parts, body) = response.into_parts();
+        match to_bytes(body, usize::MAX).await {
+            Ok(body) => Answer { status: parts.status, headers: parts.headers, body, keepable },
+            Err(e) => {
+                let (parts, body) = crate::errors::ApiError::internal(e).into_response().into_parts();
+                let body = to_bytes(body, usize::MAX).await.unwrap_or_default();
+                Answer { status: parts.status, headers: parts.headers, body, keepable: false }
+            }
+        }
+    }
+
+    fn response(&self) -> Response {
+        let mut response = (self.status, self.body.clone()).into_response();
+        *response.headers_mut() = self.headers.clone();
+        response
+    }
+}
+
+/// The answer computed for one request, and whether it is kept.
+type Slot = Arc<OnceCell<(Arc<Answer>, bool)>>;
+
+/// Answers kept for the current [`Epoch`], at most `max_bytes` of them.
+#[derive(Debug)]
+pub struct ResponseCache {
+    max_bytes: usize,
+    inner: Mutex<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    epoch: Epoch,
+    slots: HashMap<Key, Slot>,
+    bytes: usize,
+}
+
+impl ResponseCache {
+    /// A cache keeping at most `max_bytes` of answers (0 keeps none).
+    pub fn new(max_bytes: usize) -> ResponseCache {
+        ResponseCache {
+            max_bytes,
+            inner: Mutex::new(Inner { epoch: Epoch { graph: 0, index: 0 }, slots: HashMap::new(), bytes: 0 }),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // Every step under the lock is one map operation: a poisoned lock is still consistent.
+        self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The answer to `key` in the state `epoch` reads: kept, or computed by `compute` — once for
+    /// all callers asking at the same time, who share it — and kept if it succeeded and `epoch`
+    /// still reads the same afterwards. `fresh` (the caller sent `Cache-Control: no-cache`)
+    /// computes without looking or keeping.
+    pub async fn answer<C, F>(&self, key: Key, fresh: bool, epoch: impl Fn() -> Epoch, compute: C) -> (Response, Outcome)
+    where
+        C: FnOnce() -> F,
+        F: Future<Output = Response>,
+    {
+        if fresh || self.max_bytes == 0 {
+            return (compute().await, Outcome::Bypass);
+        }
+        let started = epoch();
+        let Some(slot) = self.slot(&key, started) else {
+            // A newer state is already being served: this request read an older one.
+            return (compute().await, Outcome::Bypass);
+        };
+        let mut computed = false;
+        let (answer, kept) = slot
+            .get_or_init(|| async {
+                computed = true;
+                let answer = Arc::new(Answer::of(compute().await).await);
+                let keepable = answer.keepable && answer.body.len() <= self.max_bytes && epoch() == started;
+                let kept = self.settled(&key, started, &slot, keepable.then_some(answer.body.len()));
+                (answer, kept)
+            })
+            .await
+            .clone();
+        let outcome = match (computed, kept) {
+            (true, true) => Outcome::Miss,
+            (true, false) => Outcome::Bypass,
+            (false, true) => Outcome::Hit,
+            (false, false) => Outcome::Shared,
+        };
+        (answer.response(), outcome)
+    }
+
+    /// The slot of `key` in the state `epoch`, dropping every answer of an older state; `None`
+    /// when the cache already serves a newer state than `epoch`.
+    fn slot(&self, key: &Key, epoch: Epoch) -> Option<Slot> {
+        let mut inner = self.lock();
+        if epoch.is_after(inner.epoch) {
+            inner.epoch = epoch;
+            inner.slots.clear();
+            inner.bytes = 0;
+        } else if epoch != inner.epoch {
+            return None;
+        }
+        Some(inner.slots.entry(key.clone()).or_default().clone())
+    }
+
+    /// Accounts for the answer computed into `slot` for `key` in the state `epoch` (`bytes`: its
+    /// size, when it may be kept), and returns whether it is kept: the slot is forgotten when the
+    /// answer may not be kept (so a later caller computes it again) or would pass the bound.
+    fn settled(&self, key: &Key, epoch: Epoch, slot: &Slot, bytes: Option<usize>) -> bool {
+        let mut inner = self.lock();
+        if inner.epoch != epoch || !inner.slots.get(key).is_some_and(|s| Arc::ptr_eq(s, slot)) {
+            return false;
+        }
+        match bytes {
+            Some(bytes) if inner.bytes + bytes <= self.max_bytes => {
+                inner.bytes += bytes;
+                true
+            }
+            _ => {
+                inner.slots.remove(key);
+                false
+            }
+        }
+    }
+
+    /// Answers kept now, and their bytes.
+    #[cfg(test)]
+    fn usage(&self) -> (usize, usize) {
+        let inner = self.lock();
+        (inner.slots.values().filter(|s| s.get().is_some_and(|(_, kept)| *kept)).count(), inner.bytes)
+    }
+}
+
+/// Whether the caller asked for a fresh answer (`Cache-Control: no-cache` or `no-store`).
+pub fn wants_fresh(headers: &HeaderMap) -> bool {
+    headers.get_all(header::CACHE_CONTROL).iter().filter_map(|v| v.to_str().ok()).any(|v| {
+        v.split(',').map(|d| d.trim().to_ascii_lowercase()).any(|d| d == "no-cache" || d == "no-store")
+    })
+}
+
+/// Marks `response` with where it came from.
+pub fn marked(mut response: Response, outcome: Outcome) -> Response {
+    response.headers_mut().insert(HEADER, HeaderValue::from_static(outcome.as_str()));
+    response
+}
+
+/// Marks a successful response that must not be kept (a GraphQL answer carrying errors).
+pub fn not_kept(mut response: Response) -> Response {
+    response.extensions_mut().insert(NotKept);
+    response
+}
+
+#[derive(Debug, Clone, Copy)]
+struct NotKept;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+    /// A data state the tests move by hand, and a computation counting its runs.
+    struct World {
+        graph: AtomicU64,
+        runs: AtomicUsize,
+    }
+
+    impl World {
+        fn new() -> World {
+            World { graph: AtomicU64::new(1), runs: AtomicUsize::new(0) }
+        }
+
+        fn epoch(&self) -> Epoch {
+            Epoch { graph: self.graph.load(Ordering::SeqCst), index: 0 }
+        }
+
+        /// An answer naming the state it was computed in.
+        async fn compute(&self) -> Response {
+            self.runs.fetch_add(1, Ordering::SeqCst);
+            tokio::task::yield_now().await;
+            format!("state {}", self.graph.load(Ordering::SeqCst)).into_response()
+        }
+    }
+
+    async fn body(response: Response) -> String {
+        String::from_utf8(to_bytes(response.into_body(), usize::MAX).await.unwrap().to_vec()).unwrap()
+    }
+
+    async fn ask(cache: &ResponseCache, world: &World, key: &str) -> (String, Outcome) {
+        let (response, outcome) =
+            cache.answer(Key::new("t", &[key.as_bytes()]), false, || world.epoch(), || world.compute()).await;
+        (body(response).await, outcome)
+    }
+
+    #[tokio::test]
+    async fn an_answer_is_kept_until_the_state_changes() {
+        let (cache, world) = (ResponseCache::new(1 << 20), World::new());
+        assert_eq!(ask(&cache, &world, "q").await, ("state 1".into(), Outcome::Miss));
+        assert_eq!(ask(&cache, &world, "q").await, ("state 1".into(), Outcome::Hit));
+        assert_eq!(ask(&cache, &world, "other").await, ("state 1".into(), Outcome::Miss));
+        assert_eq!(world.runs.load(Ordering::SeqCst), 2);
+        world.graph.store(2, Ordering::SeqCst);
+        assert_eq!(ask(&cache, &world, "q").await, ("state 2".into(), Outcome::Miss));
+        assert_eq!(ask(&cache, &world, "q").await, ("state 2".into(), Outcome::Hit));
+        assert_eq!(cache.usage(), (1, "state 2".len()), "the older state's answers are dropped");
+        // Asked to, it computes afresh and keeps nothing new.
+        let (response, outcome) =
+            cache.answer(Key::new("t", &[b"q"]), true, || world.epoch(), || world.compute()).await;
+        assert_eq!((body(response).await, outcome), ("state 2".into(), Outcome::Bypass));
+        assert_eq!(world.runs.load(Ordering::SeqCst), 4);
+    }
+
+    #[tokio::test]
+    async fn an_answer_computed_across_a_change_is_not_kept() {
+        let (cache, world) = (ResponseCache::new(1 << 20), World::new());
+        let key = || Key::new("t", &[b"q"]);
+        let moving = || async {
+            let response = world.compute().await;
+            world.graph.store(2, Ordering::SeqCst);
+            response
+        };
+        let (response, outcome) = cache.answer(key(), false, || world.epoch(), moving).await;
+        assert_eq!((body(response).await, outcome), ("state 1".into(), Outcome::Bypass));
+        assert_eq!(cache.usage(), (0, 0));
+        assert_eq!(ask(&cache, &world, "q").await, ("state 2".into(), Outcome::Miss));
+        // A request that read an older state than the one served neither reads nor resets it.
+        let (response, outcome) =
+            cache.answer(key(), false, || Epoch { graph: 1, index: 0 }, || world.compute()).await;
+        assert_eq!(outcome, Outcome::Bypass);
+        drop(response);
+        assert_eq!(ask(&cache, &world, "q").await, ("state 2".into(), Outcome::Hit));
+    }
+
+    #[tokio::test]
+    async fn callers_asking_at_once_share_one_computation() {
+        let (cache, world) = (ResponseCache::new(1 << 20), World::new());
+        let answers = futures::future::join_all((0..8).map(|_| ask(&cache, &world, "q"))).await;
+        assert_eq!(world.runs.load(Ordering::SeqCst), 1, "{answers:?}");
+        assert!(answers.iter().all(|(b, _)| b == "state 1"), "{answers:?}");
+        let misses = answers.iter().filter(|(_, o)| *o == Outcome::Miss).count();
+        assert_eq!((misses, answers.len() - misses), (1, 7), "{answers:?}");
+    }
+
+    #[tokio::test]
+    async fn failures_and_answers_past_the_bound_are_not_kept() {
+        let world = World::new();
+        let cache = ResponseCache::new("state 1".len() + 3);
+        let failing = || async { (StatusCode::SERVICE_UNAVAILABLE, "busy").into_response() };
+        for _ in 0..2 {
+            let (response, outcome) = cache.answer(Key::new("t", &[b"f"]), false, || world.epoch(), failing).await;
+            assert_eq!((response.status(), outcome), (StatusCode::SERVICE_UNAVAILABLE, Outcome::Bypass));
+        }
+        let marked = || async { not_kept("with errors".into_response()) };
+        let (response, outcome) = cache.answer(Key::new("t", &[b"m"]), false, || world.epoch(), marked).await;
+        assert_eq!((body(response).await, outcome), ("with errors".into(), Outcome::Bypass));
+        assert_eq!(ask(&cache, &world, "a").await.1, Outcome::Miss);
+        // The first answer fills the bound: the second is answered, not kept.
+        assert_eq!(ask(&cache, &world, "b").await, ("state 1".into(), Outcome::Bypass));
+        assert_eq!(ask(&cache, &world, "b").await.1, Outcome::Bypass);
+        assert_eq!(ask(&cache, &world, "a").await.1, Outcome::Hit);
+        assert_eq!(cache.usage(), (1, "state 1".len()));
+    }
+
+    #[tokio::test]
+    async fn callers_asking_at_once_share_a_failure_and_the_next_computes_again() {
+        let (cache, world) = (ResponseCache::new(1 << 20), World::new());
+        let failing = || async {
+            world.runs.fetch_add(1, Ordering::SeqCst);
+            tokio::task::yield_now().await;
+            (StatusCode::SERVICE_UNAVAILABLE, [(header::RETRY_AFTER, "1")], "busy").into_response()
+        };
+        let ask_failing = || cache.answer(Key::new("t", &[b"f"]), false, || world.epoch(), failing);
+        let answers = futures::future::join_all((0..4).map(|_| ask_failing())).await;
+        assert_eq!(world.runs.load(Ordering::SeqCst), 1);
+        let outcomes: Vec<Outcome> = answers.iter().map(|(_, o)| *o).collect();
+        assert_eq!(outcomes, [Outcome::Bypass, Outcome::Shared, Outcome::Shared, Outcome::Shared]);
+        for (response, _) in answers {
+            assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+            assert_eq!(response.headers()[header::RETRY_AFTER], "1");
+            assert_eq!(body(response).await, "busy");
+        }
+        assert_eq!(ask_failing().await.1, Outcome::Bypass, "a failure is not kept");
+        assert_eq!(world.runs.load(Ordering::SeqCst), 2);
+    }
+
+    #[test]
+    fn keys_do_not_run_parts_together() {
+        assert_ne!(Key::new("t", &[b"ab", b"c"]), Key::new("t", &[b"a", b"bc"]));
+        assert_ne!(Key::new("sparql", &[b"q"]), Key::new("graphql", &[b"q"]));
+    }
+
+    #[test]
+    fn no_cache_and_no_store_ask_for_a_fresh_answer() {
+        let headers = |v: &str| HeaderMap::from_iter([(header::CACHE_CONTROL, HeaderValue::from_str(v).unwrap())]);
+        assert!(wants_fresh(&headers("no-cache")));
+        assert!(wants_fresh(&headers("max-age=0, No-Store")));
+        assert!(!wants_fresh(&headers("max-age=60")));
+        assert!(!wants_fresh(&HeaderMap::new()));
+    }
+}
