@@ -50,6 +50,11 @@ fn assert_complete(report: &Value) {
     for name in ["H1", "H2", "H3", "H4", "H1 GraphQL", "H5 GraphQL"] {
         assert!(names.contains(&name), "{name} missing: {names:?}");
     }
+    // Each question was also asked with the response cache bypassed.
+    for q in queries {
+        assert!(q["uncached_p50_ms"].as_f64().is_some_and(|v| v > 0.0), "{q}");
+        assert!(q["cache_hit_ratio"].as_f64().is_some_and(|v| (0.0..=1.0).contains(&v)), "{q}");
+    }
     for q in queries.iter().filter(|q| ["H1", "H2", "H3", "H4"].contains(&q["name"].as_str().unwrap_or(""))) {
         assert!(q["raw_oxigraph_p50_ms"].as_f64().is_some_and(|v| v > 0.0), "{q}");
         assert!(q["speedup"].as_f64().is_some_and(|v| v > 0.0), "{q}");

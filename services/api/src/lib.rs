@@ -224,7 +224,11 @@ impl AppState {
     }
 
     /// Counts where an answer of `endpoint` came from and says so in its headers.
-    pub(crate) fn cache_outcome(&self, endpoint: &str, (response, outcome): (Response, response_cache::Outcome)) -> Response {
+    pub(crate) fn cache_outcome(
+        &self,
+        endpoint: &str,
+        (response, outcome): (Response, response_cache::Outcome),
+    ) -> Response {
         self.metrics.response_cache_total.with_label_values(&[endpoint, outcome.as_str()]).inc();
         response_cache::marked(response, outcome)
     }
@@ -284,7 +288,11 @@ async fn graphql_handler(
         // Only answers without errors may be kept: an error can be the moment's (a timeout).
         let keep = response.errors.is_empty();
         let response = GraphQLResponse::from(response).into_response();
-        if keep { response } else { response_cache::not_kept(response) }
+        if keep {
+            response
+        } else {
+            response_cache::not_kept(response)
+        }
     };
     match key {
         Some(key) => {

@@ -155,7 +155,13 @@ impl ResponseCache {
     /// all callers asking at the same time, who share it — and kept if it succeeded and `epoch`
     /// still reads the same afterwards. `fresh` (the caller sent `Cache-Control: no-cache`)
     /// computes without looking or keeping.
-    pub async fn answer<C, F>(&self, key: Key, fresh: bool, epoch: impl Fn() -> Epoch, compute: C) -> (Response, Outcome)
+    pub async fn answer<C, F>(
+        &self,
+        key: Key,
+        fresh: bool,
+        epoch: impl Fn() -> Epoch,
+        compute: C,
+    ) -> (Response, Outcome)
     where
         C: FnOnce() -> F,
         F: Future<Output = Response>,
@@ -232,9 +238,11 @@ impl ResponseCache {
 
 /// Whether the caller asked for a fresh answer (`Cache-Control: no-cache` or `no-store`).
 pub fn wants_fresh(headers: &HeaderMap) -> bool {
-    headers.get_all(header::CACHE_CONTROL).iter().filter_map(|v| v.to_str().ok()).any(|v| {
-        v.split(',').map(|d| d.trim().to_ascii_lowercase()).any(|d| d == "no-cache" || d == "no-store")
-    })
+    headers
+        .get_all(header::CACHE_CONTROL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.split(',').map(|d| d.trim().to_ascii_lowercase()).any(|d| d == "no-cache" || d == "no-store"))
 }
 
 /// Marks `response` with where it came from.
@@ -322,8 +330,7 @@ mod tests {
         assert_eq!(cache.usage(), (0, 0));
         assert_eq!(ask(&cache, &world, "q").await, ("state 2".into(), Outcome::Miss));
         // A request that read an older state than the one served neither reads nor resets it.
-        let (response, outcome) =
-            cache.answer(key(), false, || Epoch { graph: 1, index: 0 }, || world.compute()).await;
+        let (response, outcome) = cache.answer(key(), false, || Epoch { graph: 1, index: 0 }, || world.compute()).await;
         assert_eq!(outcome, Outcome::Bypass);
         drop(response);
         assert_eq!(ask(&cache, &world, "q").await, ("state 2".into(), Outcome::Hit));

@@ -485,7 +485,11 @@ mod http {
 
         // A commit of offsets alone adds the four quads of an offset record.
         let mut offsets = coalition_mapping::Offsets::default();
-        offsets.advance(&coalition_mapping::LogPosition { topic: "coalition.activities".into(), partition: 0, offset: 6 });
+        offsets.advance(&coalition_mapping::LogPosition {
+            topic: "coalition.activities".into(),
+            partition: 0,
+            offset: 6,
+        });
         f.store.apply("other-log", &[], &offsets).unwrap();
         let (_, outcome, after) = sparql_get(&f, count, &[]).await;
         assert_eq!(outcome, "miss");

@@ -68,6 +68,15 @@ pub struct QueryResult {
     pub speedup: f64,
     /// Requests refused or failed (not in the latencies).
     pub errors: usize,
+    /// Of the requests above, the share answered from the response cache (kept, or shared with
+    /// a caller asking at the same time) rather than evaluated for the request.
+    pub cache_hit_ratio: f64,
+    /// The same requests sent with `Cache-Control: no-cache`: each evaluated afresh.
+    pub uncached_p50_ms: f64,
+    pub uncached_p99_ms: f64,
+    /// Raw Oxigraph p50 divided by the uncached p50.
+    pub uncached_speedup: f64,
+    pub uncached_errors: usize,
 }
 
 #[derive(Debug, Serialize)]
@@ -299,16 +308,32 @@ fn raw_query(store: &oxigraph::store::Store, query: &str) -> Result<Rows> {
     Ok(rows)
 }
 
-/// Sends one request for `q` to the server; returns the SPARQL answer's rows (empty for GraphQL).
-fn ask(server: &Server, q: &Question, text: &str) -> Result<Rows> {
+/// Sends one request for `q` to the server (`fresh`: with `Cache-Control: no-cache`, evaluated
+/// afresh); returns the SPARQL answer's rows (empty for GraphQL).
+fn ask(server: &Server, q: &Question, text: &str, fresh: bool) -> Result<Rows> {
+    let headers: &[(&str, &str)] = if fresh { &[("cache-control", "no-cache")] } else { &[] };
     if q.file.ends_with(".graphql") {
-        let (status, v) = server.graphql_with_headers(&[], text, variables())?;
+        let (status, v) = server.graphql_with_headers(headers, text, variables())?;
         anyhow::ensure!(status == 200 && v.get("errors").is_none(), "{}: HTTP {status}: {v}", q.name);
         return Ok(Rows::new());
     }
-    let (status, _, body) = server.sparql_get(text, "application/sparql-results+json")?;
+    let (status, _, body) = server.sparql_get_with_headers(headers, text, "application/sparql-results+json")?;
     anyhow::ensure!(status == 200, "{}: HTTP {status}: {body}", q.name);
     http_rows(&body)
+}
+
+/// The server's response-cache counters, both endpoints summed: answers served from it (`hit`
+/// and `shared`), then evaluated for their request (`miss` and `bypass`).
+fn cache_outcomes(server: &Server) -> Result<[f64; 2]> {
+    let (status, text) = server.get("/metrics")?;
+    anyhow::ensure!(status == 200, "/metrics: HTTP {status}");
+    let mut counts = [0.0; 2];
+    for line in text.lines().filter(|l| l.starts_with("coalition_response_cache_total{")) {
+        let value: f64 = line.rsplit(' ').next().and_then(|v| v.parse().ok()).unwrap_or(0.0);
+        let served = line.contains("outcome=\"hit\"") || line.contains("outcome=\"shared\"");
+        counts[usize::from(!served)] += value;
+    }
+    Ok(counts)
 }
 
 /// A copy of the activity `template` as a new entity `id` in a new event `event_id`.
@@ -414,7 +439,7 @@ fn one_size(args: &HotPathArgs, conversations: usize, repo: &Path) -> Result<Run
     let raw = raw_oxigraph(report.nquads_file.as_ref().expect("generated with N-Quads"), &work.join("raw-oxigraph"))?;
     for q in QUESTIONS {
         let text = parameterise(&std::fs::read_to_string(repo.join("queries").join(q.file))?);
-        let ours_rows = ask(&server, q, &text)?;
+        let ours_rows = ask(&server, q, &text, true)?;
         if let Some(raw_file) = q.raw {
             let raw_text = parameterise(&std::fs::read_to_string(repo.join("queries").join(raw_file))?);
             let raw_rows = raw_query(&raw, &raw_text)?;
@@ -502,20 +527,29 @@ fn one_size(args: &HotPathArgs, conversations: usize, repo: &Path) -> Result<Run
             None => (f64::NAN, f64::NAN),
         };
         // Refusals (e.g. 503 when the SPARQL queue is full) are counted, not fatal: they are part
-        // of what 16 clients get.
-        let ((ours, errors), sent) = with_load(&broker.bootstrap, args.load_rate, &template, || {
-            Ok(concurrent_counting(args.clients, args.iterations, || ask(&server, q, &text).map(|_| ())))
-        })?;
-        load_events += sent;
-        if let Some(e) = errors.first() {
-            eprintln!(
-                "[{conversations}] {}: {} of {} requests failed, first: {e}",
-                q.name,
-                errors.len(),
-                args.clients * args.iterations
-            );
-        }
-        let (p50, p99) = (percentile(&ours, 0.5), percentile(&ours, 0.99));
+        // of what 16 clients get. First as served (the response cache on), then evaluated afresh.
+        let mut measure = |fresh: bool| -> Result<(f64, f64, usize, f64)> {
+            let before = cache_outcomes(&server)?;
+            let ((latencies, errors), sent) = with_load(&broker.bootstrap, args.load_rate, &template, || {
+                Ok(concurrent_counting(args.clients, args.iterations, || ask(&server, q, &text, fresh).map(|_| ())))
+            })?;
+            let after = cache_outcomes(&server)?;
+            load_events += sent;
+            if let Some(e) = errors.first() {
+                eprintln!(
+                    "[{conversations}] {}{}: {} of {} requests failed, first: {e}",
+                    q.name,
+                    if fresh { " (no-cache)" } else { "" },
+                    errors.len(),
+                    args.clients * args.iterations
+                );
+            }
+            let (served, evaluated) = (after[0] - before[0], after[1] - before[1]);
+            let hit_ratio = served / (served + evaluated).max(1.0);
+            Ok((percentile(&latencies, 0.5), percentile(&latencies, 0.99), errors.len(), hit_ratio))
+        };
+        let (p50, p99, errors, cache_hit_ratio) = measure(false)?;
+        let (u50, u99, uncached_errors, _) = measure(true)?;
         queries.push(QueryResult {
             name: q.name.to_owned(),
             p50_ms: p50,
@@ -523,7 +557,12 @@ fn one_size(args: &HotPathArgs, conversations: usize, repo: &Path) -> Result<Run
             raw_oxigraph_p50_ms: r50,
             raw_oxigraph_p99_ms: r99,
             speedup: r50 / p50,
-            errors: errors.len(),
+            errors,
+            cache_hit_ratio,
+            uncached_p50_ms: u50,
+            uncached_p99_ms: u99,
+            uncached_speedup: r50 / u50,
+            uncached_errors,
         });
     }
     let rss = server.pid().map(rss_mib).unwrap_or(f64::NAN);
@@ -648,13 +687,35 @@ fn print_run(r: &Run) {
         if r.preloaded { "; ingest and rebuild: the initial load of the preloaded log" } else { "" }
     );
     println!(
-        "  {:<12} {:>9} {:>9} {:>11} {:>11} {:>9} {:>7}",
-        "query", "p50 ms", "p99 ms", "raw p50", "raw p99", "speedup", "errors"
+        "  {:<12} {:>9} {:>9} {:>11} {:>11} {:>9} {:>7} {:>6} {:>11} {:>11} {:>9} {:>7}",
+        "query",
+        "p50 ms",
+        "p99 ms",
+        "raw p50",
+        "raw p99",
+        "speedup",
+        "errors",
+        "cached",
+        "no-cache 50",
+        "no-cache 99",
+        "speedup",
+        "errors"
     );
     for q in &r.queries {
         println!(
-            "  {:<12} {:>9.1} {:>9.1} {:>11.1} {:>11.1} {:>8.1}x {:>7}",
-            q.name, q.p50_ms, q.p99_ms, q.raw_oxigraph_p50_ms, q.raw_oxigraph_p99_ms, q.speedup, q.errors
+            "  {:<12} {:>9.1} {:>9.1} {:>11.1} {:>11.1} {:>8.1}x {:>7} {:>5.0}% {:>11.1} {:>11.1} {:>8.1}x {:>7}",
+            q.name,
+            q.p50_ms,
+            q.p99_ms,
+            q.raw_oxigraph_p50_ms,
+            q.raw_oxigraph_p99_ms,
+            q.speedup,
+            q.errors,
+            q.cache_hit_ratio * 100.0,
+            q.uncached_p50_ms,
+            q.uncached_p99_ms,
+            q.uncached_speedup,
+            q.uncached_errors
         );
     }
 }

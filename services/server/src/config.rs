@@ -18,7 +18,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run broker (embedded unless --kafka-brokers), materializer and API.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Publish a JSON Lines file of CloudEvents to Kafka.
     Import {
         path: PathBuf,

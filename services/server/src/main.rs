@@ -49,7 +49,7 @@ fn main() -> anyhow::Result<()> {
     if let Command::Serve(args) = cli.command {
         // The embedded broker must outlive every task that holds a Kafka client, so it is dropped
         // only after the runtime has shut down.
-        let broker = runtime.block_on(serve(args))?;
+        let broker = runtime.block_on(serve(*args))?;
         runtime.shutdown_timeout(Duration::from_secs(2));
         drop(broker);
         return Ok(());

@@ -991,6 +991,8 @@ impl crate::GraphStore {
         if listed > 0 {
             maintenance.write(&mut tx)?;
             tx.commit()?;
+            // Readers may see something new (no entity graph changed).
+            self.cache.committed([]);
         }
         Ok(listed)
     }

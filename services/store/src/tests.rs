@@ -666,3 +666,30 @@ mod projections {
         assert!(got == want, "the store equals one maintained with the lists all along");
     }
 }
+
+/// The epoch readers key kept answers by moves with every change they can see: a committed batch,
+/// an initial load (its facts, then its projections and offsets), a store swapping in.
+#[test]
+fn the_epoch_moves_with_every_visible_change() {
+    let store = GraphStore::in_memory().unwrap();
+    let start = store.epoch();
+    let (batch, offsets) = seed_batch(5);
+    store.apply("log", &batch[..3], &offsets).unwrap();
+    let applied = store.epoch();
+    assert!(applied > start, "a batch: {applied} after {start}");
+    assert_eq!(store.epoch(), applied, "reading moves nothing");
+    store.apply("log", &batch[..3], &offsets).unwrap();
+    let duplicates = store.epoch();
+    assert!(duplicates > applied, "a batch of duplicates (its offsets still commit)");
+
+    let loaded = GraphStore::in_memory().unwrap();
+    let before = loaded.epoch();
+    loaded.initial_load::<StoreError>("log", |l| l.add(batch.iter().flat_map(|a| a.mapped.facts.clone()))).unwrap();
+    let facts = loaded.epoch();
+    assert!(facts > before, "the load's facts: {facts} after {before}");
+    loaded.finish_initial_load("log", &offsets).unwrap();
+    assert!(loaded.epoch() > facts, "the load's projections and offsets");
+
+    store.replace_with(&loaded);
+    assert!(store.epoch() > duplicates, "a store swapping in");
+}

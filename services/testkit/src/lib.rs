@@ -336,8 +336,22 @@ impl Server {
 
     /// A SPARQL protocol GET; returns (status, content type, body).
     pub fn sparql_get(&self, query: &str, accept: &str) -> Result<(u16, String, String)> {
-        let mut r =
-            self.agent.get(format!("{}/sparql", self.base)).query("query", query).header("accept", accept).call()?;
+        self.sparql_get_with_headers(&[], query, accept)
+    }
+
+    /// A SPARQL protocol GET with extra request headers; returns (status, content type, body).
+    pub fn sparql_get_with_headers(
+        &self,
+        headers: &[(&str, &str)],
+        query: &str,
+        accept: &str,
+    ) -> Result<(u16, String, String)> {
+        let mut request =
+            self.agent.get(format!("{}/sparql", self.base)).query("query", query).header("accept", accept);
+        for (k, v) in headers {
+            request = request.header(*k, *v);
+        }
+        let mut r = request.call()?;
         let ct = r.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
         Ok((r.status().as_u16(), ct, r.body_mut().read_to_string()?))
     }
