@@ -8,7 +8,9 @@
 //! write the store. GraphQL is rate-limited per token ([`ratelimit`]). Every error
 //! carries a code from one table ([`errors::ErrorKind`]), the same over GraphQL and HTTP. SPARQL
 //! queries are admitted in two lanes ([`sparql::Lane`]), so that reads of the evidence projections
-//! do not wait for the slots that slow general queries hold.
+//! do not wait for the slots that slow general queries hold. Answers to GraphQL queries and SPARQL
+//! may be served from the [`response_cache`]; such an answer reflects the data as of the last
+//! commit before the request — never older than what evaluating the request would have seen.
 //! [`app`] returns a `Router` that can be tested without a socket.
 
 pub mod auth;
@@ -122,8 +124,8 @@ pub struct ApiMetrics {
     pub graphql_loader_batches_total: IntCounterVec,
     /// Keys those calls answered, per loader: keys over batches is the batching achieved.
     pub graphql_loader_keys_total: IntCounterVec,
-    /// Read requests by endpoint and where their answer came from (`hit`, `miss`, `bypass`;
-    /// see [`response_cache`]).
+    /// Read requests by endpoint and where their answer came from (`hit`, `miss`, `bypass`,
+    /// `shared`; see [`response_cache::Outcome`]).
     pub response_cache_total: IntCounterVec,
 }
 
