@@ -74,6 +74,12 @@ fn graphql_requests_are_authorised_before_validation() {
     assert!(keepable("query Q { ...F } fragment F on QueryRoot { recommendations { totalCount } }"));
     assert!(!keepable("{ recommendations { totalCount } freshness { caughtUp } }"));
     assert!(!keepable("query { ... on QueryRoot { rebuildStatus { state } } }"));
+    // A live field hidden deeper than the walk goes is not missed: such a query is not kept.
+    let deep = format!("{{ {}freshness {{ caughtUp }}{} }}", "... on QueryRoot { ".repeat(9), " }".repeat(9));
+    assert!(!keepable(&deep));
+    let shallow =
+        format!("{{ {}recommendations {{ totalCount }}{} }}", "... on QueryRoot { ".repeat(8), " }".repeat(8));
+    assert!(keepable(&shallow));
     assert!(!keepable(submit));
     assert!(!keepable("not graphql {"));
 }

@@ -304,6 +304,14 @@ impl SearchIndex {
         self.epoch.fetch_add(1, Ordering::AcqRel);
     }
 
+    /// Makes what `core` committed visible to searches (the reader reloads only here), then
+    /// moves the epoch.
+    fn publish(&self, core: &IndexCore) -> Result<(), SearchError> {
+        let reloaded = core.reader.reload();
+        self.changed();
+        Ok(reloaded?)
+    }
+
     /// The offsets of `log` covered by the last commit (empty if the last commit was for
     /// another log, e.g. an earlier embedded broker).
     pub fn offsets(&self, log: &str) -> Result<Offsets, SearchError> {
@@ -319,10 +327,9 @@ impl SearchIndex {
         docs: &[SearchDoc],
         offsets: &Offsets,
     ) -> Result<(), SearchError> {
-        let applied = self.core.load().apply(log, replaced, docs, offsets);
-        // Even a failed apply may have made a commit visible.
-        self.changed();
-        applied
+        let core = self.core.load();
+        core.apply(log, replaced, docs, offsets)?;
+        self.publish(&core)
     }
 
     /// Adds `docs` without committing: they become visible with the next commit (an initial
@@ -339,9 +346,7 @@ impl SearchIndex {
         let mut guard = core.writer.lock().expect("index writer lock poisoned");
         core.commit(writable(&mut guard)?, log, offsets)?;
         drop(guard);
-        let reloaded = core.reader.reload();
-        self.changed();
-        Ok(reloaded?)
+        self.publish(&core)
     }
 
     /// Number of documents visible to searches.
@@ -404,6 +409,7 @@ impl IndexCore {
         }
     }
 
+    /// Replaces `replaced`'s documents with `docs` and commits; visible once published.
     fn apply(&self, log: &str, replaced: &[String], docs: &[SearchDoc], offsets: &Offsets) -> Result<(), SearchError> {
         let mut guard = self.writer.lock().expect("index writer lock poisoned");
         let writer = writable(&mut guard)?;
@@ -411,10 +417,7 @@ impl IndexCore {
             writer.delete_term(Term::from_field_text(self.fields.entity_iri, entity));
         }
         self.add(writer, docs)?;
-        self.commit(writer, log, offsets)?;
-        drop(guard);
-        self.reader.reload()?;
-        Ok(())
+        self.commit(writer, log, offsets)
     }
 
     fn add(&self, writer: &mut IndexWriter, docs: &[SearchDoc]) -> Result<(), SearchError> {

@@ -173,8 +173,9 @@ impl GraphStore {
         write_offsets(&mut tx, log, offsets)?;
         tx.remove(&marker(log));
         tx.commit()?;
-        // The projections and offsets became visible: readers may see something new.
-        self.cache.cleared();
+        // The projections and offsets became visible (no entity graph changed): readers may see
+        // something new.
+        self.cache.committed([]);
         Ok(())
     }
 }

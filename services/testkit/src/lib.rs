@@ -324,14 +324,10 @@ impl Server {
 
     /// A SPARQL protocol GET with `Authorization: Bearer <token>`; returns (status, body).
     pub fn sparql_get_with_token(&self, token: &str, query: &str) -> Result<(u16, String)> {
-        let mut r = self
-            .agent
-            .get(format!("{}/sparql", self.base))
-            .query("query", query)
-            .header("accept", "application/sparql-results+json")
-            .header("authorization", &format!("Bearer {token}"))
-            .call()?;
-        Ok((r.status().as_u16(), r.body_mut().read_to_string()?))
+        let bearer = format!("Bearer {token}");
+        let (status, _, body) =
+            self.sparql_get_with_headers(&[("authorization", &bearer)], query, "application/sparql-results+json")?;
+        Ok((status, body))
     }
 
     /// A SPARQL protocol GET; returns (status, content type, body).

@@ -698,10 +698,11 @@ pub(crate) fn authorize_request(
         return Ok(false);
     };
     let mut fields = Vec::new();
-    root_fields(&operation.node.selection_set.node, doc, 0, &mut fields);
+    let complete = root_fields(&operation.node.selection_set.node, doc, 0, &mut fields);
     if operation.node.ty != OperationType::Mutation {
         principal.authorize_read(public_reads)?;
-        let keepable = operation.node.ty == OperationType::Query && !fields.iter().any(|f| LIVE_FIELDS.contains(f));
+        let keepable =
+            operation.node.ty == OperationType::Query && complete && !fields.iter().any(|f| LIVE_FIELDS.contains(f));
         return Ok(keepable);
     }
     if matches!(principal, Principal::Anonymous) && fields.iter().any(|f| *f != "__typename") {
@@ -718,28 +719,33 @@ pub(crate) fn authorize_request(
     Ok(false)
 }
 
-/// The names of the fields an operation selects at its root, through fragments.
+/// The names of the fields an operation selects at its root, through fragments nested at most
+/// eight deep; returns whether every selection was reached (false: some lie deeper).
 fn root_fields<'a>(
     set: &'a async_graphql::parser::types::SelectionSet,
     doc: &'a async_graphql::parser::types::ExecutableDocument,
     depth: usize,
     out: &mut Vec<&'a str>,
-) {
+) -> bool {
     use async_graphql::parser::types::Selection;
     if depth > 8 {
-        return;
+        return false;
     }
+    let mut complete = true;
     for item in &set.items {
-        match &item.node {
-            Selection::Field(f) => out.push(f.node.name.node.as_str()),
-            Selection::InlineFragment(f) => root_fields(&f.node.selection_set.node, doc, depth + 1, out),
-            Selection::FragmentSpread(s) => {
-                if let Some(def) = doc.fragments.get(&s.node.fragment_name.node) {
-                    root_fields(&def.node.selection_set.node, doc, depth + 1, out);
-                }
+        complete &= match &item.node {
+            Selection::Field(f) => {
+                out.push(f.node.name.node.as_str());
+                true
             }
-        }
+            Selection::InlineFragment(f) => root_fields(&f.node.selection_set.node, doc, depth + 1, out),
+            Selection::FragmentSpread(s) => match doc.fragments.get(&s.node.fragment_name.node) {
+                Some(def) => root_fields(&def.node.selection_set.node, doc, depth + 1, out),
+                None => true,
+            },
+        };
     }
+    complete
 }
 
 /// A GraphQL response that refuses the whole request, with the error's HTTP status.
