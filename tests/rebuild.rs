@@ -25,9 +25,19 @@ fn an_online_rebuild_swaps_in_without_stopping_reads() -> Result<()> {
     let admin = create_token(&data, "admin", None, &[])?;
     let partner = create_token(&data, "partner", Some("nachw"), &[])?;
     // The rebuild's new generation is empty and the log is not: it is bulk-loaded (an initial
-    // load) before it streams, whatever the log's size.
-    let args =
-        ["--kafka-brokers", &broker.bootstrap, "--consumer-group", "online", "--seed", "--initial-load-min", "1"];
+    // load) before it streams, whatever the log's size. The readers below are two anonymous loops
+    // asking as fast as they are answered; the request limit is not what this test is about.
+    let args = [
+        "--kafka-brokers",
+        &broker.bootstrap,
+        "--consumer-group",
+        "online",
+        "--seed",
+        "--initial-load-min",
+        "1",
+        "--graphql-rate-limit",
+        "0",
+    ];
     let mut server = Server::start(&data, &args)?;
     wait_for("the built-in dataset", Duration::from_secs(60), || {
         quads(&server).ok().filter(|n| n.parse::<u64>().unwrap_or(0) > 2000)
@@ -49,14 +59,23 @@ fn an_online_rebuild_swaps_in_without_stopping_reads() -> Result<()> {
             let (server, stop, served, failed, failures) = (&server, &stop, &served, &failed, &failures);
             let expected = dashboard_before.clone();
             scope.spawn(move || {
+                // `no-cache`: every read is evaluated over whichever stores are in place, not
+                // answered from a kept answer.
+                let fresh = [("cache-control", "no-cache")];
                 while !stop.load(Ordering::Relaxed) {
                     let answer = if reader == 0 {
-                        server.graphql_ok(DASHBOARD, json!({})).and_then(|d| {
-                            anyhow::ensure!(d == expected, "dashboard changed: {d}");
+                        server.graphql_with_headers(&fresh, DASHBOARD, json!({})).and_then(|(status, v)| {
+                            anyhow::ensure!(status == 200 && v.get("errors").is_none(), "HTTP {status}: {v}");
+                            anyhow::ensure!(v["data"] == expected, "dashboard changed: {v}");
                             Ok(())
                         })
                     } else {
-                        server.select(COUNT).map(|_| ())
+                        server.sparql_get_with_headers(&fresh, COUNT, "application/sparql-results+json").and_then(
+                            |(status, _, body)| {
+                                anyhow::ensure!(status == 200, "SPARQL {status}: {body}");
+                                Ok(())
+                            },
+                        )
                     };
                     match answer {
                         Ok(()) => served.fetch_add(1, Ordering::Relaxed),
