@@ -40,6 +40,11 @@ pub struct HotPathArgs {
     /// Background events per second produced while the freshness probes run.
     #[arg(long, default_value_t = 1000)]
     pub load_rate: usize,
+    /// Each query phase lasts at least this long, every client asking at least `--iterations`
+    /// times: long enough for the background load to be committed several times during it, so
+    /// that answers the response cache keeps are dropped and computed again as in service.
+    #[arg(long, default_value_t = 3000)]
+    pub min_phase_ms: u64,
     #[arg(long, default_value = "target/bench/hot-path.json")]
     pub out: PathBuf,
     #[arg(long, default_value = "target/bench/hot-path-work")]
@@ -68,9 +73,15 @@ pub struct QueryResult {
     pub speedup: f64,
     /// Requests refused or failed (not in the latencies).
     pub errors: usize,
-    /// Of the requests above, the share answered from the response cache (kept, or shared with
-    /// a caller asking at the same time) rather than evaluated for the request.
+    /// Requests answered (each client asks for at least `--min-phase-ms`).
+    pub requests: usize,
+    /// Of the requests above, the share answered from the response cache (kept, shared with a
+    /// caller asking at the same time, or kept in an earlier state) rather than evaluated for the
+    /// request.
     pub cache_hit_ratio: f64,
+    /// Of the requests above, the share answered with an answer kept in an earlier state of the
+    /// data while another caller computed the current one (`Coalition-Cache: stale`).
+    pub stale_ratio: f64,
     /// The same requests sent with `Cache-Control: no-cache`: each evaluated afresh.
     pub uncached_p50_ms: f64,
     pub uncached_p99_ms: f64,
@@ -239,14 +250,18 @@ fn memory_mib(pid: u32, field: &str) -> f64 {
 fn concurrent_counting(
     clients: usize,
     iterations: usize,
+    min_duration: Duration,
     f: impl Fn() -> Result<()> + Send + Sync,
 ) -> (Vec<f64>, Vec<String>) {
     let latencies = Mutex::new(Vec::with_capacity(clients * iterations));
     let errors = Mutex::new(Vec::new());
+    let started = Instant::now();
     std::thread::scope(|s| {
         for _ in 0..clients {
             s.spawn(|| {
-                for _ in 0..iterations {
+                let mut asked = 0;
+                while asked < iterations || started.elapsed() < min_duration {
+                    asked += 1;
                     let t = Instant::now();
                     match f() {
                         Ok(()) => latencies.lock().expect("lock").push(t.elapsed().as_secs_f64() * 1000.0),
@@ -263,7 +278,7 @@ fn concurrent_counting(
 
 /// [`concurrent_counting`], failing on any failed request.
 fn concurrent(clients: usize, iterations: usize, f: impl Fn() -> Result<()> + Send + Sync) -> Result<Vec<f64>> {
-    let (latencies, errors) = concurrent_counting(clients, iterations, f);
+    let (latencies, errors) = concurrent_counting(clients, iterations, Duration::ZERO, f);
     if let Some(e) = errors.first() {
         bail!("{} request(s) failed, first: {e}", errors.len());
     }
@@ -322,18 +337,34 @@ fn ask(server: &Server, q: &Question, text: &str, fresh: bool) -> Result<Rows> {
     http_rows(&body)
 }
 
-/// The server's response-cache counters, both endpoints summed: answers served from it (`hit`
-/// and `shared`), then evaluated for their request (`miss` and `bypass`).
-fn cache_outcomes(server: &Server) -> Result<[f64; 2]> {
+/// The server's response-cache counters, both endpoints summed: answers served from it in the
+/// current state (`hit` and `shared`), from an earlier state (`stale`), and evaluated for their
+/// request (`miss` and `bypass`).
+fn cache_outcomes(server: &Server) -> Result<[f64; 3]> {
     let (status, text) = server.get("/metrics")?;
     anyhow::ensure!(status == 200, "/metrics: HTTP {status}");
-    let mut counts = [0.0; 2];
+    let mut counts = [0.0; 3];
     for line in text.lines().filter(|l| l.starts_with("coalition_response_cache_total{")) {
         let value: f64 = line.rsplit(' ').next().and_then(|v| v.parse().ok()).unwrap_or(0.0);
-        let served = line.contains("outcome=\"hit\"") || line.contains("outcome=\"shared\"");
-        counts[usize::from(!served)] += value;
+        let outcome = ["hit", "shared", "stale"].iter().position(|o| line.contains(&format!("outcome=\"{o}\"")));
+        counts[match outcome {
+            Some(0 | 1) => 0,
+            Some(_) => 1,
+            None => 2,
+        }] += value;
     }
     Ok(counts)
+}
+
+/// One question's phase: latency percentiles, requests answered and refused, and the response
+/// cache's shares.
+struct Phase {
+    p50: f64,
+    p99: f64,
+    requests: usize,
+    errors: usize,
+    hit_ratio: f64,
+    stale_ratio: f64,
 }
 
 /// A copy of the activity `template` as a new entity `id` in a new event `event_id`.
@@ -357,9 +388,11 @@ const PHASE_PATIENCE: Duration = Duration::from_secs(4 * 3600);
 /// Background load events sent so far, over every phase (their ids stay unique).
 static LOAD_SENT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
-/// Runs `f` while a producer adds new activities at `rate` events/s; returns `f`'s result and the
-/// number of load events sent (all flushed to the broker before returning).
+/// Runs `f` while a producer adds new activities at `rate` events/s, once the server is applying
+/// them; returns `f`'s result and the number of load events sent (all flushed to the broker before
+/// returning).
 fn with_load<T>(
+    server: &Server,
     bootstrap: &str,
     rate: usize,
     template: &coalition_events::Event,
@@ -391,12 +424,43 @@ fn with_load<T>(
             rdkafka::producer::Producer::flush(&producer, Duration::from_secs(30))?;
             Ok(sent)
         });
-        let result = f();
+        // `f` starts once the load reaches the stores: the server has applied a tenth of a
+        // second's worth of events since the load began (a producer's start, the broker and the
+        // consumer's first fetch take a while; what is measured should run beside commits).
+        let result = wait_for_commits(server, rate).and_then(|()| f());
         // The load stops whatever happened to `f`.
         stop.store(true, Ordering::Relaxed);
         let sent = load.join().map_err(|_| anyhow::anyhow!("load thread panicked"))??;
         Ok((result?, sent))
     })
+}
+
+/// Waits until the server has applied `rate / 10` more events than when called (none if `rate` is
+/// 0); after 30 s goes on anyway, saying so.
+fn wait_for_commits(server: &Server, rate: usize) -> Result<()> {
+    if rate == 0 {
+        return Ok(());
+    }
+    let applied = || -> Result<f64> {
+        let (status, text) = server.get("/metrics")?;
+        anyhow::ensure!(status == 200, "/metrics: HTTP {status}");
+        Ok(text
+            .lines()
+            .find_map(|l| l.strip_prefix("coalition_events_applied_total "))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0.0))
+    };
+    let before = applied()?;
+    let target = before + (rate as f64 / 10.0).max(1.0);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while applied()? < target {
+        if Instant::now() > deadline {
+            eprintln!("the background load was not applied within 30 s; measuring anyway");
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
 }
 
 fn one_size(args: &HotPathArgs, conversations: usize, repo: &Path) -> Result<Run> {
@@ -461,56 +525,58 @@ fn one_size(args: &HotPathArgs, conversations: usize, repo: &Path) -> Result<Run
         .create()?;
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let template = events.iter().find(|e| e.kind == coalition_events::Kind::Activity).expect("activities").clone();
-    let (fresh, mut load_events) = with_load(&broker.bootstrap, args.load_rate, &template, || -> Result<Vec<f64>> {
-        let mut fresh = Vec::new();
-        // Per probe, how long the broker took to acknowledge it: its share of the delay.
-        let mut acks = Vec::new();
-        for i in 0..args.probes {
-            let id = format!("probe-{i:05}");
-            let probe = activity_like(&template, &id, &format!("probe-event-{i}"));
-            let bytes = probe.to_bytes();
-            let t = Instant::now();
-            let delivery = runtime.block_on(
-                producer.send(FutureRecord::to(probe.kind.topic()).key(&id).payload(&bytes), Duration::from_secs(30)),
-            );
-            let delivery = delivery.map_err(|(e, _)| anyhow::anyhow!("{e}"))?;
-            let acked = t.elapsed().as_secs_f64() * 1000.0;
-            let token = format!("{}@{}:{}", probe.kind.topic(), delivery.partition, delivery.offset);
-            // The consistency wait is bounded (5 s); when ingest falls behind the load, ask again
-            // until the probe is visible, so the measurement is the real delay, however long.
-            loop {
-                let (status, v) = server.graphql_with_headers(
-                    &[("coalition-consistency", &token)],
-                    &format!(r#"{{ activity(id: "{id}") {{ id }} }}"#),
-                    serde_json::json!({}),
-                )?;
-                if status == 200 && v["data"]["activity"]["id"] == id.as_str() {
-                    break;
+    let (fresh, mut load_events) =
+        with_load(&server, &broker.bootstrap, args.load_rate, &template, || -> Result<Vec<f64>> {
+            let mut fresh = Vec::new();
+            // Per probe, how long the broker took to acknowledge it: its share of the delay.
+            let mut acks = Vec::new();
+            for i in 0..args.probes {
+                let id = format!("probe-{i:05}");
+                let probe = activity_like(&template, &id, &format!("probe-event-{i}"));
+                let bytes = probe.to_bytes();
+                let t = Instant::now();
+                let delivery = runtime.block_on(
+                    producer
+                        .send(FutureRecord::to(probe.kind.topic()).key(&id).payload(&bytes), Duration::from_secs(30)),
+                );
+                let delivery = delivery.map_err(|(e, _)| anyhow::anyhow!("{e}"))?;
+                let acked = t.elapsed().as_secs_f64() * 1000.0;
+                let token = format!("{}@{}:{}", probe.kind.topic(), delivery.partition, delivery.offset);
+                // The consistency wait is bounded (5 s); when ingest falls behind the load, ask again
+                // until the probe is visible, so the measurement is the real delay, however long.
+                loop {
+                    let (status, v) = server.graphql_with_headers(
+                        &[("coalition-consistency", &token)],
+                        &format!(r#"{{ activity(id: "{id}") {{ id }} }}"#),
+                        serde_json::json!({}),
+                    )?;
+                    if status == 200 && v["data"]["activity"]["id"] == id.as_str() {
+                        break;
+                    }
+                    anyhow::ensure!(v.to_string().contains("TIMEOUT"), "probe {id} not visible: {v}");
+                    if t.elapsed() >= PROBE_PATIENCE {
+                        break;
+                    }
                 }
-                anyhow::ensure!(v.to_string().contains("TIMEOUT"), "probe {id} not visible: {v}");
+                fresh.push(t.elapsed().as_secs_f64() * 1000.0);
+                acks.push(acked);
                 if t.elapsed() >= PROBE_PATIENCE {
-                    break;
-                }
-            }
-            fresh.push(t.elapsed().as_secs_f64() * 1000.0);
-            acks.push(acked);
-            if t.elapsed() >= PROBE_PATIENCE {
-                // Ingest is behind the load and falling further behind: later probes would only
-                // wait longer. The last delay is a lower bound; the run records that it stopped.
-                eprintln!(
+                    // Ingest is behind the load and falling further behind: later probes would only
+                    // wait longer. The last delay is a lower bound; the run records that it stopped.
+                    eprintln!(
                     "[{conversations}] probe {i} still not visible after {PROBE_PATIENCE:?}: ingest is behind the load"
                 );
-                break;
+                    break;
+                }
             }
-        }
-        let mut slowest: Vec<(f64, f64)> = fresh.iter().copied().zip(acks).collect();
-        slowest.sort_by(|a, b| b.0.total_cmp(&a.0));
-        let slowest: Vec<String> =
-            slowest.iter().take(5).map(|(ms, acked)| format!("{ms:.0} (acked after {acked:.0})")).collect();
-        eprintln!("[{conversations}] slowest probes, ms: {}", slowest.join(", "));
-        fresh.sort_by(|a, b| a.total_cmp(b));
-        Ok(fresh)
-    })?;
+            let mut slowest: Vec<(f64, f64)> = fresh.iter().copied().zip(acks).collect();
+            slowest.sort_by(|a, b| b.0.total_cmp(&a.0));
+            let slowest: Vec<String> =
+                slowest.iter().take(5).map(|(ms, acked)| format!("{ms:.0} (acked after {acked:.0})")).collect();
+            eprintln!("[{conversations}] slowest probes, ms: {}", slowest.join(", "));
+            fresh.sort_by(|a, b| a.total_cmp(b));
+            Ok(fresh)
+        })?;
 
     eprintln!("[{conversations}] queries ({} clients, background load {} events/s)", args.clients, args.load_rate);
     let mut queries = Vec::new();
@@ -528,10 +594,13 @@ fn one_size(args: &HotPathArgs, conversations: usize, repo: &Path) -> Result<Run
         };
         // Refusals (e.g. 503 when the SPARQL queue is full) are counted, not fatal: they are part
         // of what 16 clients get. First as served (the response cache on), then evaluated afresh.
-        let mut measure = |fresh: bool| -> Result<(f64, f64, usize, f64)> {
+        let mut measure = |fresh: bool| -> Result<Phase> {
             let before = cache_outcomes(&server)?;
-            let ((latencies, errors), sent) = with_load(&broker.bootstrap, args.load_rate, &template, || {
-                Ok(concurrent_counting(args.clients, args.iterations, || ask(&server, q, &text, fresh).map(|_| ())))
+            let min_phase = Duration::from_millis(args.min_phase_ms);
+            let ((latencies, errors), sent) = with_load(&server, &broker.bootstrap, args.load_rate, &template, || {
+                Ok(concurrent_counting(args.clients, args.iterations, min_phase, || {
+                    ask(&server, q, &text, fresh).map(|_| ())
+                }))
             })?;
             let after = cache_outcomes(&server)?;
             load_events += sent;
@@ -541,28 +610,36 @@ fn one_size(args: &HotPathArgs, conversations: usize, repo: &Path) -> Result<Run
                     q.name,
                     if fresh { " (no-cache)" } else { "" },
                     errors.len(),
-                    args.clients * args.iterations
+                    errors.len() + latencies.len()
                 );
             }
-            let (served, evaluated) = (after[0] - before[0], after[1] - before[1]);
-            let hit_ratio = served / (served + evaluated).max(1.0);
-            Ok((percentile(&latencies, 0.5), percentile(&latencies, 0.99), errors.len(), hit_ratio))
+            let [current, stale, evaluated] = [0, 1, 2].map(|i| after[i] - before[i]);
+            let answered = (current + stale + evaluated).max(1.0);
+            Ok(Phase {
+                p50: percentile(&latencies, 0.5),
+                p99: percentile(&latencies, 0.99),
+                requests: latencies.len(),
+                errors: errors.len(),
+                hit_ratio: (current + stale) / answered,
+                stale_ratio: stale / answered,
+            })
         };
-        let (p50, p99, errors, cache_hit_ratio) = measure(false)?;
-        let (u50, u99, uncached_errors, _) = measure(true)?;
+        let (cached, uncached) = (measure(false)?, measure(true)?);
         queries.push(QueryResult {
             name: q.name.to_owned(),
-            p50_ms: p50,
-            p99_ms: p99,
+            p50_ms: cached.p50,
+            p99_ms: cached.p99,
             raw_oxigraph_p50_ms: r50,
             raw_oxigraph_p99_ms: r99,
-            speedup: r50 / p50,
-            errors,
-            cache_hit_ratio,
-            uncached_p50_ms: u50,
-            uncached_p99_ms: u99,
-            uncached_speedup: r50 / u50,
-            uncached_errors,
+            speedup: r50 / cached.p50,
+            errors: cached.errors,
+            requests: cached.requests,
+            cache_hit_ratio: cached.hit_ratio,
+            stale_ratio: cached.stale_ratio,
+            uncached_p50_ms: uncached.p50,
+            uncached_p99_ms: uncached.p99,
+            uncached_speedup: r50 / uncached.p50,
+            uncached_errors: uncached.errors,
         });
     }
     let rss = server.pid().map(rss_mib).unwrap_or(f64::NAN);
@@ -687,7 +764,7 @@ fn print_run(r: &Run) {
         if r.preloaded { "; ingest and rebuild: the initial load of the preloaded log" } else { "" }
     );
     println!(
-        "  {:<12} {:>9} {:>9} {:>11} {:>11} {:>9} {:>7} {:>6} {:>11} {:>11} {:>9} {:>7}",
+        "  {:<12} {:>9} {:>9} {:>11} {:>11} {:>9} {:>7} {:>6} {:>6} {:>11} {:>11} {:>9} {:>7}",
         "query",
         "p50 ms",
         "p99 ms",
@@ -696,6 +773,7 @@ fn print_run(r: &Run) {
         "speedup",
         "errors",
         "cached",
+        "stale",
         "no-cache 50",
         "no-cache 99",
         "speedup",
@@ -703,7 +781,7 @@ fn print_run(r: &Run) {
     );
     for q in &r.queries {
         println!(
-            "  {:<12} {:>9.1} {:>9.1} {:>11.1} {:>11.1} {:>8.1}x {:>7} {:>5.0}% {:>11.1} {:>11.1} {:>8.1}x {:>7}",
+            "  {:<12} {:>9.1} {:>9.1} {:>11.1} {:>11.1} {:>8.1}x {:>7} {:>5.0}% {:>5.0}% {:>11.1} {:>11.1} {:>8.1}x {:>7}",
             q.name,
             q.p50_ms,
             q.p99_ms,
@@ -712,6 +790,7 @@ fn print_run(r: &Run) {
             q.speedup,
             q.errors,
             q.cache_hit_ratio * 100.0,
+            q.stale_ratio * 100.0,
             q.uncached_p50_ms,
             q.uncached_p99_ms,
             q.uncached_speedup,
