@@ -18,12 +18,10 @@
 //! Under ingest the state moves many times a second, and each move would make the next callers of
 //! every question wait for its evaluation. So a request that accepts a [`Freshness::Recent`]
 //! answer — one without a consistency token, `as-of` or `Cache-Control: no-cache` — is answered at
-//! once with the question's most recent successful answer from an earlier state while another
-//! caller computes the current one, if that answer's computation began less than the cache's
-//! staleness bound ago (an answer whose computation a commit overtook counts: it read the data as
-//! an uncached request would have). The first caller of each question in each state computes it;
-//! the others do not wait behind it. With a bound of zero, every caller gets the current state's
-//! answer.
+//! once with the question's last answer kept in an earlier state while another caller computes the
+//! current one, if that answer's computation began less than the cache's staleness bound ago. The
+//! first caller of each question in each state computes it; nobody waits behind them. With a
+//! bound of zero, every caller gets the current state's answer.
 
 use axum::body::{to_bytes, Bytes};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -258,7 +256,9 @@ impl ResponseCache {
                 computed = true;
                 let began = Instant::now();
                 let answer = Arc::new(Answer::of(compute().await).await);
-                let kept = self.settled(&key, started, &slot, &answer, began, epoch() == started);
+                let keepable = answer.keepable && answer.body.len() <= self.max_bytes && epoch() == started;
+                let bytes = keepable.then_some(answer.body.len());
+                let kept = self.settled(&key, started, &slot, bytes);
                 Computed { answer, kept, began }
             })
             .await
@@ -298,46 +298,27 @@ impl ResponseCache {
         Some((inner.slots.entry(key.clone()).or_default().clone(), earlier))
     }
 
-    /// Accounts for `answer`, computed into `slot` for `key` from `began` in the state `epoch`
-    /// (`unchanged`: the epochs read the same afterwards), and returns whether it is kept for that
-    /// state: a success within the bound, in a state that did not change, replacing the question's
-    /// answer from an earlier state. Otherwise the slot is forgotten (a later caller computes it
-    /// again), and a success is still the question's most recent answer for [`Freshness::Recent`]
-    /// requests: it read the data as of a moment after `began`, as an uncached request would have.
-    fn settled(
-        &self,
-        key: &Key,
-        epoch: Epoch,
-        slot: &Slot,
-        answer: &Arc<Answer>,
-        began: Instant,
-        unchanged: bool,
-    ) -> bool {
+    /// Accounts for the answer computed into `slot` for `key` in the state `epoch` (`bytes`: its
+    /// size, when it may be kept), and returns whether it is kept: the slot is forgotten when the
+    /// answer may not be kept (so a later caller computes it again) or would pass the bound. A
+    /// kept answer replaces the question's answer from an earlier state.
+    fn settled(&self, key: &Key, epoch: Epoch, slot: &Slot, bytes: Option<usize>) -> bool {
         let mut inner = self.lock();
-        let bytes = Some(answer.body.len()).filter(|b| answer.keepable && *b <= self.max_bytes);
-        let in_place = inner.epoch == epoch && inner.slots.get(key).is_some_and(|s| Arc::ptr_eq(s, slot));
+        if inner.epoch != epoch || !inner.slots.get(key).is_some_and(|s| Arc::ptr_eq(s, slot)) {
+            return false;
+        }
         let replaced = inner.earlier.get(key).map_or(0, |(earlier, _)| earlier.body.len());
-        let fits = |bytes: usize| inner.bytes - replaced + bytes <= self.max_bytes;
         match bytes {
-            Some(bytes) if unchanged && in_place && fits(bytes) => {
+            Some(bytes) if inner.bytes - replaced + bytes <= self.max_bytes => {
                 inner.earlier.remove(key);
                 inner.bytes = inner.bytes - replaced + bytes;
-                return true;
+                true
             }
-            Some(bytes)
-                if !self.max_stale.is_zero()
-                    && fits(bytes)
-                    && inner.earlier.get(key).is_none_or(|(_, earlier)| *earlier < began) =>
-            {
-                inner.earlier.insert(key.clone(), (answer.clone(), began));
-                inner.bytes = inner.bytes - replaced + bytes;
+            _ => {
+                inner.slots.remove(key);
+                false
             }
-            _ => {}
         }
-        if in_place {
-            inner.slots.remove(key);
-        }
-        false
     }
 
     /// Answers kept now, and their bytes.
@@ -532,34 +513,6 @@ mod tests {
         assert_eq!(world.runs.load(Ordering::SeqCst), 2, "one computation per state");
         assert_eq!(ask(&cache, &world, "q").await, ("state 2".into(), Outcome::Hit));
         assert_eq!(cache.usage(), (1, "state 2".len()), "the current answer replaced the earlier one");
-    }
-
-    #[tokio::test]
-    async fn an_answer_computed_across_a_change_is_still_the_recent_one() {
-        let (cache, world) = (ResponseCache::new(1 << 20, Duration::from_secs(60)), World::new());
-        let key = || Key::new("t", &[b"q"]);
-        let moving = || async {
-            let response = world.compute().await;
-            world.graph.store(2, Ordering::SeqCst);
-            response
-        };
-        let (response, outcome) = cache.answer(key(), Freshness::Recent, || world.epoch(), moving).await;
-        assert_eq!((body(response).await, outcome), ("state 1".into(), Outcome::Bypass), "not kept for a state");
-        let release = tokio::sync::Notify::new();
-        let held = || async {
-            release.notified().await;
-            world.compute().await
-        };
-        let first = cache.answer(key(), Freshness::Recent, || world.epoch(), held);
-        let second = async {
-            tokio::task::yield_now().await;
-            let answer = ask(&cache, &world, "q").await;
-            release.notify_one();
-            answer
-        };
-        let ((first, first_outcome), second) = futures::join!(first, second);
-        assert_eq!(second, ("state 1".into(), Outcome::Stale));
-        assert_eq!((body(first).await, first_outcome), ("state 2".into(), Outcome::Miss));
     }
 
     #[tokio::test]
