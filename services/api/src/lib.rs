@@ -80,9 +80,6 @@ pub struct ApiConfig {
     pub jwt: Option<Arc<jwt::JwtVerifier>>,
     /// Bytes of answers the response cache keeps for the current state of the data (0: none).
     pub response_cache_bytes: usize,
-    /// How long after its computation began an answer kept in an earlier state may be served
-    /// while another caller computes the current one (zero: never; see [`response_cache`]).
-    pub response_cache_max_stale: Duration,
 }
 
 impl Default for ApiConfig {
@@ -106,7 +103,6 @@ impl Default for ApiConfig {
             graphql_batch_delay: Duration::from_micros(DEFAULT_GRAPHQL_BATCH_DELAY_US),
             jwt: None,
             response_cache_bytes: response_cache::DEFAULT_MAX_MIB * 1024 * 1024,
-            response_cache_max_stale: Duration::from_millis(response_cache::DEFAULT_MAX_STALE_MS),
         }
     }
 }
@@ -257,10 +253,7 @@ pub fn app(state: AppState) -> Router {
         .route("/metrics", get(metrics))
         .route("/", get(index))
         .layer(axum::Extension(schema))
-        .layer(axum::Extension(Arc::new(response_cache::ResponseCache::new(
-            state.config.response_cache_bytes,
-            state.config.response_cache_max_stale,
-        ))))
+        .layer(axum::Extension(Arc::new(response_cache::ResponseCache::new(state.config.response_cache_bytes))))
         .layer(axum::Extension(sparql::QuerySlots::new(
             sparql::LaneLimit { permits: state.config.max_concurrent_projection_sparql, wait: sparql::PROJECTION_WAIT },
             sparql::LaneLimit { permits: state.config.max_concurrent_sparql, wait: sparql::GENERAL_WAIT },
@@ -305,8 +298,8 @@ async fn graphql_handler(
     };
     match key {
         Some(key) => {
-            let freshness = response_cache::Freshness::of(&parts.headers);
-            let answer = cache.answer(key, freshness, || state.epoch(), execute).await;
+            let fresh = response_cache::wants_fresh(&parts.headers);
+            let answer = cache.answer(key, fresh, || state.epoch(), execute).await;
             state.cache_outcome("graphql", answer)
         }
         None => execute().await,

@@ -5,79 +5,31 @@
 //! only when the materializer commits. Each answer costs milliseconds of a core; sixteen callers on
 //! two cores queue behind each other. An answer computed since the last commit is the answer.
 //!
-//! Guarantee: an answer of the current state is one kept while the store's and the index's epochs
+//! Guarantee: an answer is served from here only while the store's and the index's epochs
 //! ([`coalition_store::GraphStore::epoch`], [`coalition_search::SearchIndex::epoch`]) are the
 //! ones read before it was computed, and it was kept only if they were still the same after: it
 //! was computed from one committed state, and nothing was committed since. Both epochs move
 //! before the materializer publishes a new watermark, so a request that waited for its consistency
 //! token never gets an answer from before its write. Only successful answers are kept, and the
-//! kept answers are bounded in bytes. Callers asking the same while it is computed share that
-//! computation's answer, whatever it is (a timeout too): one evaluation per question and state,
-//! however many ask.
-//!
-//! Under ingest the state moves many times a second, and each move would make the next callers of
-//! every question wait for its evaluation. So a request that accepts a [`Freshness::Recent`]
-//! answer — one without a consistency token, `as-of` or `Cache-Control: no-cache` — is answered at
-//! once with the question's last answer kept in an earlier state while another caller computes the
-//! current one, if that answer's computation began less than the cache's staleness bound ago. The
-//! first caller of each question in each state computes it; nobody waits behind them. With a
-//! bound of zero, every caller gets the current state's answer.
+//! kept answers are bounded in bytes; a new state drops them all. Callers asking the same while it
+//! is computed wait for that computation and share its answer, whatever it is (a timeout too):
+//! one evaluation per question and state, however many ask. A request with `Cache-Control:
+//! no-cache` is computed afresh.
 
 use axum::body::{to_bytes, Bytes};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
 use tokio::sync::OnceCell;
 
-/// The response header saying where an answer came from ([`Outcome`]): `hit`, `miss`, `bypass`,
-/// `shared` or `stale`.
+/// The response header saying where an answer came from ([`Outcome`]): `hit`, `miss`, `bypass`
+/// or `shared`.
 pub const HEADER: &str = "coalition-cache";
 
 /// The default bound on kept answers, in MiB.
 pub const DEFAULT_MAX_MIB: usize = 64;
-
-/// The default staleness bound, in milliseconds: how long after its computation began an answer
-/// of an earlier state may still be served (see [`Freshness::Recent`]).
-pub const DEFAULT_MAX_STALE_MS: u64 = 250;
-
-/// How recent an answer a request accepts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Freshness {
-    /// One computed for this request (`Cache-Control: no-cache` or `no-store`); nothing is kept.
-    Fresh,
-    /// One of the current state: kept since the last commit, or computed now.
-    Current,
-    /// Also the last one kept in an earlier state, while another caller computes the current one,
-    /// if its computation began within the cache's staleness bound.
-    Recent,
-}
-
-impl Freshness {
-    /// What a request's headers accept: [`Freshness::Fresh`] with `Cache-Control: no-cache` or
-    /// `no-store`, [`Freshness::Current`] with a consistency token (it waited for its writes),
-    /// otherwise [`Freshness::Recent`].
-    pub fn of(headers: &HeaderMap) -> Freshness {
-        if wants_fresh(headers) {
-            Freshness::Fresh
-        } else if headers.contains_key(crate::consistency::HEADER) {
-            Freshness::Current
-        } else {
-            Freshness::Recent
-        }
-    }
-
-    /// At most [`Freshness::Current`].
-    pub fn current(self) -> Freshness {
-        match self {
-            Freshness::Recent => Freshness::Current,
-            other => other,
-        }
-    }
-}
 
 /// One state of what readers can see: the store's and the index's epochs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -124,8 +76,6 @@ pub enum Outcome {
     Bypass,
     /// Computed for another caller asking at the same time, not kept (a failure, say).
     Shared,
-    /// Kept in an earlier state, served while another caller computes the current one.
-    Stale,
 }
 
 impl Outcome {
@@ -135,7 +85,6 @@ impl Outcome {
             Outcome::Miss => "miss",
             Outcome::Bypass => "bypass",
             Outcome::Shared => "shared",
-            Outcome::Stale => "stale",
         }
     }
 }
@@ -171,30 +120,13 @@ impl Answer {
     }
 }
 
-/// A question's answer in one state: computed once, by the caller that claimed it.
-#[derive(Debug, Default)]
-struct SlotState {
-    answer: OnceCell<Computed>,
-    /// A caller has begun computing (or waiting for) the answer.
-    claimed: AtomicBool,
-}
+/// The answer computed for one request, and whether it is kept.
+type Slot = Arc<OnceCell<(Arc<Answer>, bool)>>;
 
-type Slot = Arc<SlotState>;
-
-/// An answer, whether it is kept, and when its computation began.
-#[derive(Debug, Clone)]
-struct Computed {
-    answer: Arc<Answer>,
-    kept: bool,
-    began: Instant,
-}
-
-/// Answers kept for the current [`Epoch`], and the last one of each question kept in an earlier
-/// state while it is within the staleness bound; at most `max_bytes` of them together.
+/// Answers kept for the current [`Epoch`], at most `max_bytes` of them.
 #[derive(Debug)]
 pub struct ResponseCache {
     max_bytes: usize,
-    max_stale: Duration,
     inner: Mutex<Inner>,
 }
 
@@ -202,18 +134,16 @@ pub struct ResponseCache {
 struct Inner {
     epoch: Epoch,
     slots: HashMap<Key, Slot>,
-    /// Per question, the answer last kept in an earlier state, with when its computation began.
-    earlier: HashMap<Key, (Arc<Answer>, Instant)>,
     bytes: usize,
 }
 
 impl ResponseCache {
-    /// A cache keeping at most `max_bytes` of answers (0 keeps none), serving an earlier state's
-    /// answer to [`Freshness::Recent`] requests up to `max_stale` after its computation began.
-    pub fn new(max_bytes: usize, max_stale: Duration) -> ResponseCache {
-        let inner =
-            Inner { epoch: Epoch { graph: 0, index: 0 }, slots: HashMap::new(), earlier: HashMap::new(), bytes: 0 };
-        ResponseCache { max_bytes, max_stale, inner: Mutex::new(inner) }
+    /// A cache keeping at most `max_bytes` of answers (0 keeps none).
+    pub fn new(max_bytes: usize) -> ResponseCache {
+        ResponseCache {
+            max_bytes,
+            inner: Mutex::new(Inner { epoch: Epoch { graph: 0, index: 0 }, slots: HashMap::new(), bytes: 0 }),
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -223,13 +153,12 @@ impl ResponseCache {
 
     /// The answer to `key` in the state `epoch` reads: kept, or computed by `compute` — once for
     /// all callers asking at the same time, who share it — and kept if it succeeded and `epoch`
-    /// still reads the same afterwards. [`Freshness::Fresh`] computes without looking or keeping;
-    /// [`Freshness::Recent`] takes an earlier state's answer rather than wait for another
-    /// caller's computation (see the module's documentation).
+    /// still reads the same afterwards. `fresh` (the caller sent `Cache-Control: no-cache`)
+    /// computes without looking or keeping.
     pub async fn answer<C, F>(
         &self,
         key: Key,
-        freshness: Freshness,
+        fresh: bool,
         epoch: impl Fn() -> Epoch,
         compute: C,
     ) -> (Response, Outcome)
@@ -237,29 +166,22 @@ impl ResponseCache {
         C: FnOnce() -> F,
         F: Future<Output = Response>,
     {
-        if freshness == Freshness::Fresh || self.max_bytes == 0 {
+        if fresh || self.max_bytes == 0 {
             return (compute().await, Outcome::Bypass);
         }
         let started = epoch();
-        let Some((slot, earlier)) = self.slot(&key, started, freshness == Freshness::Recent) else {
+        let Some(slot) = self.slot(&key, started) else {
             // A newer state is already being served: this request read an older one.
             return (compute().await, Outcome::Bypass);
         };
-        let computing = slot.claimed.swap(true, Ordering::AcqRel);
-        if let (true, Some(earlier), None) = (computing, &earlier, slot.answer.get()) {
-            return (earlier.response(), Outcome::Stale);
-        }
         let mut computed = false;
-        let Computed { answer, kept, .. } = slot
-            .answer
+        let (answer, kept) = slot
             .get_or_init(|| async {
                 computed = true;
-                let began = Instant::now();
                 let answer = Arc::new(Answer::of(compute().await).await);
                 let keepable = answer.keepable && answer.body.len() <= self.max_bytes && epoch() == started;
-                let bytes = keepable.then_some(answer.body.len());
-                let kept = self.settled(&key, started, &slot, bytes);
-                Computed { answer, kept, began }
+                let kept = self.settled(&key, started, &slot, keepable.then_some(answer.body.len()));
+                (answer, kept)
             })
             .await
             .clone();
@@ -272,46 +194,31 @@ impl ResponseCache {
         (answer.response(), outcome)
     }
 
-    /// The slot of `key` in the state `epoch`, and (if `recent` and within the bound) the answer
-    /// to `key` last kept in an earlier state; `None` when the cache already serves a newer state
-    /// than `epoch`. Moving to a newer state keeps, per question, the last answer kept (in the
-    /// state left or before it) while within the bound, and drops everything else.
-    fn slot(&self, key: &Key, epoch: Epoch, recent: bool) -> Option<(Slot, Option<Arc<Answer>>)> {
+    /// The slot of `key` in the state `epoch`, dropping every answer of an older state; `None`
+    /// when the cache already serves a newer state than `epoch`.
+    fn slot(&self, key: &Key, epoch: Epoch) -> Option<Slot> {
         let mut inner = self.lock();
         if epoch.is_after(inner.epoch) {
-            let inner = &mut *inner;
             inner.epoch = epoch;
-            for (key, slot) in inner.slots.drain() {
-                if let Some(Computed { answer, kept: true, began }) = slot.answer.get() {
-                    inner.earlier.insert(key, (answer.clone(), *began));
-                }
-            }
-            inner.earlier.retain(|_, (_, began)| began.elapsed() < self.max_stale);
-            inner.bytes = inner.earlier.values().map(|(answer, _)| answer.body.len()).sum();
+            inner.slots.clear();
+            inner.bytes = 0;
         } else if epoch != inner.epoch {
             return None;
         }
-        let earlier = match inner.earlier.get(key) {
-            Some((answer, began)) if recent && began.elapsed() < self.max_stale => Some(answer.clone()),
-            _ => None,
-        };
-        Some((inner.slots.entry(key.clone()).or_default().clone(), earlier))
+        Some(inner.slots.entry(key.clone()).or_default().clone())
     }
 
     /// Accounts for the answer computed into `slot` for `key` in the state `epoch` (`bytes`: its
     /// size, when it may be kept), and returns whether it is kept: the slot is forgotten when the
-    /// answer may not be kept (so a later caller computes it again) or would pass the bound. A
-    /// kept answer replaces the question's answer from an earlier state.
+    /// answer may not be kept (so a later caller computes it again) or would pass the bound.
     fn settled(&self, key: &Key, epoch: Epoch, slot: &Slot, bytes: Option<usize>) -> bool {
         let mut inner = self.lock();
         if inner.epoch != epoch || !inner.slots.get(key).is_some_and(|s| Arc::ptr_eq(s, slot)) {
             return false;
         }
-        let replaced = inner.earlier.get(key).map_or(0, |(earlier, _)| earlier.body.len());
         match bytes {
-            Some(bytes) if inner.bytes - replaced + bytes <= self.max_bytes => {
-                inner.earlier.remove(key);
-                inner.bytes = inner.bytes - replaced + bytes;
+            Some(bytes) if inner.bytes + bytes <= self.max_bytes => {
+                inner.bytes += bytes;
                 true
             }
             _ => {
@@ -325,8 +232,7 @@ impl ResponseCache {
     #[cfg(test)]
     fn usage(&self) -> (usize, usize) {
         let inner = self.lock();
-        let kept = inner.slots.values().filter(|s| s.answer.get().is_some_and(|c| c.kept)).count();
-        (kept + inner.earlier.len(), inner.bytes)
+        (inner.slots.values().filter(|s| s.get().is_some_and(|(_, kept)| *kept)).count(), inner.bytes)
     }
 }
 
@@ -387,15 +293,14 @@ mod tests {
     }
 
     async fn ask(cache: &ResponseCache, world: &World, key: &str) -> (String, Outcome) {
-        let (response, outcome) = cache
-            .answer(Key::new("t", &[key.as_bytes()]), Freshness::Recent, || world.epoch(), || world.compute())
-            .await;
+        let (response, outcome) =
+            cache.answer(Key::new("t", &[key.as_bytes()]), false, || world.epoch(), || world.compute()).await;
         (body(response).await, outcome)
     }
 
     #[tokio::test]
     async fn an_answer_is_kept_until_the_state_changes() {
-        let (cache, world) = (ResponseCache::new(1 << 20, Duration::ZERO), World::new());
+        let (cache, world) = (ResponseCache::new(1 << 20), World::new());
         assert_eq!(ask(&cache, &world, "q").await, ("state 1".into(), Outcome::Miss));
         assert_eq!(ask(&cache, &world, "q").await, ("state 1".into(), Outcome::Hit));
         assert_eq!(ask(&cache, &world, "other").await, ("state 1".into(), Outcome::Miss));
@@ -406,27 +311,26 @@ mod tests {
         assert_eq!(cache.usage(), (1, "state 2".len()), "the older state's answers are dropped");
         // Asked to, it computes afresh and keeps nothing new.
         let (response, outcome) =
-            cache.answer(Key::new("t", &[b"q"]), Freshness::Fresh, || world.epoch(), || world.compute()).await;
+            cache.answer(Key::new("t", &[b"q"]), true, || world.epoch(), || world.compute()).await;
         assert_eq!((body(response).await, outcome), ("state 2".into(), Outcome::Bypass));
         assert_eq!(world.runs.load(Ordering::SeqCst), 4);
     }
 
     #[tokio::test]
     async fn an_answer_computed_across_a_change_is_not_kept() {
-        let (cache, world) = (ResponseCache::new(1 << 20, Duration::ZERO), World::new());
+        let (cache, world) = (ResponseCache::new(1 << 20), World::new());
         let key = || Key::new("t", &[b"q"]);
         let moving = || async {
             let response = world.compute().await;
             world.graph.store(2, Ordering::SeqCst);
             response
         };
-        let (response, outcome) = cache.answer(key(), Freshness::Recent, || world.epoch(), moving).await;
+        let (response, outcome) = cache.answer(key(), false, || world.epoch(), moving).await;
         assert_eq!((body(response).await, outcome), ("state 1".into(), Outcome::Bypass));
         assert_eq!(cache.usage(), (0, 0));
         assert_eq!(ask(&cache, &world, "q").await, ("state 2".into(), Outcome::Miss));
         // A request that read an older state than the one served neither reads nor resets it.
-        let (response, outcome) =
-            cache.answer(key(), Freshness::Recent, || Epoch { graph: 1, index: 0 }, || world.compute()).await;
+        let (response, outcome) = cache.answer(key(), false, || Epoch { graph: 1, index: 0 }, || world.compute()).await;
         assert_eq!(outcome, Outcome::Bypass);
         drop(response);
         assert_eq!(ask(&cache, &world, "q").await, ("state 2".into(), Outcome::Hit));
@@ -434,7 +338,7 @@ mod tests {
 
     #[tokio::test]
     async fn callers_asking_at_once_share_one_computation() {
-        let (cache, world) = (ResponseCache::new(1 << 20, Duration::ZERO), World::new());
+        let (cache, world) = (ResponseCache::new(1 << 20), World::new());
         let answers = futures::future::join_all((0..8).map(|_| ask(&cache, &world, "q"))).await;
         assert_eq!(world.runs.load(Ordering::SeqCst), 1, "{answers:?}");
         assert!(answers.iter().all(|(b, _)| b == "state 1"), "{answers:?}");
@@ -445,16 +349,14 @@ mod tests {
     #[tokio::test]
     async fn failures_and_answers_past_the_bound_are_not_kept() {
         let world = World::new();
-        let cache = ResponseCache::new("state 1".len() + 3, Duration::ZERO);
+        let cache = ResponseCache::new("state 1".len() + 3);
         let failing = || async { (StatusCode::SERVICE_UNAVAILABLE, "busy").into_response() };
         for _ in 0..2 {
-            let (response, outcome) =
-                cache.answer(Key::new("t", &[b"f"]), Freshness::Recent, || world.epoch(), failing).await;
+            let (response, outcome) = cache.answer(Key::new("t", &[b"f"]), false, || world.epoch(), failing).await;
             assert_eq!((response.status(), outcome), (StatusCode::SERVICE_UNAVAILABLE, Outcome::Bypass));
         }
         let marked = || async { not_kept("with errors".into_response()) };
-        let (response, outcome) =
-            cache.answer(Key::new("t", &[b"m"]), Freshness::Recent, || world.epoch(), marked).await;
+        let (response, outcome) = cache.answer(Key::new("t", &[b"m"]), false, || world.epoch(), marked).await;
         assert_eq!((body(response).await, outcome), ("with errors".into(), Outcome::Bypass));
         assert_eq!(ask(&cache, &world, "a").await.1, Outcome::Miss);
         // The first answer fills the bound: the second is answered, not kept.
@@ -466,13 +368,13 @@ mod tests {
 
     #[tokio::test]
     async fn callers_asking_at_once_share_a_failure_and_the_next_computes_again() {
-        let (cache, world) = (ResponseCache::new(1 << 20, Duration::ZERO), World::new());
+        let (cache, world) = (ResponseCache::new(1 << 20), World::new());
         let failing = || async {
             world.runs.fetch_add(1, Ordering::SeqCst);
             tokio::task::yield_now().await;
             (StatusCode::SERVICE_UNAVAILABLE, [(header::RETRY_AFTER, "1")], "busy").into_response()
         };
-        let ask_failing = || cache.answer(Key::new("t", &[b"f"]), Freshness::Recent, || world.epoch(), failing);
+        let ask_failing = || cache.answer(Key::new("t", &[b"f"]), false, || world.epoch(), failing);
         let answers = futures::future::join_all((0..4).map(|_| ask_failing())).await;
         assert_eq!(world.runs.load(Ordering::SeqCst), 1);
         let outcomes: Vec<Outcome> = answers.iter().map(|(_, o)| *o).collect();
@@ -484,60 +386,6 @@ mod tests {
         }
         assert_eq!(ask_failing().await.1, Outcome::Bypass, "a failure is not kept");
         assert_eq!(world.runs.load(Ordering::SeqCst), 2);
-    }
-
-    #[tokio::test]
-    async fn a_recent_request_takes_the_earlier_answer_while_another_computes() {
-        let (cache, world) = (ResponseCache::new(1 << 20, Duration::from_secs(60)), World::new());
-        let key = || Key::new("t", &[b"q"]);
-        assert_eq!(ask(&cache, &world, "q").await, ("state 1".into(), Outcome::Miss));
-        world.graph.store(2, Ordering::SeqCst);
-        // The first caller in state 2 computes, held until released.
-        let release = tokio::sync::Notify::new();
-        let held = || async {
-            release.notified().await;
-            world.compute().await
-        };
-        let first = cache.answer(key(), Freshness::Recent, || world.epoch(), held);
-        let others = async {
-            tokio::task::yield_now().await;
-            let recent = ask(&cache, &world, "q").await;
-            let current = cache.answer(key(), Freshness::Current, || world.epoch(), || world.compute());
-            let (current, _) = futures::join!(current, async { release.notify_one() });
-            (recent, current)
-        };
-        let ((first, first_outcome), (recent, (current, current_outcome))) = futures::join!(first, others);
-        assert_eq!(recent, ("state 1".into(), Outcome::Stale), "answered at once from the earlier state");
-        assert_eq!((body(first).await, first_outcome), ("state 2".into(), Outcome::Miss));
-        assert_eq!((body(current).await, current_outcome), ("state 2".into(), Outcome::Hit), "waited for it");
-        assert_eq!(world.runs.load(Ordering::SeqCst), 2, "one computation per state");
-        assert_eq!(ask(&cache, &world, "q").await, ("state 2".into(), Outcome::Hit));
-        assert_eq!(cache.usage(), (1, "state 2".len()), "the current answer replaced the earlier one");
-    }
-
-    #[tokio::test]
-    async fn an_earlier_answer_past_the_bound_is_not_served() {
-        let bound = Duration::from_millis(30);
-        let (cache, world) = (ResponseCache::new(1 << 20, bound), World::new());
-        assert_eq!(ask(&cache, &world, "q").await.1, Outcome::Miss);
-        std::thread::sleep(bound + Duration::from_millis(10));
-        world.graph.store(2, Ordering::SeqCst);
-        // Two callers at once in state 2: past the bound, the second waits for the first's answer.
-        let answers = futures::future::join_all((0..2).map(|_| ask(&cache, &world, "q"))).await;
-        assert_eq!(answers, [("state 2".into(), Outcome::Miss), ("state 2".into(), Outcome::Hit)]);
-        assert_eq!(cache.usage(), (1, "state 2".len()), "the earlier answer was dropped");
-    }
-
-    #[test]
-    fn freshness_follows_the_request_headers() {
-        let headers = |k: &'static str, v: &str| {
-            HeaderMap::from_iter([(header::HeaderName::from_static(k), HeaderValue::from_str(v).unwrap())])
-        };
-        assert_eq!(Freshness::of(&HeaderMap::new()), Freshness::Recent);
-        assert_eq!(Freshness::of(&headers("cache-control", "no-cache")), Freshness::Fresh);
-        assert_eq!(Freshness::of(&headers(crate::consistency::HEADER, "t")), Freshness::Current);
-        assert_eq!(Freshness::Recent.current(), Freshness::Current);
-        assert_eq!(Freshness::Fresh.current(), Freshness::Fresh);
     }
 
     #[test]

@@ -12,7 +12,7 @@
 use crate::auth::Principal;
 use crate::errors::{ApiError, ErrorKind};
 use crate::query_shape::{for_each_child, for_each_expression, for_each_operand};
-use crate::response_cache::{Freshness, Key, ResponseCache};
+use crate::response_cache::{Key, ResponseCache};
 use crate::{ApiMetrics, AppState};
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -152,12 +152,8 @@ async fn respond(
     let accept = headers.get(header::ACCEPT).map(|v| v.as_bytes()).unwrap_or_default();
     let as_of = params.as_of.as_deref().unwrap_or_default();
     let key = Key::new("sparql", &[query.as_bytes(), as_of.as_bytes(), accept]);
-    // An answer as of a log position is that position's, never an earlier state's.
-    let freshness = match params.as_of {
-        Some(_) => Freshness::of(headers).current(),
-        None => Freshness::of(headers),
-    };
-    let answer = cache.answer(key, freshness, || state.epoch(), || evaluate(state.clone(), params)).await;
+    let fresh = crate::response_cache::wants_fresh(headers);
+    let answer = cache.answer(key, fresh, || state.epoch(), || evaluate(state.clone(), params)).await;
     state.cache_outcome("sparql", answer)
 }
 
