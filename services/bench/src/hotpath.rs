@@ -75,13 +75,9 @@ pub struct QueryResult {
     pub errors: usize,
     /// Requests answered (each client asks for at least `--min-phase-ms`).
     pub requests: usize,
-    /// Of the requests above, the share answered from the response cache (kept, shared with a
-    /// caller asking at the same time, or kept in an earlier state) rather than evaluated for the
-    /// request.
+    /// Of the requests above, the share answered from the response cache (kept, or shared with
+    /// a caller asking at the same time) rather than evaluated for the request.
     pub cache_hit_ratio: f64,
-    /// Of the requests above, the share answered with an answer kept in an earlier state of the
-    /// data while another caller computed the current one (`Coalition-Cache: stale`).
-    pub stale_ratio: f64,
     /// The same requests sent with `Cache-Control: no-cache`: each evaluated afresh.
     pub uncached_p50_ms: f64,
     pub uncached_p99_ms: f64,
@@ -337,34 +333,28 @@ fn ask(server: &Server, q: &Question, text: &str, fresh: bool) -> Result<Rows> {
     http_rows(&body)
 }
 
-/// The server's response-cache counters, both endpoints summed: answers served from it in the
-/// current state (`hit` and `shared`), from an earlier state (`stale`), and evaluated for their
-/// request (`miss` and `bypass`).
-fn cache_outcomes(server: &Server) -> Result<[f64; 3]> {
+/// The server's response-cache counters, both endpoints summed: answers served from it (`hit`
+/// and `shared`), then evaluated for their request (`miss` and `bypass`).
+fn cache_outcomes(server: &Server) -> Result<[f64; 2]> {
     let (status, text) = server.get("/metrics")?;
     anyhow::ensure!(status == 200, "/metrics: HTTP {status}");
-    let mut counts = [0.0; 3];
+    let mut counts = [0.0; 2];
     for line in text.lines().filter(|l| l.starts_with("coalition_response_cache_total{")) {
         let value: f64 = line.rsplit(' ').next().and_then(|v| v.parse().ok()).unwrap_or(0.0);
-        let outcome = ["hit", "shared", "stale"].iter().position(|o| line.contains(&format!("outcome=\"{o}\"")));
-        counts[match outcome {
-            Some(0 | 1) => 0,
-            Some(_) => 1,
-            None => 2,
-        }] += value;
+        let served = line.contains("outcome=\"hit\"") || line.contains("outcome=\"shared\"");
+        counts[usize::from(!served)] += value;
     }
     Ok(counts)
 }
 
-/// One question's phase: latency percentiles, requests answered and refused, and the response
-/// cache's shares.
+/// One question's phase: latency percentiles, requests answered and refused, and the share the
+/// response cache answered.
 struct Phase {
     p50: f64,
     p99: f64,
     requests: usize,
     errors: usize,
     hit_ratio: f64,
-    stale_ratio: f64,
 }
 
 /// A copy of the activity `template` as a new entity `id` in a new event `event_id`.
@@ -613,15 +603,13 @@ fn one_size(args: &HotPathArgs, conversations: usize, repo: &Path) -> Result<Run
                     errors.len() + latencies.len()
                 );
             }
-            let [current, stale, evaluated] = [0, 1, 2].map(|i| after[i] - before[i]);
-            let answered = (current + stale + evaluated).max(1.0);
+            let (served, evaluated) = (after[0] - before[0], after[1] - before[1]);
             Ok(Phase {
                 p50: percentile(&latencies, 0.5),
                 p99: percentile(&latencies, 0.99),
                 requests: latencies.len(),
                 errors: errors.len(),
-                hit_ratio: (current + stale) / answered,
-                stale_ratio: stale / answered,
+                hit_ratio: served / (served + evaluated).max(1.0),
             })
         };
         let (cached, uncached) = (measure(false)?, measure(true)?);
@@ -635,7 +623,6 @@ fn one_size(args: &HotPathArgs, conversations: usize, repo: &Path) -> Result<Run
             errors: cached.errors,
             requests: cached.requests,
             cache_hit_ratio: cached.hit_ratio,
-            stale_ratio: cached.stale_ratio,
             uncached_p50_ms: uncached.p50,
             uncached_p99_ms: uncached.p99,
             uncached_speedup: r50 / uncached.p50,
@@ -764,7 +751,7 @@ fn print_run(r: &Run) {
         if r.preloaded { "; ingest and rebuild: the initial load of the preloaded log" } else { "" }
     );
     println!(
-        "  {:<12} {:>9} {:>9} {:>11} {:>11} {:>9} {:>7} {:>6} {:>6} {:>11} {:>11} {:>9} {:>7}",
+        "  {:<12} {:>9} {:>9} {:>11} {:>11} {:>9} {:>7} {:>6} {:>11} {:>11} {:>9} {:>7}",
         "query",
         "p50 ms",
         "p99 ms",
@@ -773,7 +760,6 @@ fn print_run(r: &Run) {
         "speedup",
         "errors",
         "cached",
-        "stale",
         "no-cache 50",
         "no-cache 99",
         "speedup",
@@ -781,7 +767,7 @@ fn print_run(r: &Run) {
     );
     for q in &r.queries {
         println!(
-            "  {:<12} {:>9.1} {:>9.1} {:>11.1} {:>11.1} {:>8.1}x {:>7} {:>5.0}% {:>5.0}% {:>11.1} {:>11.1} {:>8.1}x {:>7}",
+            "  {:<12} {:>9.1} {:>9.1} {:>11.1} {:>11.1} {:>8.1}x {:>7} {:>5.0}% {:>11.1} {:>11.1} {:>8.1}x {:>7}",
             q.name,
             q.p50_ms,
             q.p99_ms,
@@ -790,7 +776,6 @@ fn print_run(r: &Run) {
             q.speedup,
             q.errors,
             q.cache_hit_ratio * 100.0,
-            q.stale_ratio * 100.0,
             q.uncached_p50_ms,
             q.uncached_p99_ms,
             q.uncached_speedup,

@@ -16,6 +16,7 @@ mod import;
 mod initial_load;
 mod materializer;
 pub mod metrics;
+pub mod priority;
 mod producer;
 
 pub use dead_letter::{DeadLetter, DLQ_HEADER_PREFIX};

@@ -100,6 +100,9 @@ pub struct Materializer {
     /// With sinks that hold nothing, a log of at least this many records is bulk-loaded
     /// (`crate::initial_load`) before the pipeline starts; 0: never.
     pub initial_load_min: u64,
+    /// The runtime the materializer runs on, its blocking work included (see
+    /// [`crate::priority`]); `None`: the caller's.
+    pub runtime: Option<tokio::runtime::Handle>,
 }
 
 /// Owner of a running materializer.
@@ -229,7 +232,8 @@ impl Materializer {
             }
         });
         let span = tracing::info_span!("materializer", log = %self.log);
-        let task = tokio::spawn(self.run(cancel, tx.clone()).instrument(span));
+        let runtime = self.runtime.clone().unwrap_or_else(tokio::runtime::Handle::current);
+        let task = runtime.spawn(self.run(cancel, tx.clone()).instrument(span));
         Ok(MaterializerHandle { publisher: tx, task })
     }
 

@@ -48,6 +48,7 @@ async fn graph_and_index_agree_at_every_watermark() {
         batch_max: 50,
         linger: Duration::from_millis(5),
         initial_load_min: 0,
+        runtime: None,
     }
     .spawn(cancel.clone())
     .await

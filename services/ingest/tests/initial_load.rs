@@ -66,6 +66,7 @@ async fn replica(kafka: &KafkaConfig, group: &str, initial_load_min: u64, cancel
         batch_max: 40,
         linger: Duration::from_millis(5),
         initial_load_min,
+        runtime: None,
     }
     .spawn(cancel.clone())
     .await

@@ -133,6 +133,10 @@ pub struct ServeArgs {
     /// Most events per materializer batch.
     #[arg(long, env = "COALITION_BATCH_MAX", default_value_t = 2000)]
     pub batch_max: usize,
+    /// Nice value of the materializer's threads (Linux, 0–19): above the serving threads' so that
+    /// queries get the cores first and ingest takes the rest; 0 = the same priority.
+    #[arg(long, env = "COALITION_INGEST_NICE", default_value_t = 10)]
+    pub ingest_nice: i32,
     /// How long a batch waits for more events, in milliseconds.
     #[arg(long, env = "COALITION_LINGER_MS", default_value_t = 20)]
     pub linger_ms: u64,

@@ -85,6 +85,8 @@ pub struct Feed {
     pub linger: Duration,
     /// Log records from which empty stores are bulk-loaded first; 0: never.
     pub initial_load_min: u64,
+    /// Where the materializer runs (its own lower-priority threads); `None`: the caller's runtime.
+    pub runtime: Option<tokio::runtime::Handle>,
 }
 
 /// Default for [`Feed::initial_load_min`]: below this the pipeline is about as fast.
@@ -102,6 +104,7 @@ impl Feed {
             batch_max: self.batch_max,
             linger: self.linger,
             initial_load_min: self.initial_load_min,
+            runtime: self.runtime.clone(),
         }
     }
 
@@ -118,6 +121,7 @@ impl Feed {
             batch_max: self.batch_max.max(5000),
             linger: self.linger,
             initial_load_min: self.initial_load_min,
+            runtime: self.runtime.clone(),
         })
     }
 }
@@ -347,6 +351,7 @@ pub async fn rebuild_offline(data_dir: &Path, kafka: KafkaConfig) -> anyhow::Res
         batch_max: 5000,
         linger: Duration::from_millis(50),
         initial_load_min: INITIAL_LOAD_MIN,
+        runtime: None,
     }
     .for_replay()?;
     let started = Instant::now();
