@@ -203,9 +203,27 @@ fn registered<M: prometheus::core::Collector + Clone + 'static>(
     Ok(metric)
 }
 
-/// Everything a request needs.
+/// Everything a request needs, behind one reference count: the router clones the state of every
+/// route for every connection it accepts, so a clone must cost little.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<AppContext>);
+
+impl AppState {
+    pub fn new(context: AppContext) -> AppState {
+        AppState(Arc::new(context))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = AppContext;
+
+    fn deref(&self) -> &AppContext {
+        &self.0
+    }
+}
+
+/// What an [`AppState`] holds.
+pub struct AppContext {
     pub store: GraphStore,
     pub index: Arc<SearchIndex>,
     pub producer: EventProducer,

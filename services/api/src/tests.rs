@@ -88,7 +88,7 @@ fn graphql_requests_are_authorised_before_validation() {
 /// would be produced, so the producer points at nothing.
 mod http {
     use crate::auth::{Role, TokenStore};
-    use crate::{app, ApiConfig, ApiMetrics, AppState};
+    use crate::{app, ApiConfig, ApiMetrics, AppContext, AppState};
     use axum::body::Body;
     use axum::http::{Request, StatusCode};
     use serde_json::{json, Value};
@@ -109,7 +109,7 @@ mod http {
         let tokens = Arc::new(TokenStore::open(dir.path()).unwrap());
         let store = coalition_store::GraphStore::open(&dir.path().join("graph")).unwrap();
         let index = Arc::new(coalition_search::SearchIndex::in_memory().unwrap());
-        let state = AppState {
+        let state = AppState::new(AppContext {
             store: store.clone(),
             index: index.clone(),
             producer: coalition_ingest::EventProducer::new(&coalition_ingest::KafkaConfig::new("127.0.0.1:9"), None)
@@ -120,7 +120,7 @@ mod http {
             config,
             tokens: tokens.clone(),
             operations: None,
-        };
+        });
         Fixture { _dir: dir, router: app(state), tokens, store, index }
     }
 

@@ -12,7 +12,7 @@ mod tokens;
 
 use anyhow::Context as _;
 use clap::Parser;
-use coalition_api::{ApiConfig, ApiMetrics, AppState};
+use coalition_api::{ApiConfig, ApiMetrics, AppContext, AppState};
 use coalition_ingest::{EventProducer, IngestMetrics, KafkaConfig};
 use coalition_store::GraphStore;
 use config::{Cli, Command, DlqCommand, KafkaArgs, ServeArgs};
@@ -184,7 +184,7 @@ async fn serve(args: ServeArgs, ingest: tokio::runtime::Handle) -> anyhow::Resul
         tracing::info!(events = report.published, "built-in dataset loaded");
     }
 
-    let state = AppState {
+    let state = AppState::new(AppContext {
         store,
         index,
         producer,
@@ -206,7 +206,7 @@ async fn serve(args: ServeArgs, ingest: tokio::runtime::Handle) -> anyhow::Resul
         },
         tokens: token_store.clone(),
         operations: Some(Arc::new(stores::Ops(live.clone()))),
-    };
+    });
     let demo_tokens = if embedded { tokens::demo_tokens(&token_store)? } else { Vec::new() };
     let listener =
         tokio::net::TcpListener::bind(&args.listen).await.with_context(|| format!("binding {}", args.listen))?;

@@ -195,10 +195,15 @@ pub struct Server {
     pub log_path: PathBuf,
 }
 
+/// An HTTP client that keeps its connections to the server open between requests, as many as
+/// the callers sharing it use at once (ureq keeps three per host by default: sixteen concurrent
+/// callers would open a new connection for most requests).
 fn agent() -> ureq::Agent {
     ureq::Agent::config_builder()
         .http_status_as_error(false)
         .timeout_global(Some(Duration::from_secs(60)))
+        .max_idle_connections(64)
+        .max_idle_connections_per_host(64)
         .build()
         .into()
 }
