@@ -1,13 +1,15 @@
-//! The materializer's threads, at a lower CPU priority than the threads that answer queries.
+//! The materializer's threads, optionally at a lower CPU priority than the threads that answer
+//! queries.
 //!
 //! Why: on a machine whose cores both answer queries and apply the log, a query's latency is
 //! mostly waiting for a core while a batch is applied (at 10k conversations, cached answers under
 //! 500 events/s of ingest: p99 ≈ 30 ms; with no ingest ≈ 7 ms). Applying a batch can wait a few
 //! milliseconds; a caller should not. The materializer therefore runs on a runtime of its own
 //! whose threads — its worker and its blocking pool, where batches are mapped, validated and
-//! committed — have a higher nice value: when queries want the cores they get them, and ingest
-//! takes the rest. Ingest still gets every core no query wants. (RocksDB's compactions already run
-//! at the lowest priority; Tantivy's indexing threads and librdkafka's are not changed.)
+//! committed — may have a higher nice value: when queries want the cores they get them, and
+//! ingest takes the rest. The cost: whatever else keeps the cores busy also comes first, and
+//! ingest falls behind, so the server leaves it off unless asked. (RocksDB's compactions already
+//! run at the lowest priority; Tantivy's indexing threads and librdkafka's are not changed.)
 
 /// A runtime for the materializer: worker threads (one per core) and a blocking pool of its own,
 /// each thread running at `nice` (Linux nice values, 0–19; 0 leaves them as they are).
