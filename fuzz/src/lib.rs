@@ -9,7 +9,7 @@ use axum::body::Body;
 use axum::http::{Request, Response};
 use coalition_api::auth::{Role, TokenStore};
 use coalition_api::errors::ErrorKind;
-use coalition_api::{app, ApiConfig, ApiMetrics, AppState};
+use coalition_api::{app, ApiConfig, ApiMetrics, AppContext, AppState};
 use coalition_ingest::{EventProducer, IngestMetrics, KafkaConfig, Watermark};
 use coalition_mapping::{LogPosition, Offsets};
 use coalition_search::SearchIndex;
@@ -155,7 +155,7 @@ impl Fixture {
             secrets.insert(name, secret.expose().to_owned());
         }
         let watermark = Watermark { graph: offsets.clone(), index: offsets, caught_up: true, ..Watermark::default() };
-        let state = AppState {
+        let state = AppState::new(AppContext {
             store,
             index,
             producer,
@@ -165,7 +165,7 @@ impl Fixture {
             config,
             tokens,
             operations: None,
-        };
+        });
         let router = app(state);
         Fixture { runtime, router, produced, secrets, _dir: dir, _broker: cluster }
     }

@@ -425,23 +425,14 @@ fn with_load<T>(
     })
 }
 
-/// Waits until the server has applied `rate / 10` more events than when called (none if `rate` is
-/// 0); after 30 s goes on anyway, saying so.
+/// Waits until the server has applied `rate / 10` more records than when called (none if `rate`
+/// is 0); after 30 s goes on anyway, saying so.
 fn wait_for_commits(server: &Server, rate: usize) -> Result<()> {
     if rate == 0 {
         return Ok(());
     }
-    let applied = || -> Result<f64> {
-        let (status, text) = server.get("/metrics")?;
-        anyhow::ensure!(status == 200, "/metrics: HTTP {status}");
-        Ok(text
-            .lines()
-            .find_map(|l| l.strip_prefix("coalition_events_applied_total "))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(0.0))
-    };
-    let before = applied()?;
-    let target = before + (rate as f64 / 10.0).max(1.0);
+    let applied = || sinks(server).map(|(applied, _)| applied);
+    let target = applied()? + (rate as u64 / 10).max(1);
     let deadline = Instant::now() + Duration::from_secs(30);
     while applied()? < target {
         if Instant::now() > deadline {
