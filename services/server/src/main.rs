@@ -47,13 +47,17 @@ fn main() -> anyhow::Result<()> {
         .init();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     if let Command::Serve(args) = cli.command {
-        // The materializer's own threads, below the serving threads' CPU priority.
-        let ingest = coalition_ingest::priority::runtime(args.ingest_nice)?;
+        // With `--ingest-nice`, the materializer's own threads, below the serving threads' CPU
+        // priority; otherwise it shares the serving runtime.
+        let ingest =
+            (args.ingest_nice > 0).then(|| coalition_ingest::priority::runtime(args.ingest_nice)).transpose()?;
         // The embedded broker must outlive every task that holds a Kafka client, so it is dropped
         // only after the runtimes have shut down.
-        let broker = runtime.block_on(serve(*args, ingest.handle().clone()))?;
+        let broker = runtime.block_on(serve(*args, ingest.as_ref().map(|r| r.handle().clone())))?;
         runtime.shutdown_timeout(Duration::from_secs(2));
-        ingest.shutdown_timeout(Duration::from_secs(2));
+        if let Some(ingest) = ingest {
+            ingest.shutdown_timeout(Duration::from_secs(2));
+        }
         drop(broker);
         return Ok(());
     }
@@ -145,7 +149,7 @@ fn kafka_config(args: &KafkaArgs, brokers: &str) -> KafkaConfig {
     c
 }
 
-async fn serve(args: ServeArgs, ingest: tokio::runtime::Handle) -> anyhow::Result<Broker> {
+async fn serve(args: ServeArgs, ingest: Option<tokio::runtime::Handle>) -> anyhow::Result<Broker> {
     stores::prepare(&args.data_dir)?;
     let jwt = jwt_verifier(&args)?;
     let token_store =
@@ -167,7 +171,7 @@ async fn serve(args: ServeArgs, ingest: tokio::runtime::Handle) -> anyhow::Resul
         batch_max: args.batch_max,
         linger: Duration::from_millis(args.linger_ms),
         initial_load_min: args.initial_load_min,
-        runtime: Some(ingest),
+        runtime: ingest,
     };
     let live = stores::LiveStores::start(&args.data_dir, feed, cancel.child_token()).await?;
     let (store, index) = (live.store.clone(), live.index.clone());
