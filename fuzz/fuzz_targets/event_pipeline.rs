@@ -8,7 +8,8 @@ use libfuzzer_sys::fuzz_target;
 fuzz_target!(|data: &[u8]| {
     match coalition_events::decode(data) {
         Ok(event) => {
-            let position = coalition_mapping::LogPosition { topic: event.kind.topic().to_owned(), partition: 0, offset: 0 };
+            let position =
+                coalition_mapping::LogPosition { topic: event.kind.topic().to_owned(), partition: 0, offset: 0 };
             match coalition_mapping::map_event(&event, &position) {
                 Ok(mapped) => assert!(!mapped.provenance.is_empty()),
                 Err(e) => assert!(!e.code().is_empty()),

@@ -12,7 +12,7 @@
 //! `?p`) fan out the same way. They cost more to write by accident and are left to the timeout
 //! and the concurrency cap.
 //!
-//! The walk over the algebra ([`for_each_child`], [`for_each_expression`], [`for_each_operand`])
+//! The walk over the algebra (`for_each_child`, `for_each_expression`, `for_each_operand`)
 //! is shared with the SPARQL endpoint, which classifies queries into admission lanes with it.
 
 use crate::errors::{ApiError, ErrorKind};

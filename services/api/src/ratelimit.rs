@@ -3,7 +3,7 @@
 //! A request over the limit gets 429 `RATE_LIMITED` with `Retry-After`, before it is parsed.
 //!
 //! Memory is bounded: buckets that have refilled completely carry no state and are dropped when
-//! the table grows past [`MAX_BUCKETS`].
+//! the table grows past `MAX_BUCKETS` (10,000).
 
 use crate::auth::Principal;
 use crate::errors::{ApiError, ErrorKind};

@@ -56,6 +56,11 @@ pub struct AbuseArgs {
     /// The server's SPARQL timeout (`coalition serve --sparql-timeout-s`).
     #[arg(long, default_value_t = 1)]
     pub sparql_timeout_s: u64,
+    /// Hot-path requests ask for a fresh evaluation (`Cache-Control: no-cache`) instead of the
+    /// response cache's answer: the hot path then competes with the pathological queries for
+    /// evaluation, as it would if the data changed between every two requests.
+    #[arg(long)]
+    pub no_cache: bool,
     #[arg(long, default_value = "target/bench/abuse.json")]
     pub out: PathBuf,
     #[arg(long, default_value = "target/bench/abuse-work")]
@@ -69,6 +74,8 @@ pub struct Report {
     pub conversations: usize,
     pub events: usize,
     pub sparql_timeout_s: u64,
+    /// The hot-path requests were sent with `Cache-Control: no-cache` (`--no-cache`).
+    pub hot_path_no_cache: bool,
     pub cross_partner_attempts: usize,
     pub cross_partner_succeeded: usize,
     /// Refused attempts by HTTP status and `extensions.code`.
@@ -167,7 +174,11 @@ impl Report {
             ),
             ("p99 ratio (target <= 2)", format!("{:.2}", self.ratio)),
         ];
-        println!("abuse: {} conversations, {} events, {}", self.conversations, self.events, self.machine);
+        let answers = if self.hot_path_no_cache { "evaluated afresh (no-cache)" } else { "as served (response cache)" };
+        println!(
+            "abuse: {} conversations, {} events, hot path {answers}, {}",
+            self.conversations, self.events, self.machine
+        );
         for (k, v) in rows {
             println!("  {k:<42} {v}");
         }
@@ -193,10 +204,12 @@ impl HotPath {
     }
 }
 
-/// `clients` threads each run H1–H4 in turn, `rounds` times or until `stop` is set.
+/// `clients` threads each run H1–H4 in turn, `rounds` times or until `stop` is set, each request
+/// with `headers`.
 fn hot_path(
     server: &Server,
     queries: &[(String, String)],
+    headers: &[(&str, &str)],
     clients: usize,
     rounds: Option<usize>,
     stop: &AtomicBool,
@@ -212,7 +225,7 @@ fn hot_path(
                     for k in 0..queries.len() {
                         let (name, query) = &queries[(c + k) % queries.len()];
                         let t = Instant::now();
-                        let result = server.sparql_get(query, "application/sparql-results+json");
+                        let result = server.sparql_get_with_headers(headers, query, "application/sparql-results+json");
                         let ms = t.elapsed().as_secs_f64() * 1000.0;
                         let mut o = out.lock().expect("lock");
                         o.latencies_ms.push(ms);
@@ -460,8 +473,9 @@ pub fn run(args: AbuseArgs) -> Result<()> {
         })
         .collect::<Result<_>>()?;
     eprintln!("[abuse] hot-path baseline: {} clients x {} rounds of H1-H4", args.clients, args.iterations);
+    let headers: &[(&str, &str)] = if args.no_cache { &[("cache-control", "no-cache")] } else { &[] };
     let never = AtomicBool::new(false);
-    let baseline = hot_path(&server, &queries, args.clients, Some(args.iterations), &never);
+    let baseline = hot_path(&server, &queries, headers, args.clients, Some(args.iterations), &never);
     if let Some(e) = &baseline.first_error {
         eprintln!("  baseline: {} errors, first: {e}", baseline.errors);
     }
@@ -481,7 +495,7 @@ pub fn run(args: AbuseArgs) -> Result<()> {
     let mut slowest: f64 = 0.0;
     let mut recovered_ms = f64::NAN;
     let under_abuse = std::thread::scope(|s| -> Result<HotPath> {
-        let hot = s.spawn(|| hot_path(&server, &queries, args.clients, None, &stop));
+        let hot = s.spawn(|| hot_path(&server, &queries, headers, args.clients, None, &stop));
         let writers: Vec<_> = (0..args.writers.max(1))
             .map(|_| {
                 s.spawn(|| loop {
@@ -562,6 +576,7 @@ pub fn run(args: AbuseArgs) -> Result<()> {
         conversations: args.conversations,
         events: events.len(),
         sparql_timeout_s: args.sparql_timeout_s,
+        hot_path_no_cache: args.no_cache,
         cross_partner_attempts: args.attempts,
         cross_partner_succeeded: succeeded.into_inner(),
         cross_partner_refusals: refusals.into_inner().expect("lock"),
