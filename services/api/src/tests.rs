@@ -470,6 +470,34 @@ mod http {
         (status, outcome.unwrap_or_default(), String::from_utf8(body.to_vec()).unwrap())
     }
 
+    /// A query stopped by the SPARQL timeout stops evaluating and gives back its slot: the next
+    /// query in the general lane (one slot here) is admitted rather than waiting out the lane's
+    /// 2 s and being refused. Unbounded paths over every predicate between two variables went on
+    /// evaluating after their timeout — 28 s at 10k conversations; here, over the seed and a
+    /// 200,000-link chain, ~3 s, so the next query was refused (vendor/spareval/PATCHED.md).
+    #[tokio::test]
+    async fn a_query_stopped_by_the_timeout_gives_back_its_slot() {
+        use oxigraph::model::{NamedNode, Quad};
+        let f = fixture(ApiConfig {
+            sparql_timeout: std::time::Duration::from_millis(300),
+            max_concurrent_sparql: 1,
+            ..ApiConfig::default()
+        });
+        load_seed(&f);
+        let (links, next) = (200_000, NamedNode::new_unchecked("urn:test:next"));
+        let chain_graph = NamedNode::new_unchecked("urn:test:chain");
+        let node = |i: usize| NamedNode::new_unchecked(format!("urn:test:n{}", i % links));
+        let chain = (0..links).map(|i| Quad::new(node(i), next.clone(), node(i + 1), chain_graph.clone()));
+        f.store.oxigraph().extend(chain).unwrap();
+        let fresh = [("cache-control", "no-cache")];
+        let closure = "SELECT (COUNT(*) AS ?n) WHERE { ?s (!<urn:x>)*/(^!<urn:x>)* ?o }";
+        let (status, _, body) = sparql_get(&f, closure, &fresh).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+        assert!(body.contains("\"TIMEOUT\""), "{body}");
+        let (status, _, body) = sparql_get(&f, "ASK { ?s ?p ?o }", &fresh).await;
+        assert_eq!(status, StatusCode::OK, "the slot is still held: {body}");
+    }
+
     /// Answers are kept while the store and the index are unchanged, and a commit to either
     /// makes the next request compute its answer from the new data; mutations, live fields and
     /// failures are never kept.
