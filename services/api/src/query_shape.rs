@@ -1,12 +1,14 @@
-//! Refuses SPARQL queries whose shape the timeout cannot stop.
+//! Refuses SPARQL queries whose shape the timeout cannot contain.
 //!
-//! Oxigraph checks for cancellation each time it reads from the store. A join of groups of
-//! patterns that share no variable is a cartesian product, evaluated from memory: with three or
-//! more such groups, each row read from the store fans out to N² combinations before the next
-//! check, so a "cancelled" query keeps a core (and its SPARQL slot) busy for minutes or hours
-//! (`{ ?a ?b ?c . ?d ?e ?f . ?g ?h ?i }`). A product of two groups is checked every N rows and
-//! stops promptly, so it is allowed; so are products with small sides (`VALUES`, `BIND` of
-//! constants, an aggregate without `GROUP BY`, a subquery with a small `LIMIT`).
+//! A join of groups of patterns that share no variable is a cartesian product. With three or
+//! more such groups, the product of two of them (N² rows) can be gathered whole, in memory, as
+//! one side of the next join before a row comes out (`{ ?a ?b ?c . ?d ?e ?f . ?g ?h ?i }`):
+//! unbounded memory, and hours of work the timeout would only cut short. (Before the evaluator
+//! stopped at its cancellation, `vendor/spareval/PATCHED.md`, such a query also went on for
+//! minutes after its timeout, holding its SPARQL slot.) A product of two groups yields its rows
+//! one at a time and stops at its timeout, so it is allowed; so are products with small sides
+//! (`VALUES`, `BIND` of constants, an aggregate without `GROUP BY`, a subquery with a small
+//! `LIMIT`).
 //!
 //! What this does not catch: joins on a shared but unselective variable (every pattern sharing
 //! `?p`) fan out the same way. They cost more to write by accident and are left to the timeout
