@@ -61,16 +61,16 @@ fn an_online_rebuild_swaps_in_without_stopping_reads() -> Result<()> {
             scope.spawn(move || {
                 // `no-cache`: every read is evaluated over whichever stores are in place, not
                 // answered from a kept answer.
-                let fresh = [("cache-control", "no-cache")];
+                let fresh = Server::cache_headers(true);
                 while !stop.load(Ordering::Relaxed) {
                     let answer = if reader == 0 {
-                        server.graphql_with_headers(&fresh, DASHBOARD, json!({})).and_then(|(status, v)| {
+                        server.graphql_with_headers(fresh, DASHBOARD, json!({})).and_then(|(status, v)| {
                             anyhow::ensure!(status == 200 && v.get("errors").is_none(), "HTTP {status}: {v}");
                             anyhow::ensure!(v["data"] == expected, "dashboard changed: {v}");
                             Ok(())
                         })
                     } else {
-                        server.sparql_get_with_headers(&fresh, COUNT, "application/sparql-results+json").and_then(
+                        server.sparql_get_with_headers(fresh, COUNT, "application/sparql-results+json").and_then(
                             |(status, _, body)| {
                                 anyhow::ensure!(status == 200, "SPARQL {status}: {body}");
                                 Ok(())

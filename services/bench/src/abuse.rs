@@ -473,7 +473,7 @@ pub fn run(args: AbuseArgs) -> Result<()> {
         })
         .collect::<Result<_>>()?;
     eprintln!("[abuse] hot-path baseline: {} clients x {} rounds of H1-H4", args.clients, args.iterations);
-    let headers: &[(&str, &str)] = if args.no_cache { &[("cache-control", "no-cache")] } else { &[] };
+    let headers = Server::cache_headers(args.no_cache);
     let never = AtomicBool::new(false);
     let baseline = hot_path(&server, &queries, headers, args.clients, Some(args.iterations), &never);
     if let Some(e) = &baseline.first_error {

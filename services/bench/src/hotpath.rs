@@ -322,7 +322,7 @@ fn raw_query(store: &oxigraph::store::Store, query: &str) -> Result<Rows> {
 /// Sends one request for `q` to the server (`fresh`: with `Cache-Control: no-cache`, evaluated
 /// afresh); returns the SPARQL answer's rows (empty for GraphQL).
 fn ask(server: &Server, q: &Question, text: &str, fresh: bool) -> Result<Rows> {
-    let headers: &[(&str, &str)] = if fresh { &[("cache-control", "no-cache")] } else { &[] };
+    let headers = Server::cache_headers(fresh);
     if q.file.ends_with(".graphql") {
         let (status, v) = server.graphql_with_headers(headers, text, variables())?;
         anyhow::ensure!(status == 200 && v.get("errors").is_none(), "{}: HTTP {status}: {v}", q.name);

@@ -335,6 +335,17 @@ impl Server {
         Ok((status, body))
     }
 
+    /// Request headers for [`Server::graphql_with_headers`] and
+    /// [`Server::sparql_get_with_headers`]: with `fresh`, ask for an answer evaluated for this
+    /// request (`Cache-Control: no-cache`); without, take the response cache's.
+    pub fn cache_headers(fresh: bool) -> &'static [(&'static str, &'static str)] {
+        if fresh {
+            &[("cache-control", "no-cache")]
+        } else {
+            &[]
+        }
+    }
+
     /// A SPARQL protocol GET; returns (status, content type, body).
     pub fn sparql_get(&self, query: &str, accept: &str) -> Result<(u16, String, String)> {
         self.sparql_get_with_headers(&[], query, accept)
