@@ -87,6 +87,7 @@ impl From<coalition_search::SearchError> for ApiError {
     fn from(e: coalition_search::SearchError) -> Self {
         match e {
             coalition_search::SearchError::Query { .. } => ApiError::new(ErrorKind::BadUserInput, e.to_string()),
+            coalition_search::SearchError::QueryTooLarge(_) => ApiError::new(ErrorKind::TooLarge, e.to_string()),
             other => ApiError::internal(other),
         }
     }

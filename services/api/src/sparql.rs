@@ -183,17 +183,23 @@ async fn run(state: AppState, slots: QuerySlots, params: Params, headers: &Heade
     let evaluator = SparqlEvaluator::new()
         .with_cancellation_token(token.clone())
         .with_custom_function(NamedNode::new_unchecked(TEXT_SCORE), text_score(state.index.clone()));
-    let parsed = match spargebra::SparqlParser::new().parse_query(&query) {
-        Ok(p) => p,
-        Err(e) => {
-            if SparqlEvaluator::new().parse_update(&query).is_ok() {
-                return Err(read_only());
+    // On a stack of its own: a chain of operators parses into a tree as deep as it is long, and
+    // the parser and the tree's drop (when the query is refused) recurse through it.
+    let (parsed, lane) = crate::nesting::on_query_stack(|| {
+        let parsed = match spargebra::SparqlParser::new().parse_query(&query) {
+            Ok(p) => p,
+            Err(e) => {
+                if SparqlEvaluator::new().parse_update(&query).is_ok() {
+                    return Err(read_only());
+                }
+                return Err(ApiError::new(ErrorKind::BadUserInput, format!("invalid SPARQL query: {e}")));
             }
-            return Err(ApiError::new(ErrorKind::BadUserInput, format!("invalid SPARQL query: {e}")));
-        }
-    };
-    crate::query_shape::check(&parsed)?;
-    let lane = Lane::of(&parsed);
+        };
+        crate::nesting::check_algebra(&parsed)?;
+        crate::query_shape::check(&parsed)?;
+        let lane = Lane::of(&parsed);
+        Ok((parsed, lane))
+    })?;
     let mut prepared = evaluator.for_query(parsed);
     if let Some(position) = &params.as_of {
         let position = crate::read::Position::parse(position)?;
@@ -217,8 +223,11 @@ async fn run(state: AppState, slots: QuerySlots, params: Params, headers: &Heade
         let slot = slots.acquire(lane).await?;
         let work = tokio::task::spawn_blocking(move || -> Result<(Vec<u8>, &'static str), ApiError> {
             let _slot = slot;
-            let results = prepared.on_store(&store.oxigraph()).execute().map_err(eval_error)?;
-            serialize(results, &accept, max_rows)
+            // The optimizer and the evaluator recurse once per level of the algebra.
+            crate::nesting::on_query_stack(|| {
+                let results = prepared.on_store(&store.oxigraph()).execute().map_err(eval_error)?;
+                serialize(results, &accept, max_rows)
+            })
         });
         match tokio::time::timeout(timeout, work).await {
             Ok(joined) => joined.map_err(ApiError::internal)?,

@@ -260,6 +260,55 @@ mod http {
         );
     }
 
+    /// Chains of operators nest without brackets: 60 KB of `&&` once overflowed the worker's stack
+    /// in the parser's tree and aborted the process. Every kind of chain at the size limit is now
+    /// refused with the limit it passed, and the endpoint goes on answering.
+    #[tokio::test]
+    async fn long_chains_of_operators_are_refused_and_the_endpoint_goes_on() {
+        let f = fixture(ApiConfig::default());
+        let size = 60_000;
+        let fill = |unit: &str| unit.repeat(size / unit.len());
+        for (query, limit) in [
+            (format!("ASK {{ FILTER(true{}) }}", fill("&&true")), "more than 1000 patterns"),
+            (format!("ASK {{ FILTER(1{}) }}", fill("+1")), "more than 1000 patterns"),
+            (format!("ASK {{ {{}}{} }}", fill(" UNION {}")), "more than 1000 patterns"),
+            (format!("ASK {{ {} }}", fill("MINUS {} ")), "more than 1000 patterns"),
+            (format!("ASK {{ FILTER(1 IN ({}1)) }}", fill("1,")), "more than 1000 patterns"),
+            (format!("ASK {{ {} }}", fill("?s ?p ?o . ")), "joins more than 64"),
+            (format!("ASK {{ {} }}", fill("OPTIONAL {} ")), "joins more than 64"),
+            (format!("ASK {{ ?s <urn:a>{} ?o }}", "/<urn:a>".repeat(7_000)), "joins more than 64"),
+        ] {
+            let request = Request::post("/sparql")
+                .header("content-type", "application/sparql-query")
+                .body(Body::from(query.clone()))
+                .unwrap();
+            let (status, v) = send(&f, request).await;
+            assert_eq!(
+                (status, v["error"]["code"].as_str()),
+                (StatusCode::PAYLOAD_TOO_LARGE, Some("LIMIT_EXCEEDED")),
+                "{:.60}: {v:.300}",
+                query
+            );
+            let message = v["error"]["message"].as_str().unwrap_or_default();
+            assert!(message.contains(limit), "{:.60}: {message}", query);
+        }
+        let (status, v) = send(&f, Request::get("/sparql?query=ASK%7B%7D").body(Body::empty()).unwrap()).await;
+        assert_eq!((status, &v["boolean"]), (StatusCode::OK, &json!(true)), "{v}");
+    }
+
+    /// A search query nested deep enough once overflowed the stack inside Tantivy's parser and
+    /// aborted the process; it is refused with the limit it passed, through GraphQL and SPARQL.
+    #[tokio::test]
+    async fn deep_search_queries_are_refused_and_the_endpoint_goes_on() {
+        let f = fixture(ApiConfig::default());
+        let deep = format!("{}trust{}", "(".repeat(400), ")".repeat(400));
+        let (status, _, v) = graphql(&f, None, &format!(r#"{{ search(query: "{deep}") {{ totalCount }} }}"#)).await;
+        assert_eq!((status, code(&v)), (StatusCode::OK, "LIMIT_EXCEEDED"), "{v:.300}");
+        assert!(v.to_string().contains("nests 400 levels of brackets"), "{v:.300}");
+        let (status, _, v) = graphql(&f, None, r#"{ search(query: "trust") { totalCount } }"#).await;
+        assert!(status == StatusCode::OK && v["data"]["search"]["totalCount"].is_i64(), "{v:.300}");
+    }
+
     /// Parameters the endpoint cannot read get a coded JSON error, not the framework's plain text.
     #[tokio::test]
     async fn unreadable_sparql_parameters_have_a_code() {

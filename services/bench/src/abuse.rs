@@ -348,7 +348,7 @@ fn classify_write(status: u16, v: &Value) -> Option<String> {
 
 /// The `n`-th pathological query: each shape in turn, each text different.
 fn pathological(n: usize) -> String {
-    match n % 6 {
+    match n % 8 {
         // A three-way cartesian product, counted (nothing to serialize): refused before evaluation,
         // since the timeout could not stop it promptly.
         0 => format!("SELECT (COUNT(*) AS ?n) WHERE {{ ?a ?b ?c . ?d ?e ?f . ?g ?h ?i FILTER(STR(?i) != \"{n}\") }}"),
@@ -372,7 +372,16 @@ fn pathological(n: usize) -> String {
             n + 1
         ),
         // Three patterns joined on one unselective variable.
-        _ => format!("SELECT (COUNT(*) AS ?n) WHERE {{ ?a ?p ?b . ?c ?p ?d . ?e ?p ?f FILTER(?b != \"{n}\") }}"),
+        5 => format!("SELECT (COUNT(*) AS ?n) WHERE {{ ?a ?p ?b . ?c ?p ?d . ?e ?p ?f FILTER(?b != \"{n}\") }}"),
+        // 128 patterns in one join: the planner, which cannot be cancelled, would take seconds
+        // (it grows with the fourth power of the operands). Refused before evaluation.
+        6 => format!(
+            "ASK {{ {} FILTER(?o0 != \"{n}\") }}",
+            (0..128).map(|i| format!("?s <urn:abuse:p{i}> ?o{i} . ")).collect::<String>()
+        ),
+        // A chain of 5,000 operators without a bracket: a tree as deep as the chain, which once
+        // overflowed a worker's stack and aborted the server. Refused before evaluation.
+        _ => format!("ASK {{ ?s ?p ?o FILTER(?o != \"{n}\"{}) }}", " && true".repeat(5_000)),
     }
 }
 

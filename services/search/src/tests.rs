@@ -73,6 +73,24 @@ fn search_ranks_snippets_and_filters_inside_the_query() {
     assert!(matches!(index.search("title:(", &SearchFilter::default(), 10, 0), Err(SearchError::Query { .. })));
 }
 
+/// Tantivy's parser backtracks at every level of brackets (20 levels took it 6.9 s; some 10,000
+/// overflowed the stack), and its work grows with the query's length: both are bounded first.
+#[test]
+fn deep_and_long_queries_are_refused_before_parsing() {
+    let index = SearchIndex::in_memory().unwrap();
+    let any = SearchFilter::default();
+    let nested = |n: usize| format!("{}trust{}", "(".repeat(n), ")".repeat(n));
+    assert!(index.search(&nested(MAX_QUERY_NESTING), &any, 10, 0).is_ok());
+    for query in [nested(MAX_QUERY_NESTING + 1), nested(10_000), "trust ".repeat(200)] {
+        let e = index.search(&query, &any, 10, 0).unwrap_err();
+        assert!(matches!(e, SearchError::QueryTooLarge(_)), "{e}");
+        assert!(e.to_string().contains("the limit is"), "{e}");
+    }
+    // Brackets inside a phrase are words, not nesting.
+    let phrase = format!("\"{}\" trust", "(".repeat(20));
+    assert!(check_query(&phrase).is_ok(), "{phrase}");
+}
+
 #[test]
 fn counting_up_to_a_limit_is_exact_below_it_and_a_bound_above() {
     let index = SearchIndex::in_memory().unwrap();
