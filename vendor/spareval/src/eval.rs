@@ -1266,6 +1266,8 @@ impl<'a, D: QueryableDataset<'a>> SimpleEvaluator<'a, D> {
                                     built: built_values,
                                     buffered_results: errors,
                                     cancellation_token: cancellation_token.clone(),
+                                    current: None,
+                                    stopped: false,
                                 })
                             })
                         } else {
@@ -3777,33 +3779,52 @@ impl<'a, D: QueryableDataset<'a>> Clone for PathEvaluator<'a, D> {
 
 struct CartesianProductJoinIterator<'a, T> {
     probe_iter: Peekable<InternalTuplesIterator<'a, T>>,
-    // Patched: the results of one probe tuple are yielded only while the query is not cancelled.
+    // Patched: combinations are made one at a time, from the probe tuple being combined and the
+    // index of the next built tuple, not all of a probe tuple's at once (a side of 10^5 tuples
+    // made 10^5 before the cancellation could be seen); none once the query is cancelled.
     cancellation_token: CancellationToken,
     built: Vec<InternalTuple<T>>,
     buffered_results: Vec<Result<InternalTuple<T>, QueryEvaluationError>>,
+    current: Option<(InternalTuple<T>, usize)>,
+    stopped: bool,
 }
 
 impl<T: Clone + Eq> Iterator for CartesianProductJoinIterator<'_, T> {
     type Item = Result<InternalTuple<T>, QueryEvaluationError>;
 
     fn next(&mut self) -> Option<Self::Item> {
+        if let Some(result) = self.buffered_results.pop() {
+            return Some(result);
+        }
         loop {
-            if let Some(result) = self.buffered_results.pop() {
-                if self.cancellation_token.is_cancelled() {
-                    self.buffered_results.clear();
-                    return Some(Err(QueryEvaluationError::Cancelled));
+            if self.stopped {
+                return None;
+            }
+            if self.cancellation_token.is_cancelled() {
+                self.stopped = true;
+                self.current = None;
+                return Some(Err(QueryEvaluationError::Cancelled));
+            }
+            if let Some((probe_tuple, next_built)) = &mut self.current {
+                while let Some(built_tuple) = self.built.get(*next_built) {
+                    *next_built += 1;
+                    if let Some(result_tuple) = probe_tuple.combine_with(built_tuple) {
+                        return Some(Ok(result_tuple));
+                    }
+                    if *next_built % 1024 == 0 && self.cancellation_token.is_cancelled() {
+                        break;
+                    }
                 }
-                return Some(result);
+                if *next_built < self.built.len() {
+                    continue; // Cancelled: said at the top of the loop.
+                }
+                self.current = None;
             }
             let probe_tuple = match self.probe_iter.next()? {
                 Ok(probe_tuple) => probe_tuple,
                 Err(error) => return Some(Err(error)),
             };
-            for built_tuple in &self.built {
-                if let Some(result_tuple) = probe_tuple.combine_with(built_tuple) {
-                    self.buffered_results.push(Ok(result_tuple))
-                }
-            }
+            self.current = Some((probe_tuple, 0));
         }
     }
 
@@ -3840,12 +3861,17 @@ impl<T: Clone + Eq + Hash> Iterator for HashJoinIterator<'_, T> {
                 Ok(probe_tuple) => probe_tuple,
                 Err(error) => return Some(Err(error)),
             };
-            self.buffered_results.extend(
-                self.built
-                    .get(&probe_tuple)
-                    .iter()
-                    .filter_map(|built_tuple| probe_tuple.combine_with(built_tuple).map(Ok)),
-            )
+            // Patched: a probe tuple can match most of the built side (a join on `?p`); the
+            // cancellation is looked at every 1024 of its matches.
+            for (i, built_tuple) in self.built.get(&probe_tuple).iter().enumerate() {
+                if i % 1024 == 1023 && self.cancellation_token.is_cancelled() {
+                    self.buffered_results.clear();
+                    return Some(Err(QueryEvaluationError::Cancelled));
+                }
+                if let Some(result_tuple) = probe_tuple.combine_with(built_tuple) {
+                    self.buffered_results.push(Ok(result_tuple));
+                }
+            }
         }
     }
 
