@@ -17,7 +17,7 @@
 //! reached Kafka, or a pathological query was neither stopped by the timeout nor refused.
 
 use crate::gen;
-use crate::hotpath::{applied, parameterise, percentile, produce_all, QUESTIONS};
+use crate::hotpath::{applied, parameterise, percentile, produce_all, StopOnDrop, QUESTIONS};
 use anyhow::{Context as _, Result};
 use coalition_testkit::{wait_for, Broker, Server};
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -504,6 +504,7 @@ pub fn run(args: AbuseArgs) -> Result<()> {
     let mut slowest: f64 = 0.0;
     let mut recovered_ms = f64::NAN;
     let under_abuse = std::thread::scope(|s| -> Result<HotPath> {
+        let _stop = StopOnDrop(&stop);
         let hot = s.spawn(|| hot_path(&server, &queries, headers, args.clients, None, &stop));
         let writers: Vec<_> = (0..args.writers.max(1))
             .map(|_| {

@@ -391,6 +391,7 @@ fn with_load<T>(
     use std::sync::atomic::{AtomicBool, Ordering};
     let stop = AtomicBool::new(false);
     std::thread::scope(|scope| {
+        let _stop = StopOnDrop(&stop);
         let load = scope.spawn(|| -> Result<u64> {
             let producer: FutureProducer =
                 ClientConfig::new().set("bootstrap.servers", bootstrap).set("linger.ms", "5").create()?;
@@ -423,6 +424,18 @@ fn with_load<T>(
         let sent = load.join().map_err(|_| anyhow::anyhow!("load thread panicked"))??;
         Ok((result?, sent))
     })
+}
+
+/// Sets its flag when dropped. Threads of a `std::thread::scope` that run until a flag is set
+/// must get it however the scope's body ends: the scope waits for them, so an error returned or a
+/// panic before the flag is set would otherwise hang the run (a panicking abuse run once went on
+/// loading the machine for 49 minutes).
+pub(crate) struct StopOnDrop<'a>(pub(crate) &'a std::sync::atomic::AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// Waits until the server has applied `rate / 10` more records than when called (none if `rate`
