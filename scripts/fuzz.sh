@@ -18,8 +18,8 @@ for target in $targets; do
   log=$(mktemp)
   if ! cargo fuzz run "$target" -- -max_total_time="$seconds" -max_len=4096 -print_final_stats=1 >"$log" 2>&1; then
     # The panic message, the sanitizer's report and the crashing input, not only the stack's tail.
-    grep -m 5 -E "panicked at|ERROR: (AddressSanitizer|libFuzzer)|SUMMARY:" "$log" || true
     grep -m 1 -A 3 -E "^thread .* panicked" "$log" || true
+    grep -m 2 -E "ERROR: (AddressSanitizer|libFuzzer)|SUMMARY:" "$log" || true
     grep -E "Test unit written|^Base64:" "$log" || true
     tail -n 40 "$log"
     echo "fuzz: $target failed after $count passed"

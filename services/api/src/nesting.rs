@@ -16,7 +16,7 @@
 //! small enough for the optimizer ([`check_algebra`]); its evaluation runs on such a stack too.
 
 use crate::errors::{ApiError, ErrorKind};
-use crate::query_shape::{for_each_child, for_each_expression, for_each_operand};
+use crate::query_shape::{for_each_child, for_each_expression, for_each_operand, pattern_of};
 use spargebra::algebra::{Expression, GraphPattern, PropertyPathExpression};
 use spargebra::Query;
 
@@ -77,14 +77,8 @@ pub fn on_query_stack<R>(f: impl FnOnce() -> R) -> R {
 /// [`MAX_JOINED_OPERANDS`] operands. The walk stops at the first node past a limit, so it never
 /// recurses deeper than [`MAX_ALGEBRA_NODES`].
 pub fn check_algebra(query: &Query) -> Result<(), ApiError> {
-    let pattern = match query {
-        Query::Select { pattern, .. }
-        | Query::Construct { pattern, .. }
-        | Query::Describe { pattern, .. }
-        | Query::Ask { pattern, .. } => pattern,
-    };
     let mut budget = Budget { nodes: MAX_ALGEBRA_NODES, operands: MAX_JOINED_OPERANDS };
-    count_pattern(pattern, &mut budget).map_err(|exceeded| {
+    count_pattern(pattern_of(query), &mut budget).map_err(|exceeded| {
         let message = match exceeded {
             Exceeded::Nodes => format!(
                 "SPARQL query has more than {MAX_ALGEBRA_NODES} patterns, operators, path steps and IN members; the limit is {MAX_ALGEBRA_NODES}: split it, or pass long lists of values with VALUES"

@@ -31,13 +31,17 @@ const SMALL: usize = 1_000;
 
 /// Refuses `query` if it joins more than [`MAX_PRODUCT_FACTORS`] groups sharing no variable.
 pub fn check(query: &Query) -> Result<(), ApiError> {
-    let pattern = match query {
+    check_pattern(pattern_of(query))
+}
+
+/// The graph pattern of `query`, whatever its form.
+pub(crate) fn pattern_of(query: &Query) -> &GraphPattern {
+    match query {
         Query::Select { pattern, .. }
         | Query::Construct { pattern, .. }
         | Query::Describe { pattern, .. }
         | Query::Ask { pattern, .. } => pattern,
-    };
-    check_pattern(pattern)
+    }
 }
 
 /// One operand of a join: the variables it binds, and whether it can be large.

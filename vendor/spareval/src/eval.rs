@@ -3796,7 +3796,7 @@ impl<T: Clone + Eq> Iterator for CartesianProductJoinIterator<'_, T> {
         if let Some(result) = self.buffered_results.pop() {
             return Some(result);
         }
-        loop {
+        'next: loop {
             if self.stopped {
                 return None;
             }
@@ -3811,12 +3811,9 @@ impl<T: Clone + Eq> Iterator for CartesianProductJoinIterator<'_, T> {
                     if let Some(result_tuple) = probe_tuple.combine_with(built_tuple) {
                         return Some(Ok(result_tuple));
                     }
-                    if *next_built % 1024 == 0 && self.cancellation_token.is_cancelled() {
-                        break;
+                    if *next_built % 1024 == 0 {
+                        continue 'next; // Incompatible for a while: look at the cancellation.
                     }
-                }
-                if *next_built < self.built.len() {
-                    continue; // Cancelled: said at the top of the loop.
                 }
                 self.current = None;
             }
