@@ -15,7 +15,10 @@ use crate::{nn, projection, write_offsets, Applicable, GraphStore, StoreError};
 use coalition_mapping::vocab::{self, coal};
 use coalition_mapping::{Offsets, OrderKey};
 use oxigraph::model::{GraphName, NamedNode, Quad};
+use siphasher::sip128::{Hasher128, SipHasher24};
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
+use std::hash::Hasher;
 
 /// Quads handed to the bulk loader at once: each batch becomes one set of sorted files, written
 /// by one loader thread while the caller goes on filling the next.
@@ -47,27 +50,31 @@ pub enum Verdict {
 /// log order, says what [`GraphStore::apply`] would have done with each event (so counts and
 /// provenance match a transactional replay); the second picks out the event that won each entity
 /// graph, whose facts are the graph's.
+///
+/// Event ids and graph names are kept as their 128-bit SipHash ([`key`]), not as strings: a
+/// million conversations make 2.6 million of each. It is the hash Oxigraph keys its string
+/// dictionary by, so the store already takes two strings with the same hash to be one string.
 #[derive(Debug, Default)]
 pub struct LoadPlan {
-    seen: HashSet<String>,
-    winners: HashMap<String, OrderKey>,
+    seen: HashSet<u128>,
+    winners: HashMap<u128, OrderKey>,
 }
 
 impl LoadPlan {
     /// First pass: records `item` and returns what a transactional apply would do with it.
     pub fn record(&mut self, item: &Applicable) -> Verdict {
-        if !self.seen.insert(item.event_id.clone()) {
+        if !self.seen.insert(key(&item.event_id)) {
             return Verdict::Duplicate;
         }
         let order = &item.mapped.order;
-        match self.winners.get_mut(item.mapped.graph.as_str()) {
-            Some(current) if *current >= *order => Verdict::Stale,
-            Some(current) => {
-                current.clone_from(order);
+        match self.winners.entry(key(item.mapped.graph.as_str())) {
+            Entry::Occupied(current) if *current.get() >= *order => Verdict::Stale,
+            Entry::Occupied(mut current) => {
+                current.get_mut().clone_from(order);
                 Verdict::Applied
             }
-            None => {
-                self.winners.insert(item.mapped.graph.as_str().to_owned(), order.clone());
+            Entry::Vacant(slot) => {
+                slot.insert(order.clone());
                 Verdict::Applied
             }
         }
@@ -76,13 +83,20 @@ impl LoadPlan {
     /// Second pass: true for the event that won its entity graph, once (a later copy of the same
     /// event answers false).
     pub fn take_winner(&mut self, item: &Applicable) -> bool {
-        let graph = item.mapped.graph.as_str();
-        if self.winners.get(graph) != Some(&item.mapped.order) {
+        let graph = key(item.mapped.graph.as_str());
+        if self.winners.get(&graph) != Some(&item.mapped.order) {
             return false;
         }
-        self.winners.remove(graph);
+        self.winners.remove(&graph);
         true
     }
+}
+
+/// The 128-bit SipHash-2-4 of `s`, as Oxigraph's `StrHash`.
+fn key(s: &str) -> u128 {
+    let mut hasher = SipHasher24::new();
+    hasher.write(s.as_bytes());
+    hasher.finish128().into()
 }
 
 /// Collects quads for the bulk loader; see [`GraphStore::initial_load`].
