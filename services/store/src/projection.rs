@@ -152,10 +152,109 @@ enum Cell {
     Refcount(Observation, Dimension, Term),
 }
 
+/// An observation with each of its terms replaced by its index in [`Terms`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+enum ObsKey {
+    Dashboard(u32),
+    Evidence(u32, Option<u32>),
+    Rollup(u32, i64, Option<u32>),
+    CaseStudies(u32),
+}
+
+/// A [`Cell`] with its terms replaced by their index in [`Terms`]: the cells accumulated over a
+/// whole store (an initial load: over a million at 1M conversations, most of them a partner's
+/// roll-up) hold no strings of their own, each distinct term being kept once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum CellKey {
+    Counter(ObsKey, &'static str),
+    Refcount(ObsKey, Dimension, u32),
+}
+
+/// The distinct terms named by accumulated cells, each kept once and known by its index.
+#[derive(Debug, Default)]
+struct Terms {
+    ids: HashMap<Term, u32>,
+    all: Vec<Term>,
+}
+
+impl Terms {
+    fn id(&mut self, term: Term) -> u32 {
+        if let Some(&id) = self.ids.get(&term) {
+            return id;
+        }
+        let id = u32::try_from(self.all.len()).expect("fewer than 2^32 distinct terms in the cells");
+        self.all.push(term.clone());
+        self.ids.insert(term, id);
+        id
+    }
+
+    fn node_id(&mut self, node: NamedNode) -> u32 {
+        self.id(node.into())
+    }
+
+    fn string_id(&mut self, value: String) -> u32 {
+        self.id(Literal::new_simple_literal(value).into())
+    }
+
+    fn term(&self, id: u32) -> &Term {
+        &self.all[id as usize]
+    }
+
+    fn node(&self, id: u32) -> NamedNode {
+        match self.term(id) {
+            Term::NamedNode(n) => n.clone(),
+            other => unreachable!("term {other} was interned as a named node"),
+        }
+    }
+
+    fn string(&self, id: u32) -> String {
+        lexical(self.term(id))
+    }
+
+    fn key(&mut self, cell: Cell) -> CellKey {
+        match cell {
+            Cell::Counter(obs, measure) => CellKey::Counter(self.obs_key(obs), measure),
+            Cell::Refcount(obs, dim, value) => {
+                let obs = self.obs_key(obs);
+                CellKey::Refcount(obs, dim, self.id(value))
+            }
+        }
+    }
+
+    fn obs_key(&mut self, obs: Observation) -> ObsKey {
+        match obs {
+            Observation::Dashboard { recommendation } => ObsKey::Dashboard(self.node_id(recommendation)),
+            Observation::Evidence { group, country } => {
+                ObsKey::Evidence(self.string_id(group), country.map(|c| self.string_id(c)))
+            }
+            Observation::Rollup { partner, year, recommendation } => {
+                ObsKey::Rollup(self.node_id(partner), year, recommendation.map(|r| self.node_id(r)))
+            }
+            Observation::CaseStudies { recommendation } => ObsKey::CaseStudies(self.node_id(recommendation)),
+        }
+    }
+
+    fn observation(&self, key: ObsKey) -> Observation {
+        match key {
+            ObsKey::Dashboard(r) => Observation::Dashboard { recommendation: self.node(r) },
+            ObsKey::Evidence(group, country) => {
+                Observation::Evidence { group: self.string(group), country: country.map(|c| self.string(c)) }
+            }
+            ObsKey::Rollup(partner, year, recommendation) => Observation::Rollup {
+                partner: self.node(partner),
+                year,
+                recommendation: recommendation.map(|r| self.node(r)),
+            },
+            ObsKey::CaseStudies(r) => Observation::CaseStudies { recommendation: self.node(r) },
+        }
+    }
+}
+
 /// Difference of contributions, accumulated over a batch and written once at its end.
 #[derive(Debug, Default)]
 pub(crate) struct Maintenance {
-    deltas: HashMap<Cell, i64>,
+    deltas: HashMap<CellKey, i64>,
+    terms: Terms,
     /// Ancestors-or-self of a recommendation that are recommendations; valid until a
     /// recommendation changes.
     ancestors: HashMap<NamedNode, Vec<NamedNode>>,
@@ -237,7 +336,8 @@ impl Maintenance {
         for e in entities {
             for (cell, amount) in self.contribution(tx, e)? {
                 if keep(&cell) {
-                    *self.deltas.entry(cell).or_default() += sign * amount;
+                    let key = self.terms.key(cell);
+                    *self.deltas.entry(key).or_default() += sign * amount;
                 }
             }
         }
@@ -387,13 +487,18 @@ impl Maintenance {
     /// The accumulated differences without the zeros: counter deltas per (observation, measure),
     /// and reference-count deltas per cell.
     fn split(self) -> (Counters, Vec<(Observation, Dimension, Term, i64)>) {
+        let terms = self.terms;
         let mut counters = BTreeMap::new();
         let mut refcounts = Vec::new();
         for (cell, delta) in self.deltas {
             match cell {
                 _ if delta == 0 => {}
-                Cell::Counter(obs, measure) => *counters.entry((obs, measure)).or_default() += delta,
-                Cell::Refcount(obs, dim, value) => refcounts.push((obs, dim, value, delta)),
+                CellKey::Counter(obs, measure) => {
+                    *counters.entry((terms.observation(obs), measure)).or_default() += delta;
+                }
+                CellKey::Refcount(obs, dim, value) => {
+                    refcounts.push((terms.observation(obs), dim, terms.term(value).clone(), delta));
+                }
             }
         }
         (counters, refcounts)
@@ -507,11 +612,23 @@ impl Maintenance {
     /// at once.
     pub(crate) fn initial_quads<E>(self, mut out: impl FnMut(Quad) -> Result<(), E>) -> Result<(), E> {
         let cells_graph = GraphName::NamedNode(NamedNode::new_unchecked(vocab::PROJECTION_CELLS_GRAPH));
-        let (mut counters, refcounts) = self.split();
-        let mut latest: BTreeMap<Observation, Term> = BTreeMap::new();
-        for (obs, dim, value, delta) in refcounts {
-            let node = cell_iri(&obs, dim, &value);
-            for quad in cell_quads(&obs, dim, &value, &node) {
+        let Maintenance { deltas, terms, .. } = self;
+        // Counters and latest dates stay keyed by index: an observation's terms are looked up
+        // only as its quads are made.
+        let mut counters: BTreeMap<(ObsKey, &'static str), i64> = BTreeMap::new();
+        let mut latest: BTreeMap<ObsKey, u32> = BTreeMap::new();
+        for (cell, delta) in deltas {
+            let (key, dim, value) = match cell {
+                _ if delta == 0 => continue,
+                CellKey::Counter(key, measure) => {
+                    *counters.entry((key, measure)).or_default() += delta;
+                    continue;
+                }
+                CellKey::Refcount(key, dim, value) => (key, dim, value),
+            };
+            let obs = terms.observation(key);
+            let node = cell_iri(&obs, dim, terms.term(value));
+            for quad in cell_quads(&obs, dim, terms.term(value), &node) {
                 out(quad)?;
             }
             out(Quad::new(node, nn(coal::CELL_COUNT), Literal::from(delta), cells_graph.clone()))?;
@@ -519,26 +636,29 @@ impl Maintenance {
                 continue;
             }
             match dim.counter() {
-                Some(measure) => *counters.entry((obs, measure)).or_default() += 1,
+                Some(measure) => *counters.entry((key, measure)).or_default() += 1,
                 None => {
-                    let entry = latest.entry(obs).or_insert_with(|| value.clone());
-                    if lexical(&value) > lexical(entry) {
+                    let entry = latest.entry(key).or_insert(value);
+                    if lexical(terms.term(value)) > lexical(terms.term(*entry)) {
                         *entry = value;
                     }
                 }
             }
         }
         let mut counted = BTreeSet::new();
-        for ((obs, measure), value) in counters {
+        for ((key, measure), value) in counters {
             if value != 0 {
+                let obs = terms.observation(key);
                 out(Quad::new(obs.iri(), nn(measure), Literal::from(value), obs.graph()))?;
-                counted.insert(obs);
+                counted.insert(key);
             }
         }
-        for (obs, date) in latest {
-            out(Quad::new(obs.iri(), nn(coal::LATEST_OUTCOME_DATE), date, obs.graph()))?;
+        for (key, date) in latest {
+            let obs = terms.observation(key);
+            out(Quad::new(obs.iri(), nn(coal::LATEST_OUTCOME_DATE), terms.term(date).clone(), obs.graph()))?;
         }
-        for obs in counted {
+        for key in counted {
+            let obs = terms.observation(key);
             for (p, o) in obs.header() {
                 out(Quad::new(obs.iri(), nn(p), o, obs.graph()))?;
             }
@@ -979,12 +1099,12 @@ impl crate::GraphStore {
         maintenance.account_cells(&tx, &case_studies, 1, |cell| {
             matches!(cell, Cell::Refcount(Observation::CaseStudies { .. }, Dimension::CaseStudy, _))
         })?;
-        let members: HashSet<&Term> = maintenance
+        let members: HashSet<u32> = maintenance
             .deltas
             .keys()
             .filter_map(|cell| match cell {
-                Cell::Refcount(_, _, case_study) => Some(case_study),
-                Cell::Counter(..) => None,
+                CellKey::Refcount(_, _, case_study) => Some(*case_study),
+                CellKey::Counter(..) => None,
             })
             .collect();
         let listed = members.len();
