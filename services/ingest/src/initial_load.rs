@@ -72,7 +72,7 @@ impl Materializer {
         let mut plan = LoadPlan::default();
         let mut loaded = Loaded::default();
         let mut ends = Offsets::default();
-        let quads = self.store.initial_load(&self.log, |loader| -> Result<(), IngestError> {
+        let graph = self.store.initial_load(&self.log, |loader| -> Result<(), IngestError> {
             ends = self.read_log(partitions, None, cancel, |msg, pos| {
                 self.first_pass(msg, pos, &mut plan, loader, &mut loaded, runtime)
             })?;
@@ -99,7 +99,8 @@ impl Materializer {
         let graph_loaded = started.elapsed().as_secs_f64();
         let ends_total: i64 = ends.0.values().sum();
         loaded.offsets = ends;
-        self.store.finish_initial_load(&self.log, &loaded.offsets)?;
+        let quads = graph.quads();
+        self.store.finish_initial_load(&self.log, &loaded.offsets, graph)?;
         let projected = started.elapsed().as_secs_f64();
         self.index.commit(&self.log, &loaded.offsets)?;
         self.metrics.applied.inc_by(loaded.applied);

@@ -2,11 +2,8 @@
 //! `cargo run --release -p coalition-store --example apply_bench -- EVENTS.jsonl BATCH [LIMIT]`
 //! (events from `coalition-bench gen`). BATCH is the number of events per transaction, or
 //! `initial-load` for the bulk path a store that holds nothing takes (two passes, bulk loader,
-//! projections computed afterwards). Prints events/s, quads/s and the peak resident memory.
-//!
-//! To look at the initial load's projections phase on its own (its memory, under a profiler):
-//! `apply_bench EVENTS.jsonl bulk-load LIMIT DIR` runs the two passes and the bulk load into DIR
-//! and stops there, then `apply_bench projections DIR` computes and loads the projections alone.
+//! projections computed afterwards), with the time of each of its two phases. Prints events/s,
+//! quads/s and the peak resident memory.
 use coalition_mapping::{map_event, LogPosition, Offsets};
 use coalition_store::{Applicable, GraphStore, LoadPlan, StoreError, Verdict};
 use std::io::BufRead;
@@ -14,23 +11,14 @@ use std::time::Instant;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    if args[1] == "projections" {
-        let store = GraphStore::open(std::path::Path::new(&args[2])).expect("store");
-        let started = Instant::now();
-        store.finish_initial_load("bench", &Offsets::default()).expect("projections");
-        println!("projections {:.1} s; peak memory {}", started.elapsed().as_secs_f64(), peak_memory());
-        return;
-    }
     let file = std::fs::File::open(&args[1]).expect("events file");
-    let (batch, projections) = match args[2].as_str() {
-        "initial-load" => (None, true),
-        "bulk-load" => (None, false),
-        n => (Some(n.parse().expect("batch size, initial-load or bulk-load")), true),
+    let batch = match args[2].as_str() {
+        "initial-load" => None,
+        n => Some(n.parse().expect("batch size or initial-load")),
     };
     let limit: usize = args.get(3).map_or(usize::MAX, |s| s.parse().expect("limit"));
     let dir = tempfile::tempdir().expect("tempdir");
-    let path = args.get(4).map_or(dir.path(), std::path::Path::new);
-    let store = GraphStore::open(path).expect("store");
+    let store = GraphStore::open(dir.path()).expect("store");
     let mut items = Vec::new();
     let mapping = Instant::now();
     for (i, line) in std::io::BufReader::new(file).lines().enumerate().take(limit) {
@@ -48,7 +36,7 @@ fn main() {
     let started = Instant::now();
     let quads = match batch {
         Some(batch) => transactions(&store, &items, batch),
-        None => initial_load(&store, &items, &offsets, projections),
+        None => initial_load(&store, &items, &offsets),
     };
     let s = started.elapsed().as_secs_f64();
     println!(
@@ -82,15 +70,10 @@ fn transactions(store: &GraphStore, items: &[(LogPosition, Applicable)], batch: 
     quads
 }
 
-fn initial_load(
-    store: &GraphStore,
-    items: &[(LogPosition, Applicable)],
-    offsets: &Offsets,
-    projections: bool,
-) -> usize {
+fn initial_load(store: &GraphStore, items: &[(LogPosition, Applicable)], offsets: &Offsets) -> usize {
     let started = Instant::now();
     let mut plan = LoadPlan::default();
-    let quads = store
+    let graph = store
         .initial_load("bench", |loader| -> Result<(), StoreError> {
             for (_, a) in items {
                 if plan.record(a) != Verdict::Duplicate {
@@ -106,11 +89,8 @@ fn initial_load(
         })
         .expect("initial load");
     let loaded = started.elapsed().as_secs_f64();
-    if !projections {
-        println!("bulk load {loaded:.1} s; the projections were not computed");
-        return quads;
-    }
-    store.finish_initial_load("bench", offsets).expect("projections");
+    let quads = graph.quads();
+    store.finish_initial_load("bench", offsets, graph).expect("projections");
     println!("bulk load {loaded:.1} s, projections and offsets {:.1} s", started.elapsed().as_secs_f64() - loaded);
     quads
 }

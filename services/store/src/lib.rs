@@ -32,7 +32,7 @@ mod cache;
 mod load;
 pub mod projection;
 
-pub use load::{LoadPlan, Loader, Verdict};
+pub use load::{LoadPlan, LoadedGraph, Loader, Verdict};
 
 /// Applied events between two memtable flushes (see the module documentation).
 pub const FLUSH_EVERY_EVENTS: usize = 1000;
@@ -526,6 +526,16 @@ pub fn literal(row: &Row, var: &str) -> Option<String> {
         Term::NamedNode(n) => Some(n.as_str().to_owned()),
         Term::BlankNode(b) => Some(b.as_str().to_owned()),
     }
+}
+
+/// The 128-bit SipHash-2-4 of `s`, as Oxigraph's `StrHash`: the hash Oxigraph keys its string
+/// dictionary by, so the store already takes two strings with the same hash to be one string.
+pub(crate) fn str_hash(s: &str) -> u128 {
+    use siphasher::sip128::{Hasher128, SipHasher24};
+    use std::hash::Hasher;
+    let mut hasher = SipHasher24::new();
+    hasher.write(s.as_bytes());
+    hasher.finish128().into()
 }
 
 #[cfg(test)]

@@ -11,14 +11,13 @@
 //! removes the marker in one transaction. A store found holding the marker (the process stopped
 //! in between) is cleared by [`GraphStore::discard_unfinished_load`] and loaded again.
 
-use crate::{nn, projection, write_offsets, Applicable, GraphStore, StoreError};
+use crate::projection::{self, LoadedFacts};
+use crate::{nn, str_hash, write_offsets, Applicable, GraphStore, StoreError};
 use coalition_mapping::vocab::{self, coal};
 use coalition_mapping::{Offsets, OrderKey};
 use oxigraph::model::{GraphName, NamedNode, Quad};
-use siphasher::sip128::{Hasher128, SipHasher24};
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
-use std::hash::Hasher;
 
 /// Quads handed to the bulk loader at once: each batch becomes one set of sorted files, written
 /// by one loader thread while the caller goes on filling the next.
@@ -55,7 +54,7 @@ pub enum Verdict {
 /// provenance match a transactional replay); the second picks out the event that won each entity
 /// graph, whose facts are the graph's.
 ///
-/// Event ids and graph names are kept as their 128-bit SipHash ([`key`]), not as strings: a
+/// Event ids and graph names are kept as their 128-bit SipHash ([`str_hash`]), not as strings: a
 /// million conversations make 2.6 million of each. It is the hash Oxigraph keys its string
 /// dictionary by, so the store already takes two strings with the same hash to be one string.
 #[derive(Debug, Default)]
@@ -67,11 +66,11 @@ pub struct LoadPlan {
 impl LoadPlan {
     /// First pass: records `item` and returns what a transactional apply would do with it.
     pub fn record(&mut self, item: &Applicable) -> Verdict {
-        if !self.seen.insert(key(&item.event_id)) {
+        if !self.seen.insert(str_hash(&item.event_id)) {
             return Verdict::Duplicate;
         }
         let order = &item.mapped.order;
-        match self.winners.entry(key(item.mapped.graph.as_str())) {
+        match self.winners.entry(str_hash(item.mapped.graph.as_str())) {
             Entry::Occupied(current) if *current.get() >= *order => Verdict::Stale,
             Entry::Occupied(mut current) => {
                 current.get_mut().clone_from(order);
@@ -87,7 +86,7 @@ impl LoadPlan {
     /// Second pass: true for the event that won its entity graph, once (a later copy of the same
     /// event answers false).
     pub fn take_winner(&mut self, item: &Applicable) -> bool {
-        let graph = key(item.mapped.graph.as_str());
+        let graph = str_hash(item.mapped.graph.as_str());
         if self.winners.get(&graph) != Some(&item.mapped.order) {
             return false;
         }
@@ -96,19 +95,14 @@ impl LoadPlan {
     }
 }
 
-/// The 128-bit SipHash-2-4 of `s`, as Oxigraph's `StrHash`.
-fn key(s: &str) -> u128 {
-    let mut hasher = SipHasher24::new();
-    hasher.write(s.as_bytes());
-    hasher.finish128().into()
-}
-
 /// Collects quads for the bulk loader; see [`GraphStore::initial_load`].
 pub struct Loader<'a> {
     bulk: oxigraph::store::BulkLoader<'a>,
     buffer: Vec<Quad>,
     batch: usize,
     loaded: usize,
+    /// What the projections will read of the quads added, when they are still to be computed.
+    facts: Option<LoadedFacts>,
 }
 
 impl<'a> Loader<'a> {
@@ -116,15 +110,18 @@ impl<'a> Loader<'a> {
     /// [`PROJECTION_BATCH_QUADS`]) on [`THREADS`] threads. Left to
     /// its defaults it fills batches of a million quads, with hash sets of the same capacity, per
     /// thread: the largest allocations of a rebuild.
-    fn new(db: &'a oxigraph::store::Store, batch: usize) -> Self {
+    fn new(db: &'a oxigraph::store::Store, batch: usize, facts: Option<LoadedFacts>) -> Self {
         // The loader's batch size is this budget × 1000 / threads, in quads.
         let bulk = db.bulk_loader().with_num_threads(THREADS).with_max_memory_size_in_megabytes(batch * THREADS / 1000);
-        Loader { bulk, buffer: Vec::new(), batch, loaded: 0 }
+        Loader { bulk, buffer: Vec::new(), batch, loaded: 0, facts }
     }
 
     /// Adds quads; they are written in batches and become visible only when the load commits.
     pub fn add(&mut self, quads: impl IntoIterator<Item = Quad>) -> Result<(), StoreError> {
-        self.buffer.extend(quads);
+        match &mut self.facts {
+            Some(facts) => self.buffer.extend(quads.into_iter().inspect(|q| facts.record(q))),
+            None => self.buffer.extend(quads),
+        }
         if self.buffer.len() >= self.batch {
             self.write_batch()?;
         }
@@ -137,11 +134,26 @@ impl<'a> Loader<'a> {
         Ok(())
     }
 
-    /// Writes what is left and makes every quad added visible at once; returns how many.
-    fn commit(mut self) -> Result<usize, StoreError> {
+    /// Writes what is left and makes every quad added visible at once.
+    fn commit(mut self) -> Result<LoadedGraph, StoreError> {
         self.write_batch()?;
         self.bulk.commit()?;
-        Ok(self.loaded)
+        Ok(LoadedGraph { quads: self.loaded, facts: self.facts.unwrap_or_default() })
+    }
+}
+
+/// The committed facts of an initial load, waiting for their projections
+/// ([`GraphStore::finish_initial_load`]).
+#[derive(Debug)]
+pub struct LoadedGraph {
+    quads: usize,
+    facts: LoadedFacts,
+}
+
+impl LoadedGraph {
+    /// The number of quads loaded.
+    pub fn quads(&self) -> usize {
+        self.quads
     }
 }
 
@@ -162,15 +174,14 @@ impl GraphStore {
     /// Bulk-loads the quads `fill` adds. When `fill` succeeds they become visible at once, marked
     /// as an unfinished load of `log` until [`GraphStore::finish_initial_load`]; when it fails,
     /// nothing is written. For a store that holds nothing: the loader adds quads without reading
-    /// the store, so the caller must already have resolved which events win. Returns the number
-    /// of quads loaded.
+    /// the store, so the caller must already have resolved which events win.
     pub fn initial_load<E: From<StoreError>>(
         &self,
         log: &str,
         fill: impl FnOnce(&mut Loader<'_>) -> Result<(), E>,
-    ) -> Result<usize, E> {
+    ) -> Result<LoadedGraph, E> {
         let db = self.db();
-        let mut loader = Loader::new(&db, BATCH_QUADS);
+        let mut loader = Loader::new(&db, BATCH_QUADS, Some(LoadedFacts::default()));
         fill(&mut loader)?;
         loader.add([marker(log)])?;
         let loaded = loader.commit()?;
@@ -178,14 +189,15 @@ impl GraphStore {
         Ok(loaded)
     }
 
-    /// Finishes an initial load of `log`: computes every projection from the loaded facts and
-    /// bulk-loads it, then writes `offsets` (how far into the log the load went) and removes the
-    /// unfinished-load marker in one transaction.
-    pub fn finish_initial_load(&self, log: &str, offsets: &Offsets) -> Result<(), StoreError> {
+    /// Finishes the initial load `loaded` of `log`: computes every projection from the loaded
+    /// facts and bulk-loads it, then writes `offsets` (how far into the log the load went) and
+    /// removes the unfinished-load marker in one transaction.
+    pub fn finish_initial_load(&self, log: &str, offsets: &Offsets, loaded: LoadedGraph) -> Result<(), StoreError> {
         let db = self.db();
         let mut maintenance = projection::Maintenance::default();
-        maintenance.account_all(&db.start_transaction()?)?;
-        let mut loader = Loader::new(&db, PROJECTION_BATCH_QUADS);
+        maintenance.account_all(&db.start_transaction()?, &loaded.facts)?;
+        drop(loaded);
+        let mut loader = Loader::new(&db, PROJECTION_BATCH_QUADS, None);
         maintenance.initial_quads(|quad| loader.add([quad]))?;
         loader.commit()?;
         let mut tx = db.start_transaction()?;

@@ -16,7 +16,7 @@
 //! Cost: O(1) index lookups per applied entity, except a change to a recommendation's type or
 //! broader link, which recomputes the entities implementing its narrower tree.
 
-use crate::StoreError;
+use crate::{str_hash, StoreError};
 use coalition_events::Kind;
 use coalition_mapping::vocab::{self, coal, dcterms, qb, skos};
 use coalition_mapping::{encode_segment, parse_entity_iri};
@@ -24,7 +24,10 @@ use oxigraph::model::{
     GraphName, GraphNameRef, Literal, NamedNode, NamedNodeRef, NamedOrBlankNodeRef, Quad, QuadRef, Term, TermRef,
 };
 use oxigraph::store::Transaction;
+use siphasher::sip128::{Hasher128, SipHasher24};
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::hash::Hash;
 
 fn nn(s: &str) -> NamedNodeRef<'_> {
     NamedNodeRef::new_unchecked(s)
@@ -170,22 +173,25 @@ enum CellKey {
     Refcount(ObsKey, Dimension, u32),
 }
 
-/// The distinct terms named by accumulated cells, each kept once and known by its index.
+/// Distinct terms, each kept once and known by its index; looked up by their 128-bit SipHash.
 #[derive(Debug, Default)]
 struct Terms {
-    ids: HashMap<Term, u32>,
+    ids: HashMap<u128, u32>,
     all: Vec<Term>,
 }
 
 impl Terms {
     fn id(&mut self, term: Term) -> u32 {
-        if let Some(&id) = self.ids.get(&term) {
-            return id;
+        let mut hasher = SipHasher24::new();
+        term.hash(&mut hasher);
+        match self.ids.entry(hasher.finish128().into()) {
+            Entry::Occupied(id) => *id.get(),
+            Entry::Vacant(slot) => {
+                let id = u32::try_from(self.all.len()).expect("fewer than 2^32 distinct terms");
+                self.all.push(term);
+                *slot.insert(id)
+            }
         }
-        let id = u32::try_from(self.all.len()).expect("fewer than 2^32 distinct terms in the cells");
-        self.all.push(term.clone());
-        self.ids.insert(term, id);
-        id
     }
 
     fn node_id(&mut self, node: NamedNode) -> u32 {
@@ -316,25 +322,25 @@ impl Maintenance {
     }
 
     /// Adds `sign` times the current contribution of each entity.
-    pub(crate) fn account(
+    pub(crate) fn account<F: Facts + ?Sized>(
         &mut self,
-        tx: &Transaction<'_>,
+        facts: &F,
         entities: &[NamedNode],
         sign: i64,
     ) -> Result<(), StoreError> {
-        self.account_cells(tx, entities, sign, |_| true)
+        self.account_cells(facts, entities, sign, |_| true)
     }
 
     /// [`Maintenance::account`] for the cells `keep` accepts only.
-    fn account_cells(
+    fn account_cells<F: Facts + ?Sized>(
         &mut self,
-        tx: &Transaction<'_>,
+        facts: &F,
         entities: &[NamedNode],
         sign: i64,
         keep: impl Fn(&Cell) -> bool,
     ) -> Result<(), StoreError> {
         for e in entities {
-            for (cell, amount) in self.contribution(tx, e)? {
+            for (cell, amount) in self.contribution(facts, e)? {
                 if keep(&cell) {
                     let key = self.terms.key(cell);
                     *self.deltas.entry(key).or_default() += sign * amount;
@@ -344,9 +350,10 @@ impl Maintenance {
         Ok(())
     }
 
-    /// Adds the contribution of every projected entity in the store: the projections from
-    /// scratch, for a store that has none yet (an initial load).
-    pub(crate) fn account_all(&mut self, tx: &Transaction<'_>) -> Result<(), StoreError> {
+    /// Adds the contribution of every projected entity in the store, as `facts` holds them: the
+    /// projections from scratch, for a store that has none yet (an initial load). The entities
+    /// are listed from `tx`'s type index, one sequential read.
+    pub(crate) fn account_all(&mut self, tx: &Transaction<'_>, facts: &impl Facts) -> Result<(), StoreError> {
         let classes = [coal::ACTIVITY, coal::CASE_STUDY, coal::OUTCOME, coal::DIALOGUE, coal::EVIDENCE_STATISTIC];
         for class in classes {
             // Ordered by subject, so an entity typed in several graphs comes up in a row, once counted.
@@ -356,28 +363,28 @@ impl Maintenance {
                 if previous.as_ref() == Some(&e) {
                     continue;
                 }
-                self.account(tx, std::slice::from_ref(&e), 1)?;
+                self.account(facts, std::slice::from_ref(&e), 1)?;
                 previous = Some(e);
             }
         }
         Ok(())
     }
 
-    fn contribution(&mut self, tx: &Transaction<'_>, e: &NamedNode) -> Result<Contribution, StoreError> {
+    fn contribution<F: Facts + ?Sized>(&mut self, facts: &F, e: &NamedNode) -> Result<Contribution, StoreError> {
         let Some((kind, _)) = parse_entity_iri(e.as_str()) else { return Ok(Vec::new()) };
         let mut out = Vec::new();
         match kind {
             Kind::Activity | Kind::CaseStudy => {
                 let class = if kind == Kind::Activity { coal::ACTIVITY } else { coal::CASE_STUDY };
-                if !has_type(tx, e, class)? {
+                if !facts.has_type(e, class)? {
                     return Ok(out);
                 }
-                let recs = named_objects(tx, e, coal::IMPLEMENTS)?;
-                let partners = named_objects(tx, e, coal::LED_BY)?;
-                let countries = objects(tx, e, coal::COUNTRY)?;
-                let reach = integer(tx, e, coal::REACH)?;
+                let recs = named_objects(facts, e, coal::IMPLEMENTS)?;
+                let partners = named_objects(facts, e, coal::LED_BY)?;
+                let countries = facts.objects(e, coal::COUNTRY)?;
+                let reach = integer(facts, e, coal::REACH)?;
                 let counter = if kind == Kind::Activity { coal::ACTIVITY_COUNT } else { coal::CASE_STUDY_COUNT };
-                for x in self.ancestors_of_all(tx, &recs)? {
+                for x in self.ancestors_of_all(facts, &recs)? {
                     let obs = Observation::Dashboard { recommendation: x };
                     out.push((Cell::Counter(obs.clone(), counter), 1));
                     if kind == Kind::Activity {
@@ -397,7 +404,7 @@ impl Maintenance {
                     }
                 }
                 if kind == Kind::Activity {
-                    let year = objects(tx, e, dcterms::DATE)?.iter().find_map(year);
+                    let year = facts.objects(e, dcterms::DATE)?.iter().find_map(year);
                     if let Some(year) = year {
                         let recs: Vec<Option<NamedNode>> =
                             if recs.is_empty() { vec![None] } else { recs.into_iter().map(Some).collect() };
@@ -416,16 +423,16 @@ impl Maintenance {
                 }
             }
             Kind::Outcome => {
-                if !has_type(tx, e, coal::OUTCOME)? {
+                if !facts.has_type(e, coal::OUTCOME)? {
                     return Ok(out);
                 }
                 let mut recs = BTreeSet::new();
-                for m in named_objects(tx, e, coal::MEASURES)? {
-                    recs.extend(named_objects(tx, &m, coal::IMPLEMENTS)?);
+                for m in named_objects(facts, e, coal::MEASURES)? {
+                    recs.extend(named_objects(facts, &m, coal::IMPLEMENTS)?);
                 }
                 let recs: Vec<NamedNode> = recs.into_iter().collect();
-                let dates = objects(tx, e, dcterms::DATE)?;
-                for x in self.ancestors_of_all(tx, &recs)? {
+                let dates = facts.objects(e, dcterms::DATE)?;
+                for x in self.ancestors_of_all(facts, &recs)? {
                     let obs = Observation::Dashboard { recommendation: x };
                     out.push((Cell::Counter(obs.clone(), coal::OUTCOME_COUNT), 1));
                     for d in &dates {
@@ -434,12 +441,12 @@ impl Maintenance {
                 }
             }
             Kind::Dialogue => {
-                if !has_type(tx, e, coal::DIALOGUE)? {
+                if !facts.has_type(e, coal::DIALOGUE)? {
                     return Ok(out);
                 }
-                let reach = integer(tx, e, coal::REACH)?;
-                let groups = strings(tx, e, coal::AUDIENCE_GROUP)?;
-                for country in strings(tx, e, coal::COUNTRY)? {
+                let reach = integer(facts, e, coal::REACH)?;
+                let groups = strings(facts, e, coal::AUDIENCE_GROUP)?;
+                for country in strings(facts, e, coal::COUNTRY)? {
                     for group in &groups {
                         let obs = Observation::Evidence { group: group.clone(), country: Some(country.clone()) };
                         out.push((Cell::Counter(obs.clone(), coal::DIALOGUE_COUNT), 1));
@@ -448,14 +455,14 @@ impl Maintenance {
                 }
             }
             Kind::Evidence => {
-                if !has_type(tx, e, coal::EVIDENCE_STATISTIC)? {
+                if !facts.has_type(e, coal::EVIDENCE_STATISTIC)? {
                     return Ok(out);
                 }
-                let countries: Vec<Option<String>> = match strings(tx, e, coal::COUNTRY)? {
+                let countries: Vec<Option<String>> = match strings(facts, e, coal::COUNTRY)? {
                     c if c.is_empty() => vec![None],
                     c => c.into_iter().map(Some).collect(),
                 };
-                for group in strings(tx, e, coal::GROUP)? {
+                for group in strings(facts, e, coal::GROUP)? {
                     for country in &countries {
                         let obs = Observation::Evidence { group: group.clone(), country: country.clone() };
                         out.push((Cell::Counter(obs, coal::STATISTIC_COUNT), 1));
@@ -468,15 +475,15 @@ impl Maintenance {
     }
 
     /// Recommendations reached from any of `recs` by `skos:broader*`, each once.
-    fn ancestors_of_all(
+    fn ancestors_of_all<F: Facts + ?Sized>(
         &mut self,
-        tx: &Transaction<'_>,
+        facts: &F,
         recs: &[NamedNode],
     ) -> Result<BTreeSet<NamedNode>, StoreError> {
         let mut out = BTreeSet::new();
         for r in recs {
             if !self.ancestors.contains_key(r) {
-                let found = ancestors(tx, r)?;
+                let found = ancestors(facts, r)?;
                 self.ancestors.insert(r.clone(), found);
             }
             out.extend(self.ancestors[r].iter().cloned());
@@ -725,21 +732,100 @@ fn quads(tx: &Transaction<'_>, s: &NamedNode, p: Option<&str>, g: &GraphName) ->
     Ok(tx.quads_for_pattern(Some(s.as_ref().into()), p.map(nn), None, Some(g.as_ref())).collect::<Result<_, _>>()?)
 }
 
-/// Objects of `s p` in any graph, each once.
-fn objects(tx: &Transaction<'_>, s: &NamedNode, p: &str) -> Result<Vec<Term>, StoreError> {
-    let mut seen = HashSet::new();
-    let mut out = Vec::new();
-    for q in tx.quads_for_pattern(Some(s.as_ref().into()), Some(nn(p)), None, None) {
-        let o = q?.object;
-        if seen.insert(o.clone()) {
-            out.push(o);
-        }
-    }
-    Ok(out)
+/// Where a contribution reads an entity's facts: the store inside a transaction, or what an
+/// initial load handed to the bulk loader ([`LoadedFacts`]).
+pub(crate) trait Facts {
+    /// The objects of `s p` in any graph, each once.
+    fn objects(&self, s: &NamedNode, p: &str) -> Result<Vec<Term>, StoreError>;
+
+    /// Whether `s` has the type `class` in any graph.
+    fn has_type(&self, s: &NamedNode, class: &str) -> Result<bool, StoreError>;
 }
 
-fn named_objects(tx: &Transaction<'_>, s: &NamedNode, p: &str) -> Result<Vec<NamedNode>, StoreError> {
-    Ok(objects(tx, s, p)?
+impl Facts for Transaction<'_> {
+    fn objects(&self, s: &NamedNode, p: &str) -> Result<Vec<Term>, StoreError> {
+        let mut seen = HashSet::new();
+        let mut out = Vec::new();
+        for q in self.quads_for_pattern(Some(s.as_ref().into()), Some(nn(p)), None, None) {
+            let o = q?.object;
+            if seen.insert(o.clone()) {
+                out.push(o);
+            }
+        }
+        Ok(out)
+    }
+
+    fn has_type(&self, s: &NamedNode, class: &str) -> Result<bool, StoreError> {
+        Ok(self
+            .quads_for_pattern(Some(s.as_ref().into()), Some(nn(vocab::RDF_TYPE)), Some(nn(class).into()), None)
+            .next()
+            .transpose()?
+            .is_some())
+    }
+}
+
+/// The predicates contributions read ([`Maintenance::contribution`] and [`ancestors`]).
+const READ: [&str; 10] = [
+    vocab::RDF_TYPE,
+    coal::IMPLEMENTS,
+    coal::LED_BY,
+    coal::COUNTRY,
+    coal::REACH,
+    dcterms::DATE,
+    coal::MEASURES,
+    coal::AUDIENCE_GROUP,
+    coal::GROUP,
+    skos::BROADER,
+];
+/// The types contributions test.
+const CLASSES: [&str; 6] =
+    [coal::ACTIVITY, coal::CASE_STUDY, coal::OUTCOME, coal::DIALOGUE, coal::EVIDENCE_STATISTIC, coal::RECOMMENDATION];
+
+/// What contributions read of the quads an initial load hands to the bulk loader, kept as they
+/// go by, so that the projections are computed afterwards without a read of the store per
+/// entity and predicate: on the 1M set those reads were index seeks into a 27 GB store, most of
+/// the projections phase. Only the [`READ`] predicates are kept (types only of the [`CLASSES`]),
+/// subjects by their 128-bit SipHash (the hash Oxigraph keys its dictionary by), objects by index.
+#[derive(Debug, Default)]
+pub struct LoadedFacts {
+    subjects: HashMap<u128, Vec<(u8, u32)>>,
+    terms: Terms,
+}
+
+impl LoadedFacts {
+    /// Keeps what contributions read of `quad`.
+    pub(crate) fn record(&mut self, quad: &Quad) {
+        let Some(p) = READ.iter().position(|p| *p == quad.predicate.as_str()) else { return };
+        let oxigraph::model::NamedOrBlankNode::NamedNode(s) = &quad.subject else { return };
+        if p == 0 && !matches!(&quad.object, Term::NamedNode(c) if CLASSES.contains(&c.as_str())) {
+            return;
+        }
+        let object = self.terms.id(quad.object.clone());
+        let facts = self.subjects.entry(str_hash(s.as_str())).or_default();
+        if !facts.contains(&(p as u8, object)) {
+            facts.push((p as u8, object));
+        }
+    }
+}
+
+impl Facts for LoadedFacts {
+    fn objects(&self, s: &NamedNode, p: &str) -> Result<Vec<Term>, StoreError> {
+        let Some(p) = READ.iter().position(|r| *r == p) else {
+            unreachable!("contributions read {p}, which LoadedFacts does not keep: add it to READ")
+        };
+        let facts = self.subjects.get(&str_hash(s.as_str())).map(Vec::as_slice).unwrap_or_default();
+        Ok(facts.iter().filter(|(q, _)| usize::from(*q) == p).map(|(_, o)| self.terms.term(*o).clone()).collect())
+    }
+
+    fn has_type(&self, s: &NamedNode, class: &str) -> Result<bool, StoreError> {
+        assert!(CLASSES.contains(&class), "contributions test the type {class}, which LoadedFacts does not keep");
+        Ok(self.objects(s, vocab::RDF_TYPE)?.iter().any(|t| matches!(t, Term::NamedNode(c) if c.as_str() == class)))
+    }
+}
+
+fn named_objects<F: Facts + ?Sized>(facts: &F, s: &NamedNode, p: &str) -> Result<Vec<NamedNode>, StoreError> {
+    Ok(facts
+        .objects(s, p)?
         .into_iter()
         .filter_map(|t| match t {
             Term::NamedNode(n) => Some(n),
@@ -748,8 +834,9 @@ fn named_objects(tx: &Transaction<'_>, s: &NamedNode, p: &str) -> Result<Vec<Nam
         .collect())
 }
 
-fn strings(tx: &Transaction<'_>, s: &NamedNode, p: &str) -> Result<Vec<String>, StoreError> {
-    Ok(objects(tx, s, p)?
+fn strings<F: Facts + ?Sized>(facts: &F, s: &NamedNode, p: &str) -> Result<Vec<String>, StoreError> {
+    Ok(facts
+        .objects(s, p)?
         .into_iter()
         .filter_map(|t| match t {
             Term::Literal(l) => Some(l.value().to_owned()),
@@ -759,8 +846,8 @@ fn strings(tx: &Transaction<'_>, s: &NamedNode, p: &str) -> Result<Vec<String>, 
 }
 
 /// The sum of the integer values of `s p` (0 when none).
-fn integer(tx: &Transaction<'_>, s: &NamedNode, p: &str) -> Result<i64, StoreError> {
-    Ok(objects(tx, s, p)?.iter().filter_map(|t| lexical(t).parse::<i64>().ok()).sum())
+fn integer<F: Facts + ?Sized>(facts: &F, s: &NamedNode, p: &str) -> Result<i64, StoreError> {
+    Ok(facts.objects(s, p)?.iter().filter_map(|t| lexical(t).parse::<i64>().ok()).sum())
 }
 
 fn integer_in(tx: &Transaction<'_>, s: &NamedNode, p: &str, g: &GraphName) -> Result<i64, StoreError> {
@@ -775,14 +862,6 @@ fn set_integer(tx: &mut Transaction<'_>, s: &NamedNode, p: &str, before: i64, af
     if after != 0 {
         tx.insert(QuadRef::new(s, nn(p), &Literal::from(after), g));
     }
-}
-
-fn has_type(tx: &Transaction<'_>, s: &NamedNode, class: &str) -> Result<bool, StoreError> {
-    Ok(tx
-        .quads_for_pattern(Some(s.as_ref().into()), Some(nn(vocab::RDF_TYPE)), Some(nn(class).into()), None)
-        .next()
-        .transpose()?
-        .is_some())
 }
 
 fn subjects_of(tx: &Transaction<'_>, p: &str, o: TermRef<'_>) -> Result<Vec<NamedNode>, StoreError> {
@@ -819,15 +898,15 @@ fn subtree(tx: &Transaction<'_>, r: &NamedNode) -> Result<BTreeSet<NamedNode>, S
 }
 
 /// The recommendations among `r` and everything above it by `skos:broader` (as `?r skos:broader* ?x`).
-fn ancestors(tx: &Transaction<'_>, r: &NamedNode) -> Result<Vec<NamedNode>, StoreError> {
+fn ancestors<F: Facts + ?Sized>(facts: &F, r: &NamedNode) -> Result<Vec<NamedNode>, StoreError> {
     let mut seen = BTreeSet::from([r.clone()]);
     let mut stack = vec![r.clone()];
     let mut out = Vec::new();
     while let Some(x) = stack.pop() {
-        if has_type(tx, &x, coal::RECOMMENDATION)? {
+        if facts.has_type(&x, coal::RECOMMENDATION)? {
             out.push(x.clone());
         }
-        for b in named_objects(tx, &x, skos::BROADER)? {
+        for b in named_objects(facts, &x, skos::BROADER)? {
             if seen.insert(b.clone()) {
                 stack.push(b);
             }
