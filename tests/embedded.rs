@@ -93,7 +93,8 @@ fn built_in_dataset_answers_the_domain_questions() -> Result<()> {
            PREFIX prov: <http://www.w3.org/ns/prov#>
            SELECT ?cs ?partner WHERE {
              ?cs a coal:CaseStudy .
-             GRAPH <https://w3id.org/coalition/graph/provenance> { ?g coal:describes ?cs ; prov:wasAttributedTo ?partner } }"#,
+             GRAPH <https://w3id.org/coalition/graph/provenance> {
+               ?g prov:wasGeneratedBy ?ev . ?ev coal:describes ?cs ; prov:wasAssociatedWith ?partner } }"#,
     )?;
     assert_eq!(rows.len(), 3, "every case study has provenance: {rows:?}");
 

@@ -208,19 +208,21 @@ pub fn list(
         check_id("filter.partner", p)?;
         let partner = entity_iri(Kind::Partner, p).into_string();
         let pred = match kind {
-            Kind::Activity | Kind::CaseStudy => coal::LED_BY,
-            Kind::Dialogue | Kind::Programme => coal::PARTNER_PROP,
-            Kind::Person => vocab::org::MEMBER_OF,
-            _ => prov::WAS_ATTRIBUTED_TO,
+            Kind::Activity | Kind::CaseStudy => Some(coal::LED_BY),
+            Kind::Dialogue | Kind::Programme => Some(coal::PARTNER_PROP),
+            Kind::Person => Some(vocab::org::MEMBER_OF),
+            _ => None,
         };
-        if pred == prov::WAS_ATTRIBUTED_TO {
-            patterns.push(format!(
-                "GRAPH <{}> {{ ?g <{}> ?e ; <{pred}> <{partner}> }}",
+        match pred {
+            Some(pred) => patterns.push(relation(kind, pred, &partner)),
+            // No partner among the facts: the partner of the event behind the current state.
+            None => patterns.push(format!(
+                "GRAPH <{}> {{ ?ev <{}> ?e ; <{}> <{partner}> . ?g <{}> ?ev }}",
                 vocab::PROVENANCE_GRAPH,
-                coal::DESCRIBES
-            ));
-        } else {
-            patterns.push(relation(kind, pred, &partner));
+                coal::DESCRIBES,
+                prov::WAS_ASSOCIATED_WITH,
+                prov::WAS_GENERATED_BY,
+            )),
         }
     }
     if let Some(r) = &filter.recommendation {

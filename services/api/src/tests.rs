@@ -399,6 +399,59 @@ mod http {
         f.index.apply("seed", &[], &docs, &offsets).unwrap();
     }
 
+    /// Outcomes and statistics name no partner among their facts: the partner filter takes the
+    /// partner of the event behind each one's current state, and follows it when a newer event by
+    /// another partner replaces that state.
+    #[tokio::test]
+    async fn the_partner_filter_follows_the_event_behind_the_current_state() {
+        let f = fixture(ApiConfig::default());
+        load_seed(&f);
+        let seed: Vec<coalition_events::Event> = include_str!("../../server/seed/coalition-seed.jsonl")
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| coalition_events::decode(l.as_bytes()).unwrap())
+            .collect();
+        let listed = |field: &'static str, partner: String| {
+            let f = &f;
+            async move {
+                let q =
+                    format!(r#"{{ {field}(filter: {{ partner: "{partner}" }}, first: 500) {{ items {{ id }} }} }}"#);
+                let (status, _, v) = graphql(f, None, &q).await;
+                assert_eq!(status, StatusCode::OK, "{v}");
+                let items = v["data"][field]["items"].as_array().unwrap_or_else(|| panic!("{v}")).clone();
+                items.iter().map(|i| i["id"].as_str().unwrap().to_owned()).collect::<std::collections::BTreeSet<_>>()
+            }
+        };
+        use coalition_events::Kind;
+        for (kind, field) in [(Kind::Outcome, "outcomes"), (Kind::Evidence, "evidence")] {
+            let events: Vec<_> = seed.iter().filter(|e| e.kind == kind).collect();
+            let partners: std::collections::BTreeSet<&str> = events.iter().map(|e| e.partner.0.as_str()).collect();
+            assert!(!partners.is_empty(), "the seed has {field}");
+            for partner in partners {
+                let expected: std::collections::BTreeSet<String> =
+                    events.iter().filter(|e| e.partner.0 == partner).map(|e| e.subject.0.clone()).collect();
+                assert_eq!(listed(field, partner.to_owned()).await, expected, "{field} submitted by {partner}");
+            }
+        }
+        // A newer version of one outcome, submitted by another partner.
+        let old = seed.iter().find(|e| e.kind == Kind::Outcome).unwrap();
+        let other = seed.iter().find(|e| e.partner != old.partner).unwrap().partner.clone();
+        let mut newer = old.clone();
+        newer.id = coalition_events::EventId(format!("{}-newer", old.id.0));
+        newer.partner = other.clone();
+        newer.version = Some(old.version.unwrap_or(0) + 1);
+        let pos = coalition_mapping::LogPosition { topic: newer.kind.topic().into(), partition: 0, offset: 10_000 };
+        let mut offsets = coalition_mapping::Offsets::default();
+        offsets.advance(&pos);
+        let mapped = coalition_mapping::map_event(&newer, &pos).unwrap();
+        f.store
+            .apply("seed", &[coalition_store::Applicable { event_id: newer.id.0.clone(), mapped }], &offsets)
+            .unwrap();
+        let id = &old.subject.0;
+        assert!(!listed("outcomes", old.partner.0.clone()).await.contains(id), "{id} left {}'s list", old.partner.0);
+        assert!(listed("outcomes", other.0.clone()).await.contains(id), "{id} joined {}'s list", other.0);
+    }
+
     /// Facet counts are computed when a search asks for them, and then count every match; the
     /// page and its count are the same either way.
     #[tokio::test]

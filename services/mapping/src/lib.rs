@@ -262,13 +262,15 @@ fn provenance(event: &Event, position: &LogPosition, entity: &NamedNode, graph: 
     let ev = event_iri(&event.id.0);
     let partner = entity_iri(Kind::Partner, &event.partner.0);
     let time = time_lexical(&event.time);
+    // Each fact once: the event carries who, when, where in the log and which version (a
+    // `coal:Event` is a `prov:Activity` by the ontology); the entity graph only names the event
+    // that generated it, and whether that event retracted it.
     let mut p = GraphBuilder::new(&iri(vocab::PROVENANCE_GRAPH));
-    p.class(&ev, prov::ACTIVITY);
     p.class(&ev, coal::EVENT);
     p.string(&ev, coal::EVENT_ID, &event.id.0);
     p.string(&ev, coal::EVENT_TYPE, &event.event_type());
-    p.add(&ev, prov::WAS_ASSOCIATED_WITH, partner.clone());
-    p.typed(&ev, prov::STARTED_AT_TIME, time.clone(), xsd::DATE_TIME);
+    p.add(&ev, prov::WAS_ASSOCIATED_WITH, partner);
+    p.typed(&ev, prov::STARTED_AT_TIME, time, xsd::DATE_TIME);
     p.string(&ev, coal::SOURCE_URI, &event.source);
     p.string(&ev, coal::TOPIC, &position.topic);
     p.integer(&ev, coal::PARTITION, Some(i64::from(position.partition)));
@@ -277,11 +279,7 @@ fn provenance(event: &Event, position: &LogPosition, entity: &NamedNode, graph: 
     p.add(&ev, coal::DESCRIBES, entity.clone());
     let mut g = GraphBuilder::new(&iri(vocab::PROVENANCE_GRAPH));
     g.class(graph, prov::ENTITY);
-    g.add(graph, coal::DESCRIBES, entity.clone());
     g.add(graph, prov::WAS_GENERATED_BY, ev);
-    g.add(graph, prov::WAS_ATTRIBUTED_TO, partner);
-    g.typed(graph, prov::GENERATED_AT_TIME, time, xsd::DATE_TIME);
-    g.integer(graph, coal::ENTITY_VERSION, Some(event.version.unwrap_or(0)));
     if event.action() == Action::Retract {
         g.typed(graph, coal::RETRACTED, "true".to_owned(), xsd::BOOLEAN);
     }

@@ -130,10 +130,8 @@ pub mod prov {
     pub const ENTITY: &str = "http://www.w3.org/ns/prov#Entity";
     pub const ACTIVITY: &str = "http://www.w3.org/ns/prov#Activity";
     pub const WAS_GENERATED_BY: &str = "http://www.w3.org/ns/prov#wasGeneratedBy";
-    pub const WAS_ATTRIBUTED_TO: &str = "http://www.w3.org/ns/prov#wasAttributedTo";
     pub const WAS_ASSOCIATED_WITH: &str = "http://www.w3.org/ns/prov#wasAssociatedWith";
     pub const STARTED_AT_TIME: &str = "http://www.w3.org/ns/prov#startedAtTime";
-    pub const GENERATED_AT_TIME: &str = "http://www.w3.org/ns/prov#generatedAtTime";
 }
 
 pub mod org {

@@ -494,8 +494,8 @@ fn current_key(tx: &oxigraph::store::Transaction<'_>, graph: &NamedNode) -> Resu
     let Some(Term::NamedNode(ev)) = tx_object(tx, graph, nn(vocab::prov::WAS_GENERATED_BY))? else {
         return Ok(None);
     };
-    let version = tx_object(tx, graph, nn(coal::ENTITY_VERSION))?.and_then(|t| lexical(&t).parse().ok()).unwrap_or(0);
-    let time = tx_object(tx, graph, nn(vocab::prov::GENERATED_AT_TIME))?
+    let version = tx_object(tx, &ev, nn(coal::ENTITY_VERSION))?.and_then(|t| lexical(&t).parse().ok()).unwrap_or(0);
+    let time = tx_object(tx, &ev, nn(vocab::prov::STARTED_AT_TIME))?
         .and_then(|t| chrono::DateTime::parse_from_rfc3339(&lexical(&t)).ok())
         .map(|t| t.with_timezone(&chrono::Utc))
         .unwrap_or_default();

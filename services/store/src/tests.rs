@@ -205,7 +205,7 @@ fn a_new_event_for_an_entity_replaces_its_facts_and_keeps_history() {
             a2.mapped.entity.as_str()
         ))
         .unwrap();
-    assert_eq!(events.len(), 3, "two events and the graph describe the entity: {events:?}");
+    assert_eq!(events.len(), 2, "the two events describe the entity: {events:?}");
     let generated = store
         .select(&format!(
             "SELECT ?e WHERE {{ GRAPH <{}> {{ <{}> <{}> ?e }} }}",
