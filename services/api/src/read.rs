@@ -207,23 +207,19 @@ pub fn list(
     if let Some(p) = &filter.partner {
         check_id("filter.partner", p)?;
         let partner = entity_iri(Kind::Partner, p).into_string();
-        let pred = match kind {
-            Kind::Activity | Kind::CaseStudy => Some(coal::LED_BY),
-            Kind::Dialogue | Kind::Programme => Some(coal::PARTNER_PROP),
-            Kind::Person => Some(vocab::org::MEMBER_OF),
-            _ => None,
-        };
-        match pred {
-            Some(pred) => patterns.push(relation(kind, pred, &partner)),
+        patterns.push(match kind {
+            Kind::Activity | Kind::CaseStudy => relation(kind, coal::LED_BY, &partner),
+            Kind::Dialogue | Kind::Programme => relation(kind, coal::PARTNER_PROP, &partner),
+            Kind::Person => relation(kind, vocab::org::MEMBER_OF, &partner),
             // No partner among the facts: the partner of the event behind the current state.
-            None => patterns.push(format!(
+            _ => format!(
                 "GRAPH <{}> {{ ?ev <{}> ?e ; <{}> <{partner}> . ?g <{}> ?ev }}",
                 vocab::PROVENANCE_GRAPH,
                 coal::DESCRIBES,
                 prov::WAS_ASSOCIATED_WITH,
                 prov::WAS_GENERATED_BY,
-            )),
-        }
+            ),
+        });
     }
     if let Some(r) = &filter.recommendation {
         check_id("filter.recommendation", r)?;

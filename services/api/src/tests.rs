@@ -377,20 +377,28 @@ mod http {
         text.lines().find_map(|l| l.strip_prefix(series)?.trim().parse().ok()).unwrap_or(0)
     }
 
-    /// The built-in dataset, applied straight to the fixture's store.
-    fn load_seed(f: &Fixture) {
-        let seed = include_str!("../../server/seed/coalition-seed.jsonl");
-        let mut offsets = coalition_mapping::Offsets::default();
-        let batch: Vec<coalition_store::Applicable> = seed
+    /// The built-in dataset, applied straight to the fixture's store and index; returns its events.
+    fn load_seed(f: &Fixture) -> Vec<coalition_events::Event> {
+        let events: Vec<coalition_events::Event> = include_str!("../../server/seed/coalition-seed.jsonl")
             .lines()
             .filter(|l| !l.trim().is_empty())
-            .enumerate()
-            .map(|(n, line)| {
-                let event = coalition_events::decode(line.as_bytes()).unwrap();
-                let pos =
-                    coalition_mapping::LogPosition { topic: event.kind.topic().into(), partition: 0, offset: n as i64 };
+            .map(|line| coalition_events::decode(line.as_bytes()).unwrap())
+            .collect();
+        apply_events(f, &events, 0);
+        events
+    }
+
+    /// Maps `events` at consecutive offsets from `first` and applies them, as one batch, straight
+    /// to the fixture's store and index.
+    fn apply_events(f: &Fixture, events: &[coalition_events::Event], first: i64) {
+        let mut offsets = coalition_mapping::Offsets::default();
+        let batch: Vec<coalition_store::Applicable> = events
+            .iter()
+            .zip(first..)
+            .map(|(event, offset)| {
+                let pos = coalition_mapping::LogPosition { topic: event.kind.topic().into(), partition: 0, offset };
                 offsets.advance(&pos);
-                let mapped = coalition_mapping::map_event(&event, &pos).unwrap();
+                let mapped = coalition_mapping::map_event(event, &pos).unwrap();
                 coalition_store::Applicable { event_id: event.id.0.clone(), mapped }
             })
             .collect();
@@ -405,12 +413,7 @@ mod http {
     #[tokio::test]
     async fn the_partner_filter_follows_the_event_behind_the_current_state() {
         let f = fixture(ApiConfig::default());
-        load_seed(&f);
-        let seed: Vec<coalition_events::Event> = include_str!("../../server/seed/coalition-seed.jsonl")
-            .lines()
-            .filter(|l| !l.trim().is_empty())
-            .map(|l| coalition_events::decode(l.as_bytes()).unwrap())
-            .collect();
+        let seed = load_seed(&f);
         let listed = |field: &'static str, partner: String| {
             let f = &f;
             async move {
@@ -440,13 +443,7 @@ mod http {
         newer.id = coalition_events::EventId(format!("{}-newer", old.id.0));
         newer.partner = other.clone();
         newer.version = Some(old.version.unwrap_or(0) + 1);
-        let pos = coalition_mapping::LogPosition { topic: newer.kind.topic().into(), partition: 0, offset: 10_000 };
-        let mut offsets = coalition_mapping::Offsets::default();
-        offsets.advance(&pos);
-        let mapped = coalition_mapping::map_event(&newer, &pos).unwrap();
-        f.store
-            .apply("seed", &[coalition_store::Applicable { event_id: newer.id.0.clone(), mapped }], &offsets)
-            .unwrap();
+        apply_events(&f, &[newer], seed.len() as i64);
         let id = &old.subject.0;
         assert!(!listed("outcomes", old.partner.0.clone()).await.contains(id), "{id} left {}'s list", old.partner.0);
         assert!(listed("outcomes", other.0.clone()).await.contains(id), "{id} joined {}'s list", other.0);

@@ -9,8 +9,9 @@
 //! ([`LoadedFacts`]) rather than from the store. Guarantees: everything added becomes visible at
 //! once, when the loader commits, together with a marker (in the offsets graph) saying the load
 //! is unfinished; [`GraphStore::finish_initial_load`] then bulk-loads the projections, and writes
-//! the offsets and removes the marker in one transaction. A store found holding the marker (the process stopped
-//! in between) is cleared by [`GraphStore::discard_unfinished_load`] and loaded again.
+//! the offsets and removes the marker in one transaction. A store found holding the marker (the
+//! process stopped in between) is cleared by [`GraphStore::discard_unfinished_load`] and loaded
+//! again.
 
 use crate::projection::{self, LoadedFacts};
 use crate::{nn, str_hash, write_offsets, Applicable, GraphStore, StoreError};
