@@ -152,6 +152,78 @@ fn strings_read_back_through_the_dictionary_cache_are_the_stored_ones() {
     }
 }
 
+/// Oxigraph's atomic bulk loads here write each batch as sorted runs and merge them at commit
+/// (`vendor/oxigraph/PATCHED.md`, change 4): with many small batches that repeat one another's
+/// quads and strings, every quad must read back once, through each index, with its strings, and
+/// the store must take transactions afterwards.
+#[test]
+fn a_bulk_load_of_many_batches_reads_back_each_quad_once_through_every_index() {
+    use oxigraph::model::{GraphName, GraphNameRef, Literal, NamedNode, Quad, Term};
+    use std::collections::BTreeSet;
+    let dir = tempfile::tempdir().unwrap();
+    let db = oxigraph::store::Store::open(dir.path()).unwrap();
+    let iri = |s: String| NamedNode::new(format!("https://example.org/{s}")).unwrap();
+    let quad = |n: usize| {
+        let object: Term = match n % 3 {
+            0 => iri(format!("o{}", n % 97)).into(),
+            1 => Literal::new_simple_literal(format!("a text long enough for the dictionary, number {}", n % 501)).into(),
+            _ => Literal::from(n as i64).into(),
+        };
+        let graph = if n % 10 == 0 { GraphName::DefaultGraph } else { iri(format!("g{}", n % 13)).into() };
+        Quad::new(iri(format!("s{}", n % 1009)), iri(format!("p{}", n % 7)), object, graph)
+    };
+    // Each quad twice, far apart, so that batches repeat quads, strings and graph names.
+    let all: Vec<Quad> = (0..12_000).chain(0..12_000).map(quad).collect();
+    let want: BTreeSet<String> = all.iter().map(ToString::to_string).collect();
+    // 1 MB over two threads: batches of 500 quads, 48 of them.
+    let mut loader = db.bulk_loader().with_num_threads(2).with_max_memory_size_in_megabytes(1);
+    loader.load_quads(all.iter().cloned()).unwrap();
+    loader.commit().unwrap();
+    db.validate().unwrap();
+    assert_eq!(db.len().unwrap(), want.len());
+    let read = |pattern: Vec<Quad>| pattern.iter().map(ToString::to_string).collect::<BTreeSet<String>>();
+    assert_eq!(read(db.iter().map(|q| q.unwrap()).collect()), want);
+    // Through the subject, predicate, object and graph indexes: each pattern finds what it should.
+    for n in [0, 1, 2, 5, 11, 1_000, 11_999] {
+        let q = quad(n);
+        let want_for = |keep: &dyn Fn(&Quad) -> bool| -> BTreeSet<String> {
+            all.iter().filter(|x| keep(x)).map(ToString::to_string).collect()
+        };
+        let by_subject: Vec<Quad> =
+            db.quads_for_pattern(Some(q.subject.as_ref()), None, None, None).map(|r| r.unwrap()).collect();
+        assert_eq!(read(by_subject), want_for(&|x| x.subject == q.subject));
+        let by_predicate_object: Vec<Quad> = db
+            .quads_for_pattern(None, Some(q.predicate.as_ref()), Some(q.object.as_ref()), None)
+            .map(|r| r.unwrap())
+            .collect();
+        assert_eq!(read(by_predicate_object), want_for(&|x| x.predicate == q.predicate && x.object == q.object));
+        let by_object: Vec<Quad> =
+            db.quads_for_pattern(None, None, Some(q.object.as_ref()), None).map(|r| r.unwrap()).collect();
+        assert_eq!(read(by_object), want_for(&|x| x.object == q.object));
+        let graph: GraphNameRef<'_> = q.graph_name.as_ref();
+        let by_graph: Vec<Quad> = db.quads_for_pattern(None, None, None, Some(graph)).map(|r| r.unwrap()).collect();
+        assert_eq!(read(by_graph), want_for(&|x| x.graph_name == q.graph_name));
+    }
+    let mut graphs: Vec<String> = db.named_graphs().map(|g| g.unwrap().to_string()).collect();
+    graphs.sort();
+    assert_eq!(graphs.len(), 13);
+    // The loaded store takes transactions, which see the loaded quads.
+    let mut tx = db.start_transaction().unwrap();
+    assert!(tx.contains(&quad(7)).unwrap());
+    tx.remove(&quad(7));
+    tx.insert(&Quad::new(iri("new".into()), iri("p0".into()), iri("o0".into()), GraphName::DefaultGraph));
+    tx.commit().unwrap();
+    assert_eq!(db.len().unwrap(), want.len());
+    assert!(!db.contains(&quad(7)).unwrap());
+    // Nothing of the load is left beside the store's own files.
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with("bulk-"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
 #[test]
 fn a_redelivered_event_changes_nothing() {
     let store = GraphStore::in_memory().unwrap();

@@ -19,6 +19,8 @@ use std::{io, thread};
 
 #[cfg(all(not(target_family = "wasm"), feature = "rocksdb"))]
 mod binary_encoder;
+#[cfg(all(not(target_family = "wasm"), feature = "rocksdb"))]
+mod bulk_runs;
 mod error;
 mod memory;
 pub mod numeric_encoder;

@@ -17,6 +17,8 @@ use crate::storage::rocksdb_wrapper::{
     ColumnFamily, ColumnFamilyDefinition, Db, DbOptions, Iter, ReadableTransaction, Reader,
     Transaction,
 };
+use crate::storage::bulk_runs::{RunWriter, merge_runs};
+use crate::storage::rocksdb_wrapper::SstFileWriter;
 use crate::storage::str_cache::StrCache;
 use crate::storage::{DEFAULT_BULK_LOAD_BATCH_SIZE, map_thread_result};
 use rustc_hash::{FxBuildHasher, FxHashSet};
@@ -408,6 +410,8 @@ impl RocksDbStorage {
             hooks: Vec::new(),
             threads: VecDeque::new(),
             sst_files: Vec::new(),
+            runs: Vec::new(),
+            num_threads: 1,
             done_counter: Arc::new(Mutex::new(0)),
             done_and_displayed_counter: 0,
             cancellation_token: CancellationToken::new(),
@@ -1390,6 +1394,10 @@ pub struct RocksDbStorageBulkLoader<'a> {
     hooks: Vec<Box<dyn Fn(u64) + Send + Sync>>,
     threads: VecDeque<JoinHandle<Result<Vec<(ColumnFamily, PathBuf)>, StorageError>>>,
     sst_files: Vec<(ColumnFamily, PathBuf)>,
+    /// The sorted runs the batches of an atomic load wrote, merged into SST files at commit.
+    runs: Vec<(ColumnFamily, PathBuf)>,
+    /// Threads the batches (and the merge of runs) may use.
+    num_threads: usize,
     done_counter: Arc<Mutex<u64>>,
     done_and_displayed_counter: u64,
     cancellation_token: CancellationToken,
@@ -1406,7 +1414,7 @@ impl Drop for RocksDbStorageBulkLoader<'_> {
             }
         }
         // We clean the created files
-        for (_, file) in &self.sst_files {
+        for (_, file) in self.sst_files.iter().chain(&self.runs) {
             #[expect(unused_must_use)] // We already have an error to report...
             remove_file(file);
         }
@@ -1430,11 +1438,10 @@ impl RocksDbStorageBulkLoader<'_> {
         max_num_threads: usize,
     ) -> Result<(), StorageError> {
         self.on_possible_progress()?;
+        self.num_threads = max_num_threads.max(1);
         while self.threads.len() >= max_num_threads {
             if let Some(thread) = self.threads.pop_front() {
-                self.sst_files
-                    .extend(map_thread_result(thread.join()).map_err(StorageError::Io)??);
-                self.on_possible_progress()?;
+                self.join_batch(thread)?;
             }
         }
         if !self.atomic {
@@ -1444,9 +1451,10 @@ impl RocksDbStorageBulkLoader<'_> {
         let storage = self.storage.clone();
         let counter = Arc::clone(&self.done_counter);
         let cancellation_token = self.cancellation_token.clone();
+        let runs = self.atomic;
         self.threads.push_back(thread::spawn(move || {
             let mut sst_files = Vec::new();
-            match FileBulkLoader::new(&storage, batch.len(), cancellation_token).load(
+            match FileBulkLoader::new(&storage, batch.len(), cancellation_token, runs).load(
                 batch,
                 &counter,
                 &mut sst_files,
@@ -1462,6 +1470,85 @@ impl RocksDbStorageBulkLoader<'_> {
                 }
             }
         }));
+        Ok(())
+    }
+
+    /// Waits for a batch's thread and keeps the files it wrote: sorted runs in an atomic load,
+    /// else SST files.
+    fn join_batch(
+        &mut self,
+        thread: JoinHandle<Result<Vec<(ColumnFamily, PathBuf)>, StorageError>>,
+    ) -> Result<(), StorageError> {
+        let files = map_thread_result(thread.join()).map_err(StorageError::Io)??;
+        if self.atomic {
+            self.runs.extend(files);
+        } else {
+            self.sst_files.extend(files);
+        }
+        self.on_possible_progress()
+    }
+
+    /// Merges each column family's runs into SST files that do not overlap one another, on up
+    /// to `num_threads` threads (one column family at a time each, largest first).
+    fn merge_runs(&mut self) -> Result<(), StorageError> {
+        let mut by_cf = Vec::<(ColumnFamily, Vec<PathBuf>, u64)>::new();
+        for (cf, run) in take(&mut self.runs) {
+            let size = std::fs::metadata(&run).map(|m| m.len()).unwrap_or(0);
+            match by_cf.iter_mut().find(|(c, _, _)| *c == cf) {
+                Some((_, runs, total)) => {
+                    runs.push(run);
+                    *total += size;
+                }
+                None => by_cf.push((cf, vec![run], size)),
+            }
+        }
+        // Until merged, the runs are this loader's to remove if anything fails.
+        self.runs = by_cf
+            .iter()
+            .flat_map(|(cf, runs, _)| runs.iter().map(|r| (cf.clone(), r.clone())))
+            .collect();
+        by_cf.sort_by_key(|(_, _, size)| std::cmp::Reverse(*size));
+        let queue = Mutex::new(by_cf.into_iter());
+        let merged = Mutex::new(Vec::new());
+        let db = &self.storage.db;
+        let token = &self.cancellation_token;
+        thread::scope(|scope| {
+            let workers: Vec<_> = (0..self.num_threads)
+                .map(|_| {
+                    scope.spawn(|| -> Result<(), StorageError> {
+                        loop {
+                            let next = queue
+                                .lock()
+                                .map_err(|_| io::Error::other("Mutex poisoned"))?
+                                .next();
+                            let Some((cf, runs, _)) = next else {
+                                return Ok(());
+                            };
+                            if token.is_cancelled() {
+                                return Err(StorageError::Other("Cancelled".into()));
+                            }
+                            let files = merge_runs(db, &runs)?;
+                            merged
+                                .lock()
+                                .map_err(|_| io::Error::other("Mutex poisoned"))?
+                                .extend(files.into_iter().map(|f| (cf.clone(), f)));
+                        }
+                    })
+                })
+                .collect();
+            workers.into_iter().try_for_each(|worker| {
+                map_thread_result(worker.join()).map_err(StorageError::Io)?
+            })
+        })
+        .inspect_err(|_| {
+            // What was merged is removed with the SST files; a merged run is already gone.
+            if let Ok(merged) = merged.lock() {
+                self.sst_files.extend(merged.iter().cloned());
+            }
+        })?;
+        self.runs.clear();
+        self.sst_files
+            .extend(merged.into_inner().map_err(|_| io::Error::other("Mutex poisoned"))?);
         Ok(())
     }
 
@@ -1486,7 +1573,12 @@ impl RocksDbStorageBulkLoader<'_> {
         }
         self.storage.db.insert_stt_files(&self.sst_files)?;
         for (_, file) in &self.sst_files {
-            remove_file(file)?;
+            // Ingestion moves the files into the store: their names here are already gone.
+            if let Err(e) = remove_file(file) {
+                if e.kind() != io::ErrorKind::NotFound {
+                    return Err(e.into());
+                }
+            }
         }
         self.sst_files.clear();
         Ok(())
@@ -1494,10 +1586,9 @@ impl RocksDbStorageBulkLoader<'_> {
 
     pub fn commit(mut self) -> Result<(), StorageError> {
         while let Some(thread) = self.threads.pop_front() {
-            self.sst_files
-                .extend(map_thread_result(thread.join()).map_err(StorageError::Io)??);
-            self.on_possible_progress()?;
+            self.join_batch(thread)?;
         }
+        self.merge_runs()?;
         self.do_commit()
     }
 }
@@ -1509,6 +1600,8 @@ struct FileBulkLoader<'a> {
     triples: FxHashSet<EncodedQuad>,
     graphs: FxHashSet<EncodedTerm>,
     cancellation_token: CancellationToken,
+    /// Write sorted runs to merge at commit instead of SST files to ingest as they are.
+    runs: bool,
 }
 
 impl<'a> FileBulkLoader<'a> {
@@ -1516,6 +1609,7 @@ impl<'a> FileBulkLoader<'a> {
         storage: &'a RocksDbStorage,
         batch_size: usize,
         cancellation_token: CancellationToken,
+        runs: bool,
     ) -> Self {
         Self {
             storage,
@@ -1527,7 +1621,17 @@ impl<'a> FileBulkLoader<'a> {
             triples: FxHashSet::with_capacity_and_hasher(batch_size, FxBuildHasher),
             graphs: FxHashSet::default(),
             cancellation_token,
+            runs,
         }
+    }
+
+    /// A file for one column family's sorted entries: a run or an SST file.
+    fn sorted_file(&self) -> Result<SortedFile, StorageError> {
+        Ok(if self.runs {
+            SortedFile::Run(RunWriter::create(self.storage.db.new_bulk_file_path("run")?)?)
+        } else {
+            SortedFile::Sst(self.storage.db.new_sst_file()?)
+        })
     }
 
     fn load(
@@ -1592,7 +1696,7 @@ impl<'a> FileBulkLoader<'a> {
                 .map(|(k, v)| (k.to_be_bytes(), v))
                 .collect::<Vec<_>>();
             id2str.sort_unstable();
-            let mut id2str_sst = self.storage.db.new_sst_file()?;
+            let mut id2str_sst = self.sorted_file()?;
             for (k, v) in id2str {
                 id2str_sst.insert(&k, v.as_bytes())?;
             }
@@ -1720,9 +1824,9 @@ impl<'a> FileBulkLoader<'a> {
     ) -> Result<PathBuf, StorageError> {
         let mut values = values.collect::<Vec<_>>();
         values.sort_unstable();
-        let mut sst = self.storage.db.new_sst_file()?;
+        let mut sst = self.sorted_file()?;
         for value in values {
-            sst.insert_empty(&value)?;
+            sst.insert(&value, &[])?;
         }
         sst.finish()
     }
@@ -1732,6 +1836,28 @@ impl<'a> FileBulkLoader<'a> {
             Err(StorageError::Other("Cancelled".into()))
         } else {
             Ok(())
+        }
+    }
+}
+
+/// Where a bulk load batch writes one column family's sorted entries.
+enum SortedFile {
+    Sst(SstFileWriter),
+    Run(RunWriter),
+}
+
+impl SortedFile {
+    fn insert(&mut self, key: &[u8], value: &[u8]) -> Result<(), StorageError> {
+        match self {
+            Self::Sst(sst) => sst.insert(key, value),
+            Self::Run(run) => run.insert(key, value),
+        }
+    }
+
+    fn finish(self) -> Result<PathBuf, StorageError> {
+        match self {
+            Self::Sst(sst) => sst.finish(),
+            Self::Run(run) => run.finish(),
         }
     }
 }

@@ -228,6 +228,9 @@ impl Db {
                 !ingest_external_file_options.is_null(),
                 "rocksdb_ingestexternalfileoptions_create returned null"
             );
+            // Ingested files are linked into the store rather than copied (the loader removes
+            // its own name for them afterwards).
+            rocksdb_ingestexternalfileoptions_set_move_files(ingest_external_file_options, 1);
 
             let compaction_options = rocksdb_compactoptions_create();
             assert!(
@@ -626,6 +629,16 @@ impl Db {
             })?;
             Ok(SstFileWriter { writer, path })
         }
+    }
+
+    /// A path for a temporary file of a bulk load (`ext`: its extension), beside the SST files.
+    pub fn new_bulk_file_path(&self, ext: &str) -> Result<PathBuf, StorageError> {
+        let DbKind::ReadWrite(db) = &self.inner else {
+            return Err(StorageError::Other(
+                "bulk loads are only possible on read-write instances".into(),
+            ));
+        };
+        Ok(db.path.join(format!("bulk-{}.{ext}", random::<u128>())))
     }
 
     pub fn insert_stt_files(
@@ -1220,6 +1233,10 @@ impl SstFileWriter {
 
     pub fn insert_empty(&mut self, key: &[u8]) -> Result<(), StorageError> {
         self.insert(key, &[])
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
     pub fn finish(self) -> Result<PathBuf, StorageError> {
