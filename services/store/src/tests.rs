@@ -224,6 +224,27 @@ fn a_bulk_load_of_many_batches_reads_back_each_quad_once_through_every_index() {
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
 
+/// A process that stops during a bulk load leaves its runs and SST files in the store directory;
+/// opening the store for writing removes them (and nothing else).
+#[test]
+fn opening_a_store_removes_what_an_unfinished_bulk_load_left() {
+    let dir = tempfile::tempdir().unwrap();
+    let (batch, offsets) = seed_batch(5);
+    GraphStore::open(dir.path()).unwrap().apply("log", &batch, &offsets).unwrap();
+    for name in ["bulk-1.run", "bulk-2.sst", "bulk-notes.txt"] {
+        std::fs::write(dir.path().join(name), b"left by a load that stopped").unwrap();
+    }
+    let store = GraphStore::open(dir.path()).unwrap();
+    assert_eq!(store.offsets("log").unwrap(), offsets, "the store itself is untouched");
+    let mut bulk: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with("bulk-"))
+        .collect();
+    bulk.sort();
+    assert_eq!(bulk, ["bulk-notes.txt"]);
+}
+
 #[test]
 fn a_redelivered_event_changes_nothing() {
     let store = GraphStore::in_memory().unwrap();

@@ -1491,22 +1491,18 @@ impl RocksDbStorageBulkLoader<'_> {
     /// Merges each column family's runs into SST files that do not overlap one another, on up
     /// to `num_threads` threads (one column family at a time each, largest first).
     fn merge_runs(&mut self) -> Result<(), StorageError> {
+        // `self.runs` keeps them all until the merge is done: the loader's to remove if it fails.
         let mut by_cf = Vec::<(ColumnFamily, Vec<PathBuf>, u64)>::new();
-        for (cf, run) in take(&mut self.runs) {
-            let size = std::fs::metadata(&run).map(|m| m.len()).unwrap_or(0);
-            match by_cf.iter_mut().find(|(c, _, _)| *c == cf) {
+        for (cf, run) in &self.runs {
+            let size = std::fs::metadata(run).map(|m| m.len()).unwrap_or(0);
+            match by_cf.iter_mut().find(|(c, _, _)| c == cf) {
                 Some((_, runs, total)) => {
-                    runs.push(run);
+                    runs.push(run.clone());
                     *total += size;
                 }
-                None => by_cf.push((cf, vec![run], size)),
+                None => by_cf.push((cf.clone(), vec![run.clone()], size)),
             }
         }
-        // Until merged, the runs are this loader's to remove if anything fails.
-        self.runs = by_cf
-            .iter()
-            .flat_map(|(cf, runs, _)| runs.iter().map(|r| (cf.clone(), r.clone())))
-            .collect();
         by_cf.sort_by_key(|(_, _, size)| std::cmp::Reverse(*size));
         let queue = Mutex::new(by_cf.into_iter());
         let merged = Mutex::new(Vec::new());

@@ -238,7 +238,7 @@ impl Db {
                 "rocksdb_compactoptions_create returned null"
             );
 
-            Ok(Self {
+            let this = Self {
                 inner: DbKind::ReadWrite(Arc::new(RwDbHandler {
                     db,
                     options,
@@ -254,7 +254,10 @@ impl Db {
                     cf_options,
                     path: path.into(),
                 })),
-            })
+            };
+            // The store's lock is ours now: no bulk load is writing beside it.
+            remove_unfinished_bulk_files(path);
+            Ok(this)
         }
     }
 
@@ -1244,6 +1247,21 @@ impl SstFileWriter {
             ffi_result!(rocksdb_sstfilewriter_finish(self.writer))?;
         }
         Ok(self.path.clone())
+    }
+}
+
+/// Removes the temporary files (`bulk-*.sst`, `bulk-*.run`) of bulk loads that never finished
+/// in the store directory `path`: a process that stopped during a load left them there.
+fn remove_unfinished_bulk_files(path: &Path) {
+    let Ok(entries) = std::fs::read_dir(path) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with("bulk-") && (name.ends_with(".sst") || name.ends_with(".run")) {
+            std::fs::remove_file(entry.path()).ok();
+        }
     }
 }
 
