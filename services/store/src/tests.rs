@@ -166,7 +166,9 @@ fn a_bulk_load_of_many_batches_reads_back_each_quad_once_through_every_index() {
     let quad = |n: usize| {
         let object: Term = match n % 3 {
             0 => iri(format!("o{}", n % 97)).into(),
-            1 => Literal::new_simple_literal(format!("a text long enough for the dictionary, number {}", n % 501)).into(),
+            1 => {
+                Literal::new_simple_literal(format!("a text long enough for the dictionary, number {}", n % 501)).into()
+            }
             _ => Literal::from(n as i64).into(),
         };
         let graph = if n % 10 == 0 { GraphName::DefaultGraph } else { iri(format!("g{}", n % 13)).into() };
