@@ -171,7 +171,7 @@ fn a_bulk_load_of_many_batches_reads_back_each_quad_once_through_every_index() {
             }
             _ => Literal::from(n as i64).into(),
         };
-        let graph = if n % 10 == 0 { GraphName::DefaultGraph } else { iri(format!("g{}", n % 13)).into() };
+        let graph = if n.is_multiple_of(10) { GraphName::DefaultGraph } else { iri(format!("g{}", n % 13)).into() };
         Quad::new(iri(format!("s{}", n % 1009)), iri(format!("p{}", n % 7)), object, graph)
     };
     // Each quad twice, far apart, so that batches repeat quads, strings and graph names.
