@@ -218,12 +218,19 @@ fn a_bulk_load_of_many_batches_reads_back_each_quad_once_through_every_index() {
     assert_eq!(db.len().unwrap(), want.len());
     assert!(!db.contains(&quad(7)).unwrap());
     // Nothing of the load is left beside the store's own files.
-    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+    let leftovers = bulk_files(dir.path());
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+/// The names of the files in `dir` that a bulk load names (`bulk-*`), sorted.
+fn bulk_files(dir: &std::path::Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .filter(|name| name.starts_with("bulk-"))
         .collect();
-    assert!(leftovers.is_empty(), "{leftovers:?}");
+    names.sort();
+    names
 }
 
 /// A process that stops during a bulk load leaves its runs and SST files in the store directory;
@@ -238,13 +245,7 @@ fn opening_a_store_removes_what_an_unfinished_bulk_load_left() {
     }
     let store = GraphStore::open(dir.path()).unwrap();
     assert_eq!(store.offsets("log").unwrap(), offsets, "the store itself is untouched");
-    let mut bulk: Vec<String> = std::fs::read_dir(dir.path())
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|name| name.starts_with("bulk-"))
-        .collect();
-    bulk.sort();
-    assert_eq!(bulk, ["bulk-notes.txt"]);
+    assert_eq!(bulk_files(dir.path()), ["bulk-notes.txt"]);
 }
 
 #[test]
