@@ -241,13 +241,16 @@ fn memory_mib(pid: u32, field: &str) -> f64 {
         .unwrap_or(f64::NAN)
 }
 
-/// Runs `f` from `clients` threads, `iterations` times each; returns sorted latencies in ms of
-/// the requests that succeeded, and the failures.
-fn concurrent_counting(
+/// Runs `request` from `clients` threads, `iterations` times each (and for at least
+/// `min_duration`), then `check` on what each request returned, outside the timed part; returns
+/// the sorted latencies in ms of the requests that succeeded and passed their check, and the
+/// failures.
+fn concurrent_counting<T>(
     clients: usize,
     iterations: usize,
     min_duration: Duration,
-    f: impl Fn() -> Result<()> + Send + Sync,
+    request: impl Fn() -> Result<T> + Send + Sync,
+    check: impl Fn(T) -> Result<()> + Send + Sync,
 ) -> (Vec<f64>, Vec<String>) {
     let latencies = Mutex::new(Vec::with_capacity(clients * iterations));
     let errors = Mutex::new(Vec::new());
@@ -259,8 +262,10 @@ fn concurrent_counting(
                 while asked < iterations || started.elapsed() < min_duration {
                     asked += 1;
                     let t = Instant::now();
-                    match f() {
-                        Ok(()) => latencies.lock().expect("lock").push(t.elapsed().as_secs_f64() * 1000.0),
+                    let outcome = request();
+                    let ms = t.elapsed().as_secs_f64() * 1000.0;
+                    match outcome.and_then(&check) {
+                        Ok(()) => latencies.lock().expect("lock").push(ms),
                         Err(e) => errors.lock().expect("lock").push(e.to_string()),
                     }
                 }
@@ -272,9 +277,9 @@ fn concurrent_counting(
     (l, errors.into_inner().expect("lock"))
 }
 
-/// [`concurrent_counting`], failing on any failed request.
+/// [`concurrent_counting`] of `f` with nothing to check afterwards, failing on any failed request.
 fn concurrent(clients: usize, iterations: usize, f: impl Fn() -> Result<()> + Send + Sync) -> Result<Vec<f64>> {
-    let (latencies, errors) = concurrent_counting(clients, iterations, Duration::ZERO, f);
+    let (latencies, errors) = concurrent_counting(clients, iterations, Duration::ZERO, f, Ok);
     if let Some(e) = errors.first() {
         bail!("{} request(s) failed, first: {e}", errors.len());
     }
@@ -319,18 +324,53 @@ fn raw_query(store: &oxigraph::store::Store, query: &str) -> Result<Rows> {
     Ok(rows)
 }
 
+/// An answer as received over HTTP: status and body, not yet parsed.
+struct Answer {
+    status: u16,
+    body: String,
+}
+
 /// Sends one request for `q` to the server (`fresh`: with `Cache-Control: no-cache`, evaluated
-/// afresh); returns the SPARQL answer's rows (empty for GraphQL).
-fn ask(server: &Server, q: &Question, text: &str, fresh: bool) -> Result<Rows> {
+/// afresh) and reads its whole body: what a request's latency covers.
+fn send(server: &Server, q: &Question, text: &str, fresh: bool) -> Result<Answer> {
     let headers = Server::cache_headers(fresh);
+    let (status, body) = if q.file.ends_with(".graphql") {
+        server.graphql_text_with_headers(headers, text, variables())?
+    } else {
+        let (status, _, body) = server.sparql_get_with_headers(headers, text, "application/sparql-results+json")?;
+        (status, body)
+    };
+    Ok(Answer { status, body })
+}
+
+/// Checks an answer without building it: HTTP 200, well-formed JSON, and SPARQL results or GraphQL
+/// data without errors.
+fn check(q: &Question, answer: &Answer) -> Result<()> {
+    #[derive(serde::Deserialize)]
+    struct Envelope {
+        results: Option<serde::de::IgnoredAny>,
+        data: Option<serde::de::IgnoredAny>,
+        errors: Option<serde::de::IgnoredAny>,
+    }
+    let fail = || format!("{}: HTTP {}: {}", q.name, answer.status, answer.body);
+    anyhow::ensure!(answer.status == 200, fail());
+    let envelope: Envelope = serde_json::from_str(&answer.body).with_context(fail)?;
+    let graphql = q.file.ends_with(".graphql");
+    let complete =
+        if graphql { envelope.data.is_some() && envelope.errors.is_none() } else { envelope.results.is_some() };
+    anyhow::ensure!(complete, fail());
+    Ok(())
+}
+
+/// Sends one request for `q` and checks its answer; returns the SPARQL answer's rows (empty for
+/// GraphQL).
+fn ask(server: &Server, q: &Question, text: &str, fresh: bool) -> Result<Rows> {
+    let answer = send(server, q, text, fresh)?;
+    check(q, &answer)?;
     if q.file.ends_with(".graphql") {
-        let (status, v) = server.graphql_with_headers(headers, text, variables())?;
-        anyhow::ensure!(status == 200 && v.get("errors").is_none(), "{}: HTTP {status}: {v}", q.name);
         return Ok(Rows::new());
     }
-    let (status, _, body) = server.sparql_get_with_headers(headers, text, "application/sparql-results+json")?;
-    anyhow::ensure!(status == 200, "{}: HTTP {status}: {body}", q.name);
-    http_rows(&body)
+    http_rows(&answer.body)
 }
 
 /// The server's response-cache counters, both endpoints summed: answers served from it (`hit`
@@ -592,9 +632,13 @@ fn one_size(args: &HotPathArgs, conversations: usize, repo: &Path) -> Result<Run
             let before = cache_outcomes(&server)?;
             let min_phase = Duration::from_millis(args.min_phase_ms);
             let ((latencies, errors), sent) = with_load(&server, &broker.bootstrap, args.load_rate, &template, || {
-                Ok(concurrent_counting(args.clients, args.iterations, min_phase, || {
-                    ask(&server, q, &text, fresh).map(|_| ())
-                }))
+                Ok(concurrent_counting(
+                    args.clients,
+                    args.iterations,
+                    min_phase,
+                    || send(&server, q, &text, fresh),
+                    |answer| check(q, &answer),
+                ))
             })?;
             let after = cache_outcomes(&server)?;
             load_events += sent;

@@ -197,8 +197,7 @@ impl GraphStore {
     pub fn finish_initial_load(&self, log: &str, offsets: &Offsets, loaded: LoadedGraph) -> Result<(), StoreError> {
         let db = self.db();
         let started = std::time::Instant::now();
-        let mut maintenance = projection::Maintenance::default();
-        maintenance.account_all(&db.start_transaction()?, &loaded.facts)?;
+        let maintenance = projection::Maintenance::account_all(&db, &loaded.facts)?;
         drop(loaded);
         let accounted = started.elapsed().as_secs_f64();
         let mut loader = Loader::new(&db, PROJECTION_BATCH_QUADS, None);
@@ -209,9 +208,6 @@ impl GraphStore {
         write_offsets(&mut tx, log, offsets)?;
         tx.remove(&marker(log));
         tx.commit()?;
-        // This small write waits while RocksDB holds writes back for the level-0 files the bulk
-        // loads left (each batch's files overlap all the others'), until compactions bring
-        // them under its limit.
         tracing::info!(
             accounting_s = accounted,
             bulk_load_s = projected - accounted,

@@ -217,6 +217,14 @@ impl Terms {
         lexical(self.term(id))
     }
 
+    /// The cell `key` stands for (the inverse of [`Terms::key`]).
+    fn cell(&self, key: CellKey) -> Cell {
+        match key {
+            CellKey::Counter(obs, measure) => Cell::Counter(self.observation(obs), measure),
+            CellKey::Refcount(obs, dim, value) => Cell::Refcount(self.observation(obs), dim, self.term(value).clone()),
+        }
+    }
+
     fn key(&mut self, cell: Cell) -> CellKey {
         match cell {
             Cell::Counter(obs, measure) => CellKey::Counter(self.obs_key(obs), measure),
@@ -350,22 +358,61 @@ impl Maintenance {
         Ok(())
     }
 
-    /// Adds the contribution of every projected entity in the store, as `facts` holds them: the
-    /// projections from scratch, for a store that has none yet (an initial load). The entities
-    /// are listed from `tx`'s type index, one sequential read.
-    pub(crate) fn account_all(&mut self, tx: &Transaction<'_>, facts: &impl Facts) -> Result<(), StoreError> {
-        let classes = [coal::ACTIVITY, coal::CASE_STUDY, coal::OUTCOME, coal::DIALOGUE, coal::EVIDENCE_STATISTIC];
-        for class in classes {
-            // Ordered by subject, so an entity typed in several graphs comes up in a row, once counted.
-            let mut previous: Option<NamedNode> = None;
-            for q in tx.quads_for_pattern(None, Some(nn(vocab::RDF_TYPE)), Some(nn(class).into()), None) {
-                let oxigraph::model::NamedOrBlankNode::NamedNode(e) = q?.subject else { continue };
-                if previous.as_ref() == Some(&e) {
-                    continue;
-                }
-                self.account(facts, std::slice::from_ref(&e), 1)?;
-                previous = Some(e);
+    /// The contribution of every projected entity in `db`, as `facts` holds them: the
+    /// projections from scratch, for a store that has none yet (an initial load). Two threads
+    /// take a share of the projected classes each, listing their entities from the type index
+    /// (one sequential read per class), and the smaller share's cells are then added to the
+    /// larger's.
+    pub(crate) fn account_all(db: &oxigraph::store::Store, facts: &(impl Facts + Sync)) -> Result<Self, StoreError> {
+        // Activities contribute the most cells (the dashboard and a partner's roll-up); the other
+        // classes together about as many.
+        const SHARES: [&[&str]; 2] =
+            [&[coal::ACTIVITY], &[coal::CASE_STUDY, coal::OUTCOME, coal::DIALOGUE, coal::EVIDENCE_STATISTIC]];
+        let shares = std::thread::scope(|s| {
+            let threads: Vec<_> = SHARES
+                .iter()
+                .map(|classes| {
+                    s.spawn(move || {
+                        let mut share = Maintenance::default();
+                        for class in *classes {
+                            share.account_class(db, facts, class)?;
+                        }
+                        Ok::<_, StoreError>(share)
+                    })
+                })
+                .collect();
+            threads.into_iter().map(|t| t.join().expect("an accounting thread panicked")).collect::<Result<Vec<_>, _>>()
+        })?;
+        let mut shares = shares.into_iter();
+        let mut all = shares.next().unwrap_or_default();
+        for mut share in shares {
+            if share.deltas.len() > all.deltas.len() {
+                std::mem::swap(&mut all, &mut share);
             }
+            for (key, delta) in share.deltas {
+                let cell = share.terms.cell(key);
+                *all.deltas.entry(all.terms.key(cell)).or_default() += delta;
+            }
+        }
+        Ok(all)
+    }
+
+    /// Adds the contribution of every entity of type `class` in `db`, as `facts` holds them.
+    fn account_class(
+        &mut self,
+        db: &oxigraph::store::Store,
+        facts: &impl Facts,
+        class: &str,
+    ) -> Result<(), StoreError> {
+        // Ordered by subject, so an entity typed in several graphs comes up in a row, once counted.
+        let mut previous: Option<NamedNode> = None;
+        for q in db.quads_for_pattern(None, Some(nn(vocab::RDF_TYPE)), Some(nn(class).into()), None) {
+            let oxigraph::model::NamedOrBlankNode::NamedNode(e) = q?.subject else { continue };
+            if previous.as_ref() == Some(&e) {
+                continue;
+            }
+            self.account(facts, std::slice::from_ref(&e), 1)?;
+            previous = Some(e);
         }
         Ok(())
     }

@@ -410,12 +410,23 @@ impl Server {
         query: &str,
         variables: Value,
     ) -> Result<(u16, Value)> {
+        let (status, body) = self.graphql_text_with_headers(headers, query, variables)?;
+        Ok((status, serde_json::from_str(&body)?))
+    }
+
+    /// [`Server::graphql_with_headers`], returning the response body as it came, unparsed.
+    pub fn graphql_text_with_headers(
+        &self,
+        headers: &[(&str, &str)],
+        query: &str,
+        variables: Value,
+    ) -> Result<(u16, String)> {
         let mut request = self.agent.post(format!("{}/graphql", self.base)).header("content-type", "application/json");
         for (k, v) in headers {
             request = request.header(*k, *v);
         }
         let mut r = request.send_json(json!({ "query": query, "variables": variables }))?;
-        Ok((r.status().as_u16(), r.body_mut().read_json()?))
+        Ok((r.status().as_u16(), r.body_mut().read_to_string()?))
     }
 
     /// Waits until graph and index have applied the record behind `token` (the server's
