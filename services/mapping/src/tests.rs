@@ -80,6 +80,20 @@ fn shape_violations_are_reported_with_focus_and_path() {
 }
 
 #[test]
+fn an_event_must_describe_exactly_one_entity() {
+    let event = seed_events().into_iter().next().unwrap();
+    let provenance = map_event(&event, &pos(0)).unwrap().provenance;
+    assert!(shacl::shapes().validate(&provenance).is_empty());
+    let without: Vec<Quad> =
+        provenance.iter().filter(|q| q.predicate.as_str() != vocab::coal::DESCRIBES).cloned().collect();
+    assert_eq!(without.len() + 1, provenance.len(), "the event describes one entity");
+    let violations = shacl::shapes().validate(&without);
+    assert_eq!(violations.len(), 1, "{violations:?}");
+    assert_eq!(violations[0].path, vocab::coal::DESCRIBES);
+    assert!(violations[0].message.contains("at least 1"), "{}", violations[0]);
+}
+
+#[test]
 fn unsupported_shacl_is_refused_when_shapes_load() {
     let ttl = r#"@prefix sh: <http://www.w3.org/ns/shacl#> .
         <urn:s> sh:targetClass <urn:C> ; sh:property [ sh:path <urn:p> ; sh:class <urn:D> ] ."#;
