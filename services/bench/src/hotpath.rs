@@ -122,6 +122,13 @@ pub(crate) struct Question {
     raw: Option<&'static str>,
 }
 
+impl Question {
+    /// Asked at `/graphql` (else at `/sparql`).
+    fn is_graphql(&self) -> bool {
+        self.file.ends_with(".graphql")
+    }
+}
+
 pub(crate) const QUESTIONS: &[Question] = &[
     Question {
         name: "H1",
@@ -334,7 +341,7 @@ struct Answer {
 /// afresh) and reads its whole body: what a request's latency covers.
 fn send(server: &Server, q: &Question, text: &str, fresh: bool) -> Result<Answer> {
     let headers = Server::cache_headers(fresh);
-    let (status, body) = if q.file.ends_with(".graphql") {
+    let (status, body) = if q.is_graphql() {
         server.graphql_text_with_headers(headers, text, variables())?
     } else {
         let (status, _, body) = server.sparql_get_with_headers(headers, text, "application/sparql-results+json")?;
@@ -355,9 +362,8 @@ fn check(q: &Question, answer: &Answer) -> Result<()> {
     let fail = || format!("{}: HTTP {}: {}", q.name, answer.status, answer.body);
     anyhow::ensure!(answer.status == 200, fail());
     let envelope: Envelope = serde_json::from_str(&answer.body).with_context(fail)?;
-    let graphql = q.file.ends_with(".graphql");
     let complete =
-        if graphql { envelope.data.is_some() && envelope.errors.is_none() } else { envelope.results.is_some() };
+        if q.is_graphql() { envelope.data.is_some() && envelope.errors.is_none() } else { envelope.results.is_some() };
     anyhow::ensure!(complete, fail());
     Ok(())
 }
@@ -367,7 +373,7 @@ fn check(q: &Question, answer: &Answer) -> Result<()> {
 fn ask(server: &Server, q: &Question, text: &str, fresh: bool) -> Result<Rows> {
     let answer = send(server, q, text, fresh)?;
     check(q, &answer)?;
-    if q.file.ends_with(".graphql") {
+    if q.is_graphql() {
         return Ok(Rows::new());
     }
     http_rows(&answer.body)

@@ -544,15 +544,10 @@ impl Maintenance {
         let terms = self.terms;
         let mut counters = BTreeMap::new();
         let mut refcounts = Vec::new();
-        for (cell, delta) in self.deltas {
-            match cell {
-                _ if delta == 0 => {}
-                CellKey::Counter(obs, measure) => {
-                    *counters.entry((terms.observation(obs), measure)).or_default() += delta;
-                }
-                CellKey::Refcount(obs, dim, value) => {
-                    refcounts.push((terms.observation(obs), dim, terms.term(value).clone(), delta));
-                }
+        for (key, delta) in self.deltas.into_iter().filter(|(_, delta)| *delta != 0) {
+            match terms.cell(key) {
+                Cell::Counter(obs, measure) => *counters.entry((obs, measure)).or_default() += delta,
+                Cell::Refcount(obs, dim, value) => refcounts.push((obs, dim, value, delta)),
             }
         }
         (counters, refcounts)
