@@ -3,14 +3,13 @@
 //! the log up to its end with the graph store's bulk loader and one index commit, then goes on
 //! through the pipeline from there.
 //!
-//! One pass reads each partition from its start to its end-of-partition event (high watermarks
-//! are not trusted for this: some Kafka-protocol brokers report the last batch's first offset).
-//! It decodes, validates and maps every record, dead-letters the bad ones, decides in log order
-//! what a transactional apply would have done with each event ([`LoadPlan::record`]), loads the
-//! provenance of every new event and, for the first event of each entity graph, its facts, and
-//! adds its documents to the index. A graph that a later event changed gets its last state after
-//! the bulk load: only those events are read again (the others are skipped undecoded), and each
-//! replaces its graph's facts in a transaction and its entity's documents in the index. The
+//! Two passes read the same records, each with its own consumer: the first reads each partition
+//! from its start to its end-of-partition event (high watermarks are not trusted for this: some
+//! Kafka-protocol brokers report the last batch's first offset), the second up to where the first
+//! stopped. The first decodes, validates and maps every record,
+//! dead-letters the bad ones, loads the provenance of every new event and decides, in log order,
+//! what a transactional apply would have done with it ([`LoadPlan::record`]); the second loads
+//! the facts of the event that won each entity graph and adds its documents to the index. The
 //! graph's projections and offsets are then written in one transaction, and the index commits
 //! with the same offsets. The result equals replaying the records through the pipeline (a test
 //! compares the digests); a load that stops half-way leaves nothing visible, or a store marked
@@ -19,8 +18,8 @@
 use crate::materializer::{decode_and_map, MaterializerContext};
 use crate::{DeadLetter, IngestError, Materializer};
 use coalition_events::Action;
-use coalition_mapping::{LogPosition, Offsets, SearchDoc, TopicPartition};
-use coalition_store::{Applicable, LoadPlan, LoadedGraph, Loader, Verdict};
+use coalition_mapping::{LogPosition, Offsets, TopicPartition};
+use coalition_store::{Applicable, LoadPlan, Loader, Verdict};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Message};
@@ -30,10 +29,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
-/// Documents handed to the index writer at once.
+/// Documents handed to the index writer at once during the second pass.
 const DOCS_PER_ADD: usize = 10_000;
-/// Replaced entity graphs written in one transaction after the bulk load.
-const REPLACEMENTS_PER_TX: usize = 1_000;
 /// Records read from one partition's queue before turning to the next.
 const POLLS_PER_TURN: usize = 500;
 
@@ -43,8 +40,6 @@ pub(crate) struct Loaded {
     /// Where the load stopped: the next offset of every partition it read.
     pub offsets: Offsets,
     pub applied: u64,
-    /// Applied events that replaced the state an earlier event had given their graph.
-    pub replacing: u64,
     pub stale: u64,
     pub duplicates: u64,
     pub dead_lettered: u64,
@@ -77,17 +72,30 @@ impl Materializer {
         let mut plan = LoadPlan::default();
         let mut loaded = Loaded::default();
         let mut ends = Offsets::default();
-        let mut graph = self.store.initial_load(&self.log, |loader| -> Result<(), IngestError> {
+        let graph = self.store.initial_load(&self.log, |loader| -> Result<(), IngestError> {
+            ends = self.read_log(partitions, None, cancel, |msg, pos| {
+                self.first_pass(msg, pos, &mut plan, loader, &mut loaded, runtime)
+            })?;
+            tracing::info!(elapsed_s = started.elapsed().as_secs_f64(), "initial load: first pass done");
             let mut docs = Vec::new();
-            ends = self.read_log(partitions, Span::ToEnd, cancel, |msg, pos| {
-                self.load_record(msg, pos, &mut plan, loader, &mut docs, &mut loaded, runtime)
+            self.read_log(partitions, Some(&ends), cancel, |msg, pos| {
+                let Ok((event_id, mapped)) = decode_and_map(msg, &pos) else { return Ok(()) };
+                let item = Applicable { event_id, mapped };
+                if plan.take_winner(&item) {
+                    let m = item.mapped;
+                    loader.add(m.facts.into_iter().chain(m.generation))?;
+                    if m.action != Action::Retract {
+                        docs.extend(m.docs);
+                    }
+                    if docs.len() >= DOCS_PER_ADD {
+                        self.index.add_uncommitted(&std::mem::take(&mut docs))?;
+                    }
+                }
+                Ok(())
             })?;
             self.index.add_uncommitted(&docs)?;
             Ok(())
         })?;
-        let bulk_loaded = started.elapsed().as_secs_f64();
-        tracing::info!(elapsed_s = bulk_loaded, replacing = loaded.replacing, "initial load: the log is bulk-loaded");
-        let replaced = self.replace_loaded(partitions, &mut plan, &mut graph, cancel)?;
         let graph_loaded = started.elapsed().as_secs_f64();
         let ends_total: i64 = ends.0.values().sum();
         loaded.offsets = ends;
@@ -102,12 +110,9 @@ impl Materializer {
             records = ends_total,
             quads,
             applied = loaded.applied,
-            replaced,
             stale = loaded.stale,
             duplicates = loaded.duplicates,
             dead_lettered = loaded.dead_lettered,
-            bulk_loaded_s = bulk_loaded,
-            replacements_s = graph_loaded - bulk_loaded,
             graph_loaded_s = graph_loaded,
             projections_s = projected - graph_loaded,
             index_commit_s = started.elapsed().as_secs_f64() - projected,
@@ -116,16 +121,14 @@ impl Materializer {
         Ok(loaded)
     }
 
-    /// Loads one record: dead-letters it, or records what an apply would do with it, loads the
-    /// provenance of a new event, and the facts and documents of its graph's first state.
-    #[allow(clippy::too_many_arguments)]
-    fn load_record(
+    /// First pass over one record: dead-letters it, or records what an apply would do with it
+    /// and loads the provenance of a new event.
+    fn first_pass(
         &self,
         msg: &BorrowedMessage<'_>,
         pos: LogPosition,
         plan: &mut LoadPlan,
         loader: &mut Loader<'_>,
-        docs: &mut Vec<SearchDoc>,
         loaded: &mut Loaded,
         runtime: &tokio::runtime::Handle,
     ) -> Result<(), IngestError> {
@@ -133,28 +136,15 @@ impl Materializer {
         match decode_and_map(msg, &pos) {
             Ok((event_id, mapped)) => {
                 let item = Applicable { event_id, mapped };
-                let verdict = plan.record(&item, &pos);
-                match verdict {
+                match plan.record(&item) {
                     Verdict::Duplicate => loaded.duplicates += 1,
-                    Verdict::Stale => loaded.stale += 1,
-                    Verdict::Applied => loaded.applied += 1,
-                    Verdict::Replacing => {
-                        loaded.applied += 1;
-                        loaded.replacing += 1;
-                    }
-                }
-                if verdict == Verdict::Duplicate {
-                    return Ok(());
-                }
-                let m = item.mapped;
-                loader.add(m.provenance)?;
-                if verdict == Verdict::Applied {
-                    loader.add(m.facts.into_iter().chain(m.generation))?;
-                    if m.action != Action::Retract {
-                        docs.extend(m.docs);
-                    }
-                    if docs.len() >= DOCS_PER_ADD {
-                        self.index.add_uncommitted(&std::mem::take(docs))?;
+                    verdict => {
+                        if verdict == Verdict::Applied {
+                            loaded.applied += 1;
+                        } else {
+                            loaded.stale += 1;
+                        }
+                        loader.add(item.mapped.provenance)?;
                     }
                 }
             }
@@ -167,95 +157,25 @@ impl Materializer {
         Ok(())
     }
 
-    /// Gives each entity graph whose loaded first state a later event replaced its last state,
-    /// in the graph and in the index: reads those events again (decoding no other record) and
-    /// writes them [`REPLACEMENTS_PER_TX`] to a transaction. Returns how many graphs it replaced.
-    fn replace_loaded(
-        &self,
-        partitions: &[TopicPartition],
-        plan: &mut LoadPlan,
-        graph: &mut LoadedGraph,
-        cancel: &CancellationToken,
-    ) -> Result<usize, IngestError> {
-        let wanted = plan.replacements();
-        if wanted.is_empty() {
-            return Ok(0);
-        }
-        let mut from = Offsets::default();
-        let mut until = Offsets::default();
-        for at in &wanted {
-            until.advance(at);
-            let tp = TopicPartition { topic: at.topic.clone(), partition: at.partition };
-            let first = from.0.entry(tp).or_insert(at.offset);
-            *first = (*first).min(at.offset);
-        }
-        let mut winners = Vec::new();
-        let mut found = 0;
-        self.read_log(partitions, Span::Within { from: &from, until: &until }, cancel, |msg, pos| {
-            if !wanted.contains(&pos) {
-                return Ok(());
-            }
-            let Ok((event_id, mapped)) = decode_and_map(msg, &pos) else { return Ok(()) };
-            let item = Applicable { event_id, mapped };
-            if plan.take_winner(&item) {
-                found += 1;
-                winners.push(item);
-                if winners.len() >= REPLACEMENTS_PER_TX {
-                    self.replace(graph, &mut winners)?;
-                }
-            }
-            Ok(())
-        })?;
-        self.replace(graph, &mut winners)?;
-        if found != wanted.len() {
-            return Err(IngestError::Io {
-                path: format!("the log {}", self.log),
-                message: format!(
-                    "{} of the {} events that replace an entity graph's first state were not found again where the initial load read them",
-                    wanted.len() - found,
-                    wanted.len()
-                ),
-            });
-        }
-        Ok(found)
-    }
-
-    /// Writes `winners` over their graphs' loaded states and their entities' documents, and
-    /// empties it.
-    fn replace(&self, graph: &mut LoadedGraph, winners: &mut Vec<Applicable>) -> Result<(), IngestError> {
-        if winners.is_empty() {
-            return Ok(());
-        }
-        self.store.replace_loaded(graph, winners)?;
-        let entities: Vec<String> = winners.iter().map(|w| w.mapped.entity.as_str().to_owned()).collect();
-        let docs: Vec<SearchDoc> =
-            winners.drain(..).filter(|w| w.mapped.action != Action::Retract).flat_map(|w| w.mapped.docs).collect();
-        self.index.replace_uncommitted(&entities, &docs)?;
-        Ok(())
-    }
-
-    /// Calls `each` on the records of `partitions` that `span` covers, partition by partition in
-    /// offset order, with a consumer of its own. Returns the next offset of every partition it
+    /// Calls `each` on every record of `partitions` from the start, partition by partition in
+    /// offset order, with a consumer of its own: up to `ends` if given, else up to where each
+    /// partition ends when it is read (its end-of-partition event, read from the partition's own
+    /// queue, so that it is known whose end it is). Returns the next offset of every partition it
     /// read records from.
     fn read_log(
         &self,
         partitions: &[TopicPartition],
-        span: Span<'_>,
+        ends: Option<&Offsets>,
         cancel: &CancellationToken,
         mut each: impl FnMut(&BorrowedMessage<'_>, LogPosition) -> Result<(), IngestError>,
     ) -> Result<Offsets, IngestError> {
         let consumer: Arc<BaseConsumer<MaterializerContext>> =
             Arc::new(self.consumer_config().create_with_context(MaterializerContext)?);
-        let (from, end) = match span {
-            Span::ToEnd => (None, None),
-            Span::Within { from, until } => (Some(from), Some(until)),
-        };
-        let end = |tp: &TopicPartition| end.map(|e| e.next(&tp.topic, tp.partition).unwrap_or(0));
+        let end = |tp: &TopicPartition| ends.map(|e| e.next(&tp.topic, tp.partition).unwrap_or(0));
         let wanted: Vec<&TopicPartition> = partitions.iter().filter(|tp| end(tp) != Some(0)).collect();
         let mut tpl = TopicPartitionList::new();
         for tp in &wanted {
-            let start = from.and_then(|f| f.next(&tp.topic, tp.partition)).map_or(Offset::Beginning, Offset::Offset);
-            tpl.add_partition_offset(&tp.topic, tp.partition, start)?;
+            tpl.add_partition_offset(&tp.topic, tp.partition, Offset::Beginning)?;
         }
         consumer.assign(&tpl)?;
         let mut queues = Vec::new();
@@ -291,7 +211,7 @@ impl Materializer {
                                 break;
                             }
                         }
-                        Some(Err(KafkaError::PartitionEOF(_))) if matches!(span, Span::ToEnd) => {
+                        Some(Err(KafkaError::PartitionEOF(_))) if ends.is_none() => {
                             through.insert(k);
                             break;
                         }
@@ -302,7 +222,7 @@ impl Materializer {
             }
             // Callbacks are served on the consumer's own queue; it also paces an idle loop.
             let _ = consumer.poll(if idle { Duration::from_millis(5) } else { Duration::ZERO });
-            if idle && matches!(span, Span::Within { .. }) {
+            if idle && ends.is_some() {
                 // A partition ending in transaction markers never yields its last offset: its
                 // position says it is through.
                 let positions = consumer.position()?;
@@ -321,15 +241,4 @@ impl Materializer {
         }
         Ok(reached)
     }
-}
-
-/// Which records of each partition [`Materializer::read_log`] reads.
-#[derive(Debug, Clone, Copy)]
-enum Span<'a> {
-    /// From its start to where it ends when it is read (its end-of-partition event, read from the
-    /// partition's own queue, so that it is known whose end it is).
-    ToEnd,
-    /// From the offset in `from` (its start if none) up to the next offset in `until`; a partition
-    /// not in `until` is not read.
-    Within { from: &'a Offsets, until: &'a Offsets },
 }

@@ -383,14 +383,6 @@ impl SearchIndex {
         core.add(writable(&mut guard)?, docs)
     }
 
-    /// Replaces the documents of the entities `replaced` with `docs` without committing (an
-    /// initial load replacing entity graphs' first states).
-    pub fn replace_uncommitted(&self, replaced: &[String], docs: &[SearchDoc]) -> Result<(), SearchError> {
-        let core = self.core.load();
-        let mut guard = core.writer.lock().expect("index writer lock poisoned");
-        core.replace(writable(&mut guard)?, replaced, docs)
-    }
-
     /// Commits what was added with `offsets` as payload and makes it visible to searches.
     pub fn commit(&self, log: &str, offsets: &Offsets) -> Result<(), SearchError> {
         let core = self.core.load();
@@ -464,16 +456,11 @@ impl IndexCore {
     fn apply(&self, log: &str, replaced: &[String], docs: &[SearchDoc], offsets: &Offsets) -> Result<(), SearchError> {
         let mut guard = self.writer.lock().expect("index writer lock poisoned");
         let writer = writable(&mut guard)?;
-        self.replace(writer, replaced, docs)?;
-        self.commit(writer, log, offsets)
-    }
-
-    /// Deletes `replaced`'s documents and adds `docs`, uncommitted.
-    fn replace(&self, writer: &mut IndexWriter, replaced: &[String], docs: &[SearchDoc]) -> Result<(), SearchError> {
         for entity in replaced {
             writer.delete_term(Term::from_field_text(self.fields.entity_iri, entity));
         }
-        self.add(writer, docs)
+        self.add(writer, docs)?;
+        self.commit(writer, log, offsets)
     }
 
     fn add(&self, writer: &mut IndexWriter, docs: &[SearchDoc]) -> Result<(), SearchError> {

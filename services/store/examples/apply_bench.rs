@@ -73,27 +73,21 @@ fn transactions(store: &GraphStore, items: &[(LogPosition, Applicable)], batch: 
 fn initial_load(store: &GraphStore, items: &[(LogPosition, Applicable)], offsets: &Offsets) -> usize {
     let started = Instant::now();
     let mut plan = LoadPlan::default();
-    let mut graph = store
+    let graph = store
         .initial_load("bench", |loader| -> Result<(), StoreError> {
-            for (at, a) in items {
-                let verdict = plan.record(a, at);
-                if verdict != Verdict::Duplicate {
+            for (_, a) in items {
+                if plan.record(a) != Verdict::Duplicate {
                     loader.add(a.mapped.provenance.iter().cloned())?;
                 }
-                if verdict == Verdict::Applied {
+            }
+            for (_, a) in items {
+                if plan.take_winner(a) {
                     loader.add(a.mapped.facts.iter().chain(&a.mapped.generation).cloned())?;
                 }
             }
             Ok(())
         })
         .expect("initial load");
-    let replacements = plan.replacements();
-    let winners: Vec<Applicable> = items
-        .iter()
-        .filter(|(at, a)| replacements.contains(at) && plan.take_winner(a))
-        .map(|(_, a)| a.clone())
-        .collect();
-    store.replace_loaded(&mut graph, &winners).expect("replacements");
     let loaded = started.elapsed().as_secs_f64();
     let quads = graph.quads();
     store.finish_initial_load("bench", offsets, graph).expect("projections");

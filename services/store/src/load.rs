@@ -2,12 +2,10 @@
 //! generation) from the log with Oxigraph's bulk loader, which writes sorted files straight into
 //! RocksDB instead of going through transactions.
 //!
-//! The bulk loader can neither delete nor read what it is writing. One pass over the log hands it
-//! every new event's provenance and the facts of each entity graph's first state; a graph that a
-//! later event changed ([`Verdict::Replacing`]) gets its last state after the bulk load, in
-//! transactions ([`GraphStore::replace_loaded`]), from the events [`LoadPlan::replacements`] names.
-//! The projections are computed afterwards from the loaded facts with the same contribution code
-//! the incremental maintenance uses, reading them from what the [`Loader`] kept of them in memory
+//! The bulk loader can neither delete nor read what it is writing, so the caller decides which
+//! event wins each entity graph (the greatest order key) before handing over its quads, and the
+//! projections are computed afterwards from the loaded facts with the same contribution code the
+//! incremental maintenance uses, reading them from what the [`Loader`] kept of them in memory
 //! ([`LoadedFacts`]) rather than from the store. Guarantees: everything added becomes visible at
 //! once, when the loader commits, together with a marker (in the offsets graph) saying the load
 //! is unfinished; [`GraphStore::finish_initial_load`] then bulk-loads the projections, and writes
@@ -18,8 +16,8 @@
 use crate::projection::{self, LoadedFacts};
 use crate::{nn, str_hash, write_offsets, Applicable, GraphStore, StoreError};
 use coalition_mapping::vocab::{self, coal};
-use coalition_mapping::{LogPosition, Offsets, OrderKey};
-use oxigraph::model::{GraphName, GraphNameRef, NamedNode, NamedOrBlankNode, NamedOrBlankNodeRef, Quad};
+use coalition_mapping::{Offsets, OrderKey};
+use oxigraph::model::{GraphName, NamedNode, Quad};
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 
@@ -45,28 +43,18 @@ fn marker(log: &str) -> Quad {
 /// What [`GraphStore::apply`] does with an event, decided in log order without a store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
-    /// The first event of its entity graph: its provenance and facts are loaded now.
+    /// The event becomes its entity's current state (for now): its provenance is kept.
     Applied,
-    /// The event replaces the state an earlier event gave its graph: its provenance is loaded
-    /// now; its facts, if it is still the graph's last state when the log ends, replace the
-    /// graph's after the bulk load ([`GraphStore::replace_loaded`]).
-    Replacing,
     /// Its entity already has a newer event: its provenance is kept, its facts are not.
     Stale,
     /// An event with this id came before: nothing of it is kept.
     Duplicate,
 }
 
-impl Verdict {
-    /// True if a transactional apply would make the event its graph's current state.
-    pub fn applies(self) -> bool {
-        matches!(self, Verdict::Applied | Verdict::Replacing)
-    }
-}
-
-/// The decisions of an initial load, made in log order: what [`GraphStore::apply`] would have done
-/// with each event (so counts and provenance match a transactional replay), and which graphs'
-/// loaded first state a later event replaced.
+/// The decisions of an initial load, made in two passes over the same records: the first, in
+/// log order, says what [`GraphStore::apply`] would have done with each event (so counts and
+/// provenance match a transactional replay); the second picks out the event that won each entity
+/// graph, whose facts are the graph's.
 ///
 /// Event ids and graph names are kept as their 128-bit SipHash ([`str_hash`]), not as strings: a
 /// million conversations make 2.6 million of each. It is the hash Oxigraph keys its string
@@ -75,24 +63,20 @@ impl Verdict {
 pub struct LoadPlan {
     seen: HashSet<u128>,
     winners: HashMap<u128, OrderKey>,
-    /// Graphs whose loaded first state was replaced: where the graph's last state sits.
-    replaced: HashMap<u128, LogPosition>,
 }
 
 impl LoadPlan {
-    /// Records `item`, which sits `at`, and returns what a transactional apply would do with it.
-    pub fn record(&mut self, item: &Applicable, at: &LogPosition) -> Verdict {
+    /// First pass: records `item` and returns what a transactional apply would do with it.
+    pub fn record(&mut self, item: &Applicable) -> Verdict {
         if !self.seen.insert(str_hash(&item.event_id)) {
             return Verdict::Duplicate;
         }
         let order = &item.mapped.order;
-        let graph = str_hash(item.mapped.graph.as_str());
-        match self.winners.entry(graph) {
+        match self.winners.entry(str_hash(item.mapped.graph.as_str())) {
             Entry::Occupied(current) if *current.get() >= *order => Verdict::Stale,
             Entry::Occupied(mut current) => {
                 current.get_mut().clone_from(order);
-                self.replaced.insert(graph, at.clone());
-                Verdict::Replacing
+                Verdict::Applied
             }
             Entry::Vacant(slot) => {
                 slot.insert(order.clone());
@@ -101,14 +85,8 @@ impl LoadPlan {
         }
     }
 
-    /// Where the events sit whose facts replace a graph's loaded first state: read them again
-    /// and hand them to [`GraphStore::replace_loaded`].
-    pub fn replacements(&self) -> HashSet<LogPosition> {
-        self.replaced.values().cloned().collect()
-    }
-
-    /// True for the event that won its entity graph, once (a later copy of the same event
-    /// answers false).
+    /// Second pass: true for the event that won its entity graph, once (a later copy of the same
+    /// event answers false).
     pub fn take_winner(&mut self, item: &Applicable) -> bool {
         let graph = str_hash(item.mapped.graph.as_str());
         if self.winners.get(&graph) != Some(&item.mapped.order) {
@@ -211,52 +189,6 @@ impl GraphStore {
         let loaded = loader.commit()?;
         self.cache.cleared();
         Ok(loaded)
-    }
-
-    /// Gives each of `winners`' entity graphs, loaded in the initial load `loaded` with an
-    /// earlier state, the winner's facts instead, as [`GraphStore::apply`] does: in one
-    /// transaction, the graph's facts and its generation record are replaced. What the
-    /// projections will read of every subject whose facts changed is read back from the store.
-    pub fn replace_loaded(&self, loaded: &mut LoadedGraph, winners: &[Applicable]) -> Result<(), StoreError> {
-        let db = self.db();
-        let provenance = nn(vocab::PROVENANCE_GRAPH);
-        let mut touched = HashSet::new();
-        let mut tx = db.start_transaction()?;
-        for item in winners {
-            let m = &item.mapped;
-            let graph = GraphNameRef::NamedNode(m.graph.as_ref());
-            let before = tx.quads_for_pattern(None, None, None, Some(graph)).collect::<Result<Vec<_>, _>>()?;
-            let generation = tx
-                .quads_for_pattern(
-                    Some(NamedOrBlankNodeRef::from(m.graph.as_ref())),
-                    None,
-                    None,
-                    Some(provenance.into()),
-                )
-                .collect::<Result<Vec<_>, _>>()?;
-            for q in before.iter().chain(&generation) {
-                tx.remove(q);
-            }
-            for q in m.facts.iter().chain(&m.generation) {
-                tx.insert(q);
-            }
-            loaded.quads = loaded.quads + m.facts.len() + m.generation.len() - before.len() - generation.len();
-            touched.extend(
-                before.into_iter().chain(generation).chain(m.facts.iter().chain(&m.generation).cloned()).filter_map(
-                    |q| match q.subject {
-                        NamedOrBlankNode::NamedNode(s) => Some(s),
-                        NamedOrBlankNode::BlankNode(_) => None,
-                    },
-                ),
-            );
-        }
-        tx.commit()?;
-        for s in &touched {
-            let quads = db.quads_for_pattern(Some(s.into()), None, None, None).collect::<Result<Vec<_>, _>>()?;
-            loaded.facts.reload(s, &quads);
-        }
-        self.cache.committed(winners.iter().map(|w| w.mapped.graph.as_str().to_owned()));
-        Ok(())
     }
 
     /// Finishes the initial load `loaded` of `log`: computes every projection from the loaded

@@ -848,15 +848,6 @@ impl LoadedFacts {
             facts.push((p as u8, object));
         }
     }
-
-    /// Forgets what was kept of `subject` and keeps what contributions read of `quads`, all of
-    /// its quads now in the store (an initial load replacing an entity graph's state).
-    pub(crate) fn reload(&mut self, subject: &NamedNode, quads: &[Quad]) {
-        self.subjects.remove(&str_hash(subject.as_str()));
-        for q in quads {
-            self.record(q);
-        }
-    }
 }
 
 impl Facts for LoadedFacts {

@@ -616,36 +616,26 @@ mod projections {
         items
     }
 
-    /// Loads `items` (in this order, at offsets 0, 1, …) the way an initial load does: in one pass
-    /// the provenance of every new event and the facts of each graph's first state, then the
-    /// graphs' replaced states in transactions of `per_tx` winners, then the projections.
-    fn load_all(items: &[Applicable], per_tx: usize) -> GraphStore {
-        let at = |i: usize| LogPosition { topic: "t".into(), partition: 0, offset: i as i64 };
+    /// Loads `items` (in this order) the way an initial load does: provenance of every new event
+    /// in the first pass, facts of each graph's winner in the second, then the projections.
+    fn load_all(items: &[Applicable]) -> GraphStore {
         let store = GraphStore::in_memory().unwrap();
         let mut plan = LoadPlan::default();
-        let mut graph = store
+        let graph = store
             .initial_load("log", |loader| -> Result<(), StoreError> {
-                for (i, a) in items.iter().enumerate() {
-                    let verdict = plan.record(a, &at(i));
-                    if verdict != Verdict::Duplicate {
+                for a in items {
+                    if plan.record(a) != Verdict::Duplicate {
                         loader.add(a.mapped.provenance.iter().cloned())?;
                     }
-                    if verdict == Verdict::Applied {
+                }
+                for a in items {
+                    if plan.take_winner(a) {
                         loader.add(a.mapped.facts.iter().chain(&a.mapped.generation).cloned())?;
                     }
                 }
                 Ok(())
             })
             .unwrap();
-        let replacements = plan.replacements();
-        let winners: Vec<Applicable> = (0..items.len())
-            .filter(|i| replacements.contains(&at(*i)) && plan.take_winner(&items[*i]))
-            .map(|i| items[i].clone())
-            .collect();
-        assert_eq!(winners.len(), replacements.len(), "every replacement is its graph's winner");
-        for chunk in winners.chunks(per_tx) {
-            store.replace_loaded(&mut graph, chunk).unwrap();
-        }
         store.finish_initial_load("log", &Offsets::default(), graph).unwrap();
         store
     }
@@ -674,16 +664,15 @@ mod projections {
             }
             let mut plan = LoadPlan::default();
             let mut verdicts = (0, 0, 0);
-            for (i, a) in items.iter().enumerate() {
-                let at = LogPosition { topic: "t".into(), partition: 0, offset: i as i64 };
-                match plan.record(a, &at) {
-                    Verdict::Applied | Verdict::Replacing => verdicts.0 += 1,
+            for a in &items {
+                match plan.record(a) {
+                    Verdict::Applied => verdicts.0 += 1,
                     Verdict::Stale => verdicts.1 += 1,
                     Verdict::Duplicate => verdicts.2 += 1,
                 }
             }
             prop_assert_eq!(verdicts, counts);
-            let loaded = load_all(&items, batch);
+            let loaded = load_all(&items);
             prop_assert_eq!(projection::snapshot(&loaded).unwrap(), projection::from_scratch(&loaded).unwrap());
             prop_assert_eq!(digest(&loaded).unwrap(), digest(&applied).unwrap());
         }
@@ -698,7 +687,7 @@ mod projections {
         assert!(!store.discard_unfinished_load("other-log").unwrap(), "only the log's own load counts");
         assert!(store.discard_unfinished_load("log").unwrap());
         assert!(store.is_empty().unwrap());
-        let finished = load_all(&items, 1);
+        let finished = load_all(&items);
         assert!(!finished.discard_unfinished_load("log").unwrap(), "a finished load is kept");
         assert!(!finished.is_empty().unwrap());
     }
