@@ -7,7 +7,7 @@
 //! from its start to its end-of-partition event (high watermarks are not trusted for this: some
 //! Kafka-protocol brokers report the last batch's first offset), the second up to where the first
 //! stopped. The first decodes, validates and maps every record,
-//! dead-letters the bad ones, loads the provenance of every new event and decides, in log order,
+//! dead-letters the bad ones (which the second skips), loads the provenance of every new event and decides, in log order,
 //! what a transactional apply would have done with it ([`LoadPlan::record`]); the second loads
 //! the facts of the event that won each entity graph and adds its documents to the index. The
 //! graph's projections and offsets are then written in one transaction, and the index commits
@@ -15,7 +15,7 @@
 //! compares the digests); a load that stops half-way leaves nothing visible, or a store marked
 //! unfinished that the next start clears.
 
-use crate::materializer::{decode_and_map, MaterializerContext};
+use crate::materializer::{decode_and_map, MaterializerContext, Shapes};
 use crate::{DeadLetter, IngestError, Materializer};
 use coalition_events::Action;
 use coalition_mapping::{LogPosition, Offsets, TopicPartition};
@@ -24,7 +24,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{Offset, TopicPartitionList};
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
@@ -42,7 +42,8 @@ pub(crate) struct Loaded {
     pub applied: u64,
     pub stale: u64,
     pub duplicates: u64,
-    pub dead_lettered: u64,
+    /// Where the records the first pass dead-lettered sit: the second pass skips them.
+    pub dead_lettered: HashSet<LogPosition>,
 }
 
 impl Materializer {
@@ -79,7 +80,11 @@ impl Materializer {
             tracing::info!(elapsed_s = started.elapsed().as_secs_f64(), "initial load: first pass done");
             let mut docs = Vec::new();
             self.read_log(partitions, Some(&ends), cancel, |msg, pos| {
-                let Ok((event_id, mapped)) = decode_and_map(msg, &pos) else { return Ok(()) };
+                if loaded.dead_lettered.contains(&pos) {
+                    return Ok(());
+                }
+                // The first pass checked every record it did not dead-letter.
+                let Ok((event_id, mapped)) = decode_and_map(msg, &pos, Shapes::CheckedBefore) else { return Ok(()) };
                 let item = Applicable { event_id, mapped };
                 if plan.take_winner(&item) {
                     let m = item.mapped;
@@ -112,7 +117,7 @@ impl Materializer {
             applied = loaded.applied,
             stale = loaded.stale,
             duplicates = loaded.duplicates,
-            dead_lettered = loaded.dead_lettered,
+            dead_lettered = loaded.dead_lettered.len(),
             graph_loaded_s = graph_loaded,
             projections_s = projected - graph_loaded,
             index_commit_s = started.elapsed().as_secs_f64() - projected,
@@ -133,7 +138,7 @@ impl Materializer {
         runtime: &tokio::runtime::Handle,
     ) -> Result<(), IngestError> {
         self.metrics.consumed.with_label_values(&[pos.topic.as_str()]).inc();
-        match decode_and_map(msg, &pos) {
+        match decode_and_map(msg, &pos, Shapes::Check) {
             Ok((event_id, mapped)) => {
                 let item = Applicable { event_id, mapped };
                 match plan.record(&item) {
@@ -151,7 +156,7 @@ impl Materializer {
             Err((reason, message)) => {
                 tracing::warn!(topic = %pos.topic, partition = pos.partition, offset = pos.offset, reason, %message, "dead-lettering record");
                 runtime.block_on(self.dead_letter(&DeadLetter::of_record(msg, &pos, reason, message)))?;
-                loaded.dead_lettered += 1;
+                loaded.dead_lettered.insert(pos);
             }
         }
         Ok(())

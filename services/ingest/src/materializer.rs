@@ -274,7 +274,7 @@ impl Materializer {
                 w.index.clone_from(&loaded.offsets);
                 w.committed_at = Some(chrono::Utc::now());
                 w.applied += loaded.applied;
-                w.dead_lettered += loaded.dead_lettered;
+                w.dead_lettered += loaded.dead_lettered.len() as u64;
                 // The load went up to the end of every partition, past the high watermarks at
                 // start: caught up, at once with the offsets.
                 w.caught_up = true;
@@ -496,7 +496,7 @@ impl Materializer {
                 continue;
             }
             out.count += 1;
-            match decode_and_map(&msg, &pos) {
+            match decode_and_map(&msg, &pos, Shapes::Check) {
                 Ok((event_id, mapped)) => {
                     if need_index {
                         let entry = out.docs.entry(mapped.graph.as_str().to_owned()).or_insert_with(|| {
@@ -663,10 +663,20 @@ async fn stopping_on_error(
     result
 }
 
+/// Whether [`decode_and_map`] checks a record's quads against the SHACL shapes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Shapes {
+    Check,
+    /// The same record was decoded, mapped and checked before (by an initial load's first pass),
+    /// and mapping is a pure function of the record.
+    CheckedBefore,
+}
+
 /// Decodes, validates and maps one record; on failure returns (reason code, message).
 pub(crate) fn decode_and_map(
     msg: &impl Message,
     pos: &LogPosition,
+    shapes: Shapes,
 ) -> Result<(String, coalition_mapping::Mapped), (&'static str, String)> {
     let Some(bytes) = msg.payload() else {
         return Err(("empty_record", format!("record at {}/{}/{} has no value", pos.topic, pos.partition, pos.offset)));
@@ -694,7 +704,10 @@ pub(crate) fn decode_and_map(
             ),
         ));
     }
-    let mapped = coalition_mapping::map_event(&event, pos).map_err(|e| (e.code(), e.to_string()))?;
+    let mapped = match shapes {
+        Shapes::Check => coalition_mapping::map_event(&event, pos).map_err(|e| (e.code(), e.to_string()))?,
+        Shapes::CheckedBefore => coalition_mapping::map_event_unchecked(&event, pos),
+    };
     Ok((event.id.0, mapped))
 }
 
@@ -760,7 +773,7 @@ mod tests {
 
     fn reason(topic: &str, payload: Option<&[u8]>) -> &'static str {
         let (msg, pos) = record(topic, payload);
-        decode_and_map(&msg, &pos).err().map(|(r, _)| r).unwrap_or("accepted")
+        decode_and_map(&msg, &pos, Shapes::Check).err().map(|(r, _)| r).unwrap_or("accepted")
     }
 
     fn activity_line() -> String {

@@ -205,8 +205,23 @@ pub fn decimal_lexical(v: f64) -> String {
     }
 }
 
-/// Maps a validated event at `position` to quads and search documents.
+/// Maps a validated event at `position` to quads and search documents, and checks them against
+/// the SHACL shapes.
 pub fn map_event(event: &Event, position: &LogPosition) -> Result<Mapped, MappingError> {
+    let mapped = map_event_unchecked(event, position);
+    let violations = shacl::shapes().validate(mapped.facts.iter().chain(&mapped.provenance).chain(&mapped.generation));
+    if !violations.is_empty() {
+        return Err(MappingError::Shacl {
+            event_id: event.id.0.clone(),
+            violations: violations.iter().map(ToString::to_string).collect(),
+        });
+    }
+    Ok(mapped)
+}
+
+/// [`map_event`] without the SHACL check, for an event whose mapping was checked before: the
+/// mapping is a pure function of the event and its position, so it conforms again.
+pub fn map_event_unchecked(event: &Event, position: &LogPosition) -> Mapped {
     let id = event.subject.0.as_str();
     let entity = entity_iri(event.kind, id);
     let graph = graph_iri(event.kind, id);
@@ -230,7 +245,7 @@ pub fn map_event(event: &Event, position: &LogPosition) -> Result<Mapped, Mappin
         }
     };
     let (provenance, generation) = provenance(event, position, &entity, &graph);
-    let mapped = Mapped {
+    Mapped {
         kind: event.kind,
         action: event.action(),
         event_id: event.id.0.clone(),
@@ -241,15 +256,7 @@ pub fn map_event(event: &Event, position: &LogPosition) -> Result<Mapped, Mappin
         provenance,
         generation,
         docs,
-    };
-    let violations = shacl::shapes().validate(mapped.facts.iter().chain(&mapped.provenance).chain(&mapped.generation));
-    if !violations.is_empty() {
-        return Err(MappingError::Shacl {
-            event_id: event.id.0.clone(),
-            violations: violations.iter().map(ToString::to_string).collect(),
-        });
     }
-    Ok(mapped)
 }
 
 /// The canonical lexical form of an event time: UTC, nanoseconds, so that two events' times
