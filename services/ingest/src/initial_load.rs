@@ -6,10 +6,11 @@
 //! Two passes read the same records, each with its own consumer: the first reads each partition
 //! from its start to its end-of-partition event (high watermarks are not trusted for this: some
 //! Kafka-protocol brokers report the last batch's first offset), the second up to where the first
-//! stopped. The first decodes, validates and maps every record,
-//! dead-letters the bad ones (which the second skips), loads the provenance of every new event and decides, in log order,
-//! what a transactional apply would have done with it ([`LoadPlan::record`]); the second loads
-//! the facts of the event that won each entity graph and adds its documents to the index. The
+//! stopped. The first decodes, validates and maps every record, dead-letters the bad ones (which
+//! the second skips), loads the provenance of every new event and decides, in log order, what a
+//! transactional apply would have done with it ([`LoadPlan::record`]); the second maps again,
+//! without the SHACL check the first made, loads the facts of the event that won each entity
+//! graph and adds its documents to the index. The
 //! graph's projections and offsets are then written in one transaction, and the index commits
 //! with the same offsets. The result equals replaying the records through the pipeline (a test
 //! compares the digests); a load that stops half-way leaves nothing visible, or a store marked
