@@ -10,11 +10,10 @@
 //! the second skips), loads the provenance of every new event and decides, in log order, what a
 //! transactional apply would have done with it ([`LoadPlan::record`]); the second maps again,
 //! without the SHACL check the first made, loads the facts of the event that won each entity
-//! graph and adds its documents to the index. The
-//! graph's projections and offsets are then written in one transaction, and the index commits
-//! with the same offsets. The result equals replaying the records through the pipeline (a test
-//! compares the digests); a load that stops half-way leaves nothing visible, or a store marked
-//! unfinished that the next start clears.
+//! graph and adds its documents to the index. The graph's projections and offsets are then
+//! written in one transaction, and the index commits with the same offsets. The result equals
+//! replaying the records through the pipeline (a test compares the digests); a load that stops
+//! half-way leaves nothing visible, or a store marked unfinished that the next start clears.
 
 use crate::materializer::{decode_and_map, MaterializerContext, Shapes};
 use crate::{DeadLetter, IngestError, Materializer};
