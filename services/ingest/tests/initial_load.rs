@@ -1,8 +1,9 @@
 //! An initial load (bulk) and a replay through the pipeline of the same log end in identical
 //! stores and indexes — through creates, updates, retractions, stale and duplicate events and
-//! records that must be dead-lettered (one an invalid copy of a valid event) — and the bulk-loaded materializer goes on streaming.
-//! Runs the real materializer against librdkafka's in-process mock cluster (the hot-path smoke
-//! test rebuilds a replica from a real broker this way).
+//! records that must be dead-lettered (one an invalid copy of a valid event) — and the
+//! bulk-loaded materializer goes on streaming. Runs the real materializer against librdkafka's
+//! in-process mock cluster (the hot-path smoke test rebuilds a replica from a real broker this
+//! way).
 
 use coalition_events::{Event, EventId, Kind, Payload};
 use coalition_ingest::{
