@@ -322,11 +322,12 @@ pub fn decode(bytes: &[u8]) -> Result<Event, EventError> {
     if !errors.is_empty() {
         return Err(EventError::Schema { id, errors });
     }
-    let envelope: Envelope =
+    let mut envelope: Envelope =
         serde_json::from_value(value).map_err(|e| EventError::NotCloudEvent(format!("event {id}: {e}")))?;
+    let data = envelope.data.take();
     let payload = match action {
-        Action::Submit => Payload::from_json(kind, envelope.data.clone()),
-        Action::Retract => serde_json::from_value::<RetractionData>(envelope.data.clone())
+        Action::Submit => Payload::from_json(kind, data),
+        Action::Retract => serde_json::from_value::<RetractionData>(data)
             .map(|d| Payload::Retraction(Retraction { kind, id: d.id, reason: d.reason })),
     }
     .map_err(|e| EventError::Payload { id: id.clone(), message: e.to_string() })?;

@@ -95,6 +95,10 @@ pub(crate) fn validate(kind: Kind, event: &serde_json::Value) -> Vec<Violation> 
 }
 
 pub(crate) fn violations(validator: &jsonschema::Validator, event: &serde_json::Value) -> Vec<Violation> {
+    // Nearly every event is valid: answering that alone is cheaper than collecting no errors.
+    if validator.is_valid(event) {
+        return Vec::new();
+    }
     validator
         .iter_errors(event)
         .map(|e| {
