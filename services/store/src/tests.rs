@@ -177,9 +177,14 @@ fn a_bulk_load_of_many_batches_reads_back_each_quad_once_through_every_index() {
     // Each quad twice, far apart, so that batches repeat quads, strings and graph names.
     let all: Vec<Quad> = (0..12_000).chain(0..12_000).map(quad).collect();
     let want: BTreeSet<String> = all.iter().map(ToString::to_string).collect();
-    // 1 MB over two threads: batches of 500 quads, 48 of them.
+    // 1 MB over two threads: the first half in batches of 500 quads, 24 of them; the second
+    // handed over as they are, in 18 batches of 700 quads or fewer (as the store's `Loader` does).
     let mut loader = db.bulk_loader().with_num_threads(2).with_max_memory_size_in_megabytes(1);
-    loader.load_quads(all.iter().cloned()).unwrap();
+    let (first, second) = all.split_at(12_000);
+    loader.load_quads(first.iter().cloned()).unwrap();
+    for batch in second.chunks(700) {
+        loader.load_batch(batch.to_vec()).unwrap();
+    }
     loader.commit().unwrap();
     db.validate().unwrap();
     assert_eq!(db.len().unwrap(), want.len());

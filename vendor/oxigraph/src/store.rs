@@ -2195,6 +2195,16 @@ impl BulkLoader<'_> {
         Ok(())
     }
 
+    /// Adds `quads` as one batch, as they are: [`load_quads`](Self::load_quads) copies its input
+    /// into batches of the loader's size, this hands the vector itself to a loading thread.
+    pub fn load_batch(&mut self, quads: Vec<Quad>) -> Result<(), StorageError> {
+        if quads.is_empty() {
+            return Ok(());
+        }
+        let target_num_threads = self.target_num_threads();
+        self.storage.load_batch(quads, target_num_threads)
+    }
+
     /// Saves all the quads loaded using the bulk loader into the store.
     pub fn commit(self) -> Result<(), StorageError> {
         self.storage.commit()
