@@ -211,7 +211,7 @@ impl GraphStore {
     pub fn finish_initial_load(&self, log: &str, offsets: &Offsets, loaded: LoadedGraph) -> Result<(), StoreError> {
         let db = self.db();
         let started = std::time::Instant::now();
-        let maintenance = projection::Maintenance::account_all(&db, &loaded.facts)?;
+        let maintenance = projection::Maintenance::account_all(&loaded.facts)?;
         drop(loaded);
         let accounted = started.elapsed().as_secs_f64();
         let mut loader = Loader::new(&db, PROJECTION_BATCH_QUADS, None);
