@@ -181,24 +181,36 @@ struct Terms {
 }
 
 impl Terms {
-    fn id(&mut self, term: Term) -> u32 {
+    fn hash(term: &Term) -> u128 {
         let mut hasher = SipHasher24::new();
         term.hash(&mut hasher);
-        match self.ids.entry(hasher.finish128().into()) {
+        hasher.finish128().into()
+    }
+
+    /// The index of the term whose hash is `hash`, keeping `term()` if it is new.
+    fn intern(&mut self, hash: u128, term: impl FnOnce() -> Term) -> u32 {
+        match self.ids.entry(hash) {
             Entry::Occupied(id) => *id.get(),
             Entry::Vacant(slot) => {
                 let id = u32::try_from(self.all.len()).expect("fewer than 2^32 distinct terms");
-                self.all.push(term);
+                self.all.push(term());
                 *slot.insert(id)
             }
         }
     }
 
+    fn id(&mut self, term: Term) -> u32 {
+        self.intern(Self::hash(&term), || term)
+    }
+
+    /// [`Terms::id`] of a borrowed term, copied only if it is new.
+    fn id_of(&mut self, term: &Term) -> u32 {
+        self.intern(Self::hash(term), || term.clone())
+    }
+
     /// The index of `term`, if it is kept.
     fn get(&self, term: &Term) -> Option<u32> {
-        let mut hasher = SipHasher24::new();
-        term.hash(&mut hasher);
-        self.ids.get(&hasher.finish128().into()).copied()
+        self.ids.get(&Self::hash(term)).copied()
     }
 
     fn node_id(&mut self, node: NamedNode) -> u32 {
@@ -882,10 +894,10 @@ impl LoadedFacts {
             return;
         }
         let key = str_hash(s.as_str());
-        if p == 0 && quad.object == Term::NamedNode(nn(coal::CASE_STUDY).into_owned()) {
+        if p == 0 && matches!(&quad.object, Term::NamedNode(c) if c.as_str() == coal::CASE_STUDY) {
             self.case_studies.entry(key).or_insert_with(|| s.clone());
         }
-        let object = self.terms.id(quad.object.clone());
+        let object = self.terms.id_of(&quad.object);
         let facts = self.subjects.entry(key).or_default();
         if !facts.contains(&(p as u8, object)) {
             facts.push((p as u8, object));
