@@ -469,7 +469,7 @@ impl Maintenance {
                     }
                 }
                 if kind == Kind::CaseStudy {
-                    let iri = facts.iri(e)?;
+                    let iri = facts.iri(e);
                     for r in &recs {
                         let obs = Observation::CaseStudies { recommendation: r.clone() };
                         out.push((Cell::Refcount(obs, Dimension::CaseStudy, iri.clone().into()), 1));
@@ -817,7 +817,7 @@ pub(crate) trait Facts {
     fn has_type(&self, s: Subject<'_>, class: &str) -> Result<bool, StoreError>;
 
     /// The IRI of `s`, a case study.
-    fn iri(&self, s: Subject<'_>) -> Result<NamedNode, StoreError>;
+    fn iri(&self, s: Subject<'_>) -> NamedNode;
 }
 
 /// The IRI a transaction reads `s` by: contributions inside transactions are of entities named by
@@ -850,8 +850,8 @@ impl Facts for Transaction<'_> {
             .is_some())
     }
 
-    fn iri(&self, s: Subject<'_>) -> Result<NamedNode, StoreError> {
-        Ok(iri_of(s).clone())
+    fn iri(&self, s: Subject<'_>) -> NamedNode {
+        iri_of(s).clone()
     }
 }
 
@@ -874,10 +874,11 @@ const CLASSES: [&str; 6] =
 
 /// What contributions read of the quads an initial load hands to the bulk loader, kept as they
 /// go by, so that the projections are computed afterwards without reading the store: on the 1M
-/// set reads per entity and predicate were index seeks into a 27 GB store, most of the projections
-/// phase, and listing the entities from the type index still most of what was left. Only the [`READ`] predicates are kept (types only of the [`CLASSES`]),
-/// subjects by their 128-bit SipHash (the hash Oxigraph keys its dictionary by), objects by index;
-/// the IRIs of case studies (a refcount value of H3's lists) are kept too.
+/// set reads per entity and predicate were index seeks into a 27 GB store, most of the
+/// projections phase, and listing the entities from the type index was still most of what was
+/// left. Only the [`READ`] predicates are kept (types only of the [`CLASSES`]), subjects by their
+/// 128-bit SipHash (the hash Oxigraph keys its dictionary by), objects by index; the IRIs of case
+/// studies (a refcount value of H3's lists) are kept too.
 #[derive(Debug, Default)]
 pub struct LoadedFacts {
     subjects: HashMap<u128, Vec<(u8, u32)>>,
@@ -932,11 +933,11 @@ impl Facts for LoadedFacts {
         Ok(self.objects(s, vocab::RDF_TYPE)?.iter().any(|t| matches!(t, Term::NamedNode(c) if c.as_str() == class)))
     }
 
-    fn iri(&self, s: Subject<'_>) -> Result<NamedNode, StoreError> {
+    fn iri(&self, s: Subject<'_>) -> NamedNode {
         match s {
-            Subject::Iri(iri) => Ok(iri.clone()),
+            Subject::Iri(iri) => iri.clone(),
             // Kept with the type, which contributions test before asking.
-            Subject::Hash(key) => Ok(self.case_studies[&key].clone()),
+            Subject::Hash(key) => self.case_studies[&key].clone(),
         }
     }
 }
