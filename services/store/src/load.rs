@@ -113,13 +113,11 @@ pub struct Loader<'a> {
 }
 
 impl<'a> Loader<'a> {
-    /// Oxigraph's bulk loader with batches of `batch` quads ([`BATCH_QUADS`] or
-    /// [`PROJECTION_BATCH_QUADS`]) on [`THREADS`] threads. Left to
-    /// its defaults it fills batches of a million quads, with hash sets of the same capacity, per
-    /// thread: the largest allocations of a rebuild.
+    /// Oxigraph's bulk loader on [`THREADS`] threads, handed batches of `batch` quads
+    /// ([`BATCH_QUADS`] or [`PROJECTION_BATCH_QUADS`]) as this loader fills them: each loading
+    /// thread sizes its hash sets by the batch it is given.
     fn new(db: &'a oxigraph::store::Store, batch: usize, facts: Option<LoadedFacts>) -> Self {
-        // The loader's batch size is this budget × 1000 / threads, in quads.
-        let bulk = db.bulk_loader().with_num_threads(THREADS).with_max_memory_size_in_megabytes(batch * THREADS / 1000);
+        let bulk = db.bulk_loader().with_num_threads(THREADS);
         Loader { bulk, buffer: Self::empty_batch(batch), batch, loaded: 0, facts }
     }
 
@@ -138,14 +136,15 @@ impl<'a> Loader<'a> {
             None => self.buffer.extend(quads),
         }
         if self.buffer.len() >= self.batch {
-            self.write_batch()?;
+            self.write_batch(Self::empty_batch(self.batch))?;
         }
         Ok(())
     }
 
-    fn write_batch(&mut self) -> Result<(), StoreError> {
+    /// Hands the buffer over as a batch and goes on with `next`.
+    fn write_batch(&mut self, next: Vec<Quad>) -> Result<(), StoreError> {
         self.loaded += self.buffer.len();
-        let full = std::mem::replace(&mut self.buffer, Self::empty_batch(self.batch));
+        let full = std::mem::replace(&mut self.buffer, next);
         // Handed over as one batch: `load_quads` would copy it into batches of exactly the
         // loader's size and start another batch with the few quads left over.
         self.bulk.load_batch(full)?;
@@ -154,7 +153,7 @@ impl<'a> Loader<'a> {
 
     /// Writes what is left and makes every quad added visible at once.
     fn commit(mut self) -> Result<LoadedGraph, StoreError> {
-        self.write_batch()?;
+        self.write_batch(Vec::new())?;
         self.bulk.commit()?;
         Ok(LoadedGraph { quads: self.loaded, facts: self.facts.unwrap_or_default() })
     }
