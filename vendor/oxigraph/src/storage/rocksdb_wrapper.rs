@@ -329,6 +329,14 @@ impl Db {
             let options = rocksdb_options_create();
             assert!(!options.is_null(), "rocksdb_options_create returned null");
             rocksdb_options_optimize_level_style_compaction(options, 512 * 1024 * 1024);
+            // Levels sized for a store the bulk loader filled: its data is ingested into the last
+            // level, and every key starts with a term hash, so each level-0 file spans the whole
+            // key space and a compaction of level-0 files rewrites all of the base level. With a
+            // 512 MiB base level, a column family under 512 MiB had its last level as base level
+            // (rewritten whole every few memtable flushes), a larger one a base level of up to
+            // 512 MiB. A small base level and small files keep what those compactions rewrite small.
+            rocksdb_options_set_max_bytes_for_level_base(options, 64 * 1024 * 1024);
+            rocksdb_options_set_target_file_size_base(options, 16 * 1024 * 1024);
             rocksdb_options_increase_parallelism(
                 options,
                 available_parallelism()?.get().try_into().unwrap(),
