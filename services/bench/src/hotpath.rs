@@ -403,17 +403,6 @@ struct Phase {
     hit_ratio: f64,
 }
 
-/// A copy of the activity `template` as a new entity `id` in a new event `event_id`.
-fn activity_like(template: &coalition_events::Event, id: &str, event_id: &str) -> coalition_events::Event {
-    let mut e = template.clone();
-    if let coalition_events::Payload::Activity(a) = &mut e.payload {
-        a.id = coalition_events::EntityId(id.to_owned());
-    }
-    e.subject = coalition_events::EntityId(id.to_owned());
-    e.id = coalition_events::EventId(event_id.to_owned());
-    e
-}
-
 /// How long a freshness probe may take before the run concludes that ingest cannot keep up.
 const PROBE_PATIENCE: Duration = Duration::from_secs(60);
 
@@ -448,7 +437,10 @@ fn with_load<T>(
                 for _ in 0..per_tick {
                     let n = LOAD_SENT.fetch_add(1, Ordering::Relaxed);
                     let id = format!("load-{n:08}");
-                    let e = activity_like(template, &id, &format!("load-event-{n}"));
+                    let e = template.copy_as(
+                        coalition_events::EntityId(id.clone()),
+                        coalition_events::EventId(format!("load-event-{n}")),
+                    );
                     match producer.send_result(FutureRecord::to(e.kind.topic()).key(&id).payload(&e.to_bytes())) {
                         Ok(_) => sent += 1,
                         Err(_) => {
@@ -572,7 +564,10 @@ fn one_size(args: &HotPathArgs, conversations: usize, repo: &Path) -> Result<Run
             let mut acks = Vec::new();
             for i in 0..args.probes {
                 let id = format!("probe-{i:05}");
-                let probe = activity_like(&template, &id, &format!("probe-event-{i}"));
+                let probe = template.copy_as(
+                    coalition_events::EntityId(id.clone()),
+                    coalition_events::EventId(format!("probe-event-{i}")),
+                );
                 let bytes = probe.to_bytes();
                 let t = Instant::now();
                 let delivery = runtime.block_on(

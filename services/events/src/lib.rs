@@ -193,6 +193,16 @@ pub struct Event {
 }
 
 impl Event {
+    /// A copy of this event about entity `subject` instead, as event `id`: the same payload
+    /// otherwise (what load generators send as new entities).
+    pub fn copy_as(&self, subject: EntityId, id: EventId) -> Event {
+        let mut e = self.clone();
+        *e.payload.subject_mut() = subject.clone();
+        e.subject = subject;
+        e.id = id;
+        e
+    }
+
     /// Builds an event for `payload`, submitted by `partner`, with a fresh time-ordered id.
     pub fn new(partner: PartnerId, source: impl Into<String>, payload: Payload) -> Event {
         Event {

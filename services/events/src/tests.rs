@@ -115,3 +115,19 @@ fn retractions_decode_and_round_trip() {
     bad["data"]["extra"] = true.into();
     assert_eq!(code_of(&bad), "schema_violation");
 }
+
+#[test]
+fn a_copy_as_another_entity_is_a_valid_event_of_that_entity() {
+    for (i, line) in SEED.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        let event = decode(line.as_bytes()).unwrap();
+        let copy = event.copy_as(EntityId(format!("copy-{i}")), EventId(format!("copy-event-{i}")));
+        assert_eq!(
+            (copy.subject.0.as_str(), copy.id.0.as_str()),
+            (format!("copy-{i}").as_str(), format!("copy-event-{i}").as_str())
+        );
+        assert_eq!(copy.payload.subject(), copy.subject);
+        assert_eq!((copy.kind, &copy.partner, copy.time), (event.kind, &event.partner, event.time));
+        // What it sends decodes as it is: the envelope's subject and the payload's id agree.
+        assert_eq!(decode(&copy.to_bytes()).expect("the copy decodes").subject, copy.subject);
+    }
+}

@@ -307,6 +307,24 @@ impl Payload {
         }
     }
 
+    /// The entity id, to change it ([`Payload::subject`]).
+    pub fn subject_mut(&mut self) -> &mut EntityId {
+        match self {
+            Payload::Partner(p) => &mut p.id,
+            Payload::Person(p) => &mut p.id,
+            Payload::Programme(p) => &mut p.id,
+            Payload::Dialogue(p) => &mut p.id,
+            Payload::Recommendation(p) => &mut p.id,
+            Payload::CaseStudy(p) => &mut p.id,
+            Payload::Activity(p) => &mut p.id,
+            Payload::Outcome(p) => &mut p.id,
+            Payload::Evidence(p) => &mut p.id,
+            Payload::Source(p) => &mut p.id,
+            Payload::Link(p) => &mut p.id,
+            Payload::Retraction(r) => &mut r.id,
+        }
+    }
+
     pub fn to_json(&self) -> serde_json::Value {
         let v = match self {
             Payload::Partner(p) => serde_json::to_value(p),

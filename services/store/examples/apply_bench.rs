@@ -14,7 +14,7 @@
 //!   `initial-load --store` filled.
 //!
 //! Prints events/s, quads/s and the peak resident memory.
-use coalition_events::{EntityId, Event, EventId, Kind, Payload};
+use coalition_events::{EntityId, Event, EventId, Kind};
 use coalition_mapping::{map_event, LogPosition, Offsets};
 use coalition_store::{Applicable, GraphStore, LoadPlan, StoreError, Verdict};
 use std::io::BufRead;
@@ -64,20 +64,20 @@ fn main() {
     let (events, quads) = match (args.batch, args.new_activities) {
         (None, _) => initial_load(&store, &args.events, args.limit),
         (Some(batch), None) => {
-            let (items, mapping) = mapped(events(&args.events, args.limit));
+            let ((positions, items), mapping) = mapped(events(&args.events, args.limit));
             println!("decode, map and validate {:.0} µs per event (before the timed writes)", mapping * 1e6);
-            transactions(&store, &items, batch, false)
+            transactions(&store, &positions, &items, batch, false)
         }
         (Some(batch), Some(count)) => {
             let template = events(&args.events, usize::MAX)
                 .map(|(_, e)| e)
                 .find(|e| e.kind == Kind::Activity)
                 .expect("an activity in the events file");
-            let (items, _) = mapped((0..count).map(|n| {
-                let id = format!("bench-activity-{n:08}");
-                (n as i64, activity_like(&template, &id, &format!("bench-event-{n:08}")))
+            let ((positions, items), _) = mapped((0..count).map(|n| {
+                let (id, event_id) = (format!("bench-activity-{n:08}"), format!("bench-event-{n:08}"));
+                (n as i64, template.copy_as(EntityId(id), EventId(event_id)))
             }));
-            transactions(&store, &items, batch, true)
+            transactions(&store, &positions, &items, batch, true)
         }
     };
     let s = started.elapsed().as_secs_f64();
@@ -114,17 +114,6 @@ fn mapped(events: impl Iterator<Item = (i64, Event)>) -> ((Vec<LogPosition>, Vec
     (items, per_event)
 }
 
-/// A copy of the activity `template` as a new entity `id` in a new event `event_id`.
-fn activity_like(template: &Event, id: &str, event_id: &str) -> Event {
-    let mut e = template.clone();
-    if let Payload::Activity(a) = &mut e.payload {
-        a.id = EntityId(id.to_owned());
-    }
-    e.subject = EntityId(id.to_owned());
-    e.id = EventId(event_id.to_owned());
-    e
-}
-
 /// The process's peak resident memory so far, as `/proc/self/status` gives it.
 fn peak_memory() -> String {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
@@ -132,10 +121,12 @@ fn peak_memory() -> String {
     peak.trim_start_matches("VmHWM:").trim().to_owned()
 }
 
-/// Applies `items` in transactions of `batch`; with `by_tenths`, prints the rate of each tenth.
+/// Applies `items`, found at `positions`, in transactions of `batch`; with `by_tenths`, prints the
+/// rate of each tenth.
 fn transactions(
     store: &GraphStore,
-    (positions, items): &(Vec<LogPosition>, Vec<Applicable>),
+    positions: &[LogPosition],
+    items: &[Applicable],
     batch: usize,
     by_tenths: bool,
 ) -> (usize, usize) {
