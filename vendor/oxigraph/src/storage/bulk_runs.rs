@@ -13,7 +13,7 @@
 //! first terms, which this does not write again.
 
 use crate::storage::error::StorageError;
-use crate::storage::rocksdb_wrapper::{Db, SstFileWriter};
+use crate::storage::rocksdb_wrapper::{ColumnFamily, Db, SstFileWriter};
 use std::cmp::{Ordering, Reverse};
 use std::collections::BinaryHeap;
 use std::fs::{File, remove_file};
@@ -115,9 +115,13 @@ impl Ord for Head {
 /// Merges `runs` (of one column family) into SST files that do not overlap one another, each
 /// key once (the first run's value when runs repeat a key: a key's value is determined by the
 /// key in every column family), and removes the runs. Returns the SST files, in key order.
-pub fn merge_runs(db: &Db, runs: &[PathBuf]) -> Result<Vec<PathBuf>, StorageError> {
+pub fn merge_runs(
+    db: &Db,
+    column_family: &ColumnFamily,
+    runs: &[PathBuf],
+) -> Result<Vec<PathBuf>, StorageError> {
     let mut files = Vec::new();
-    if let Err(e) = merge_into(db, runs, &mut files) {
+    if let Err(e) = merge_into(db, column_family, runs, &mut files) {
         for file in files {
             remove_file(file).ok();
         }
@@ -130,7 +134,12 @@ pub fn merge_runs(db: &Db, runs: &[PathBuf]) -> Result<Vec<PathBuf>, StorageErro
 }
 
 /// [`merge_runs`], adding each SST file to `files` as soon as it is created.
-fn merge_into(db: &Db, runs: &[PathBuf], files: &mut Vec<PathBuf>) -> Result<(), StorageError> {
+fn merge_into(
+    db: &Db,
+    column_family: &ColumnFamily,
+    runs: &[PathBuf],
+    files: &mut Vec<PathBuf>,
+) -> Result<(), StorageError> {
     let mut heap = BinaryHeap::with_capacity(runs.len());
     for (run, path) in runs.iter().enumerate() {
         let mut reader = RunReader::open(path)?;
@@ -153,7 +162,7 @@ fn merge_into(db: &Db, runs: &[PathBuf], files: &mut Vec<PathBuf>) -> Result<(),
             let writer = match &mut sst {
                 Some(writer) => writer,
                 None => {
-                    let writer = db.new_sst_file()?;
+                    let writer = db.new_sst_file(column_family)?;
                     files.push(writer.path().to_owned());
                     sst.insert(writer)
                 }

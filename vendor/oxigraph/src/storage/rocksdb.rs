@@ -219,7 +219,7 @@ impl RocksDbStorage {
                 .map(|g| encode_term(&g))
                 .collect::<Vec<_>>();
             graph_names.sort_unstable();
-            let mut stt_file = self.db.new_sst_file()?;
+            let mut stt_file = self.db.new_sst_file(&self.graphs_cf)?;
             for k in graph_names {
                 stt_file.insert_empty(&k)?;
             }
@@ -1523,7 +1523,7 @@ impl RocksDbStorageBulkLoader<'_> {
                             if token.is_cancelled() {
                                 return Err(StorageError::Other("Cancelled".into()));
                             }
-                            let files = merge_runs(db, &runs)?;
+                            let files = merge_runs(db, &cf, &runs)?;
                             merged
                                 .lock()
                                 .map_err(|_| io::Error::other("Mutex poisoned"))?
@@ -1622,11 +1622,11 @@ impl<'a> FileBulkLoader<'a> {
     }
 
     /// A file for one column family's sorted entries: a run or an SST file.
-    fn sorted_file(&self) -> Result<SortedFile, StorageError> {
+    fn sorted_file(&self, column_family: &ColumnFamily) -> Result<SortedFile, StorageError> {
         Ok(if self.runs {
             SortedFile::Run(RunWriter::create(self.storage.db.new_bulk_file_path("run")?)?)
         } else {
-            SortedFile::Sst(self.storage.db.new_sst_file()?)
+            SortedFile::Sst(self.storage.db.new_sst_file(column_family)?)
         })
     }
 
@@ -1692,7 +1692,7 @@ impl<'a> FileBulkLoader<'a> {
                 .map(|(k, v)| (k.to_be_bytes(), v))
                 .collect::<Vec<_>>();
             id2str.sort_unstable();
-            let mut id2str_sst = self.sorted_file()?;
+            let mut id2str_sst = self.sorted_file(&self.storage.id2str_cf)?;
             for (k, v) in id2str {
                 id2str_sst.insert(&k, v.as_bytes())?;
             }
@@ -1704,6 +1704,7 @@ impl<'a> FileBulkLoader<'a> {
             sst_files.push((
                 self.storage.dspo_cf.clone(),
                 self.build_sst_for_keys(
+                    &self.storage.dspo_cf,
                     self.triples.iter().map(|quad| {
                         encode_term_triple(&quad.subject, &quad.predicate, &quad.object)
                     }),
@@ -1712,6 +1713,7 @@ impl<'a> FileBulkLoader<'a> {
             sst_files.push((
                 self.storage.dpos_cf.clone(),
                 self.build_sst_for_keys(
+                    &self.storage.dpos_cf,
                     self.triples.iter().map(|quad| {
                         encode_term_triple(&quad.predicate, &quad.object, &quad.subject)
                     }),
@@ -1720,6 +1722,7 @@ impl<'a> FileBulkLoader<'a> {
             sst_files.push((
                 self.storage.dosp_cf.clone(),
                 self.build_sst_for_keys(
+                    &self.storage.dosp_cf,
                     self.triples.iter().map(|quad| {
                         encode_term_triple(&quad.object, &quad.subject, &quad.predicate)
                     }),
@@ -1732,13 +1735,13 @@ impl<'a> FileBulkLoader<'a> {
             self.fail_if_cancelled()?;
             sst_files.push((
                 self.storage.graphs_cf.clone(),
-                self.build_sst_for_keys(self.graphs.iter().map(encode_term))?,
+                self.build_sst_for_keys(&self.storage.graphs_cf, self.graphs.iter().map(encode_term))?,
             ));
             self.graphs.clear();
 
             sst_files.push((
                 self.storage.gspo_cf.clone(),
-                self.build_sst_for_keys(self.quads.iter().map(|quad| {
+                self.build_sst_for_keys(&self.storage.gspo_cf, self.quads.iter().map(|quad| {
                     encode_term_quad(
                         &quad.graph_name,
                         &quad.subject,
@@ -1749,7 +1752,7 @@ impl<'a> FileBulkLoader<'a> {
             ));
             sst_files.push((
                 self.storage.gpos_cf.clone(),
-                self.build_sst_for_keys(self.quads.iter().map(|quad| {
+                self.build_sst_for_keys(&self.storage.gpos_cf, self.quads.iter().map(|quad| {
                     encode_term_quad(
                         &quad.graph_name,
                         &quad.predicate,
@@ -1760,7 +1763,7 @@ impl<'a> FileBulkLoader<'a> {
             ));
             sst_files.push((
                 self.storage.gosp_cf.clone(),
-                self.build_sst_for_keys(self.quads.iter().map(|quad| {
+                self.build_sst_for_keys(&self.storage.gosp_cf, self.quads.iter().map(|quad| {
                     encode_term_quad(
                         &quad.graph_name,
                         &quad.object,
@@ -1772,7 +1775,7 @@ impl<'a> FileBulkLoader<'a> {
             self.fail_if_cancelled()?;
             sst_files.push((
                 self.storage.spog_cf.clone(),
-                self.build_sst_for_keys(self.quads.iter().map(|quad| {
+                self.build_sst_for_keys(&self.storage.spog_cf, self.quads.iter().map(|quad| {
                     encode_term_quad(
                         &quad.subject,
                         &quad.predicate,
@@ -1783,7 +1786,7 @@ impl<'a> FileBulkLoader<'a> {
             ));
             sst_files.push((
                 self.storage.posg_cf.clone(),
-                self.build_sst_for_keys(self.quads.iter().map(|quad| {
+                self.build_sst_for_keys(&self.storage.posg_cf, self.quads.iter().map(|quad| {
                     encode_term_quad(
                         &quad.predicate,
                         &quad.object,
@@ -1794,7 +1797,7 @@ impl<'a> FileBulkLoader<'a> {
             ));
             sst_files.push((
                 self.storage.ospg_cf.clone(),
-                self.build_sst_for_keys(self.quads.iter().map(|quad| {
+                self.build_sst_for_keys(&self.storage.ospg_cf, self.quads.iter().map(|quad| {
                     encode_term_quad(
                         &quad.object,
                         &quad.subject,
@@ -1816,6 +1819,7 @@ impl<'a> FileBulkLoader<'a> {
 
     fn build_sst_for_keys(
         &self,
+        column_family: &ColumnFamily,
         values: impl Iterator<Item = Vec<u8>>,
     ) -> Result<PathBuf, StorageError> {
         // The keys are copied one after another into one buffer and sorted by their first 32
@@ -1832,7 +1836,7 @@ impl<'a> FileBulkLoader<'a> {
                 .cmp(&b.prefix)
                 .then_with(|| a.key(&bytes).cmp(b.key(&bytes)))
         });
-        let mut sst = self.sorted_file()?;
+        let mut sst = self.sorted_file(column_family)?;
         for key in &keys {
             sst.insert(key.key(&bytes), &[])?;
         }

@@ -156,6 +156,14 @@ impl Db {
                 block_based_table_options,
                 16,
             );
+            // Bloom filters of the first term (the column families' prefix extractor), not of
+            // whole keys: a scan for the quads of an entity, or of a subject, that is in no file
+            // (a new entity, say) then skips every SST file instead of searching each.
+            rocksdb_block_based_options_set_filter_policy(
+                block_based_table_options,
+                rocksdb_filterpolicy_create_bloom_full(10.),
+            );
+            rocksdb_block_based_options_set_whole_key_filtering(block_based_table_options, 0);
             rocksdb_options_set_block_based_table_factory(options, block_based_table_options);
             #[cfg(feature = "rocksdb-debug")]
             {
@@ -621,15 +629,25 @@ impl Db {
         Ok(())
     }
 
-    pub fn new_sst_file(&self) -> Result<SstFileWriter, StorageError> {
+    /// A new SST file for `column_family`, written with its options (its prefix extractor, so
+    /// that the file has the column family's filters).
+    pub fn new_sst_file(
+        &self,
+        column_family: &ColumnFamily,
+    ) -> Result<SstFileWriter, StorageError> {
         let DbKind::ReadWrite(db) = &self.inner else {
             return Err(StorageError::Other(
                 "SST creation is only possible on read-write instances".into(),
             ));
         };
+        let options = db
+            .cf_handles
+            .iter()
+            .position(|handle| *handle == column_family.0)
+            .map_or(db.options, |i| db.cf_options[i]);
         let path = db.path.join(format!("bulk-{}.sst", random::<u128>()));
         unsafe {
-            let writer = rocksdb_sstfilewriter_create(db.env_options, db.options);
+            let writer = rocksdb_sstfilewriter_create(db.env_options, options);
             ffi_result!(rocksdb_sstfilewriter_open(
                 writer,
                 path_to_cstring(&path)?.as_ptr()
