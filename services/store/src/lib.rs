@@ -228,7 +228,6 @@ impl GraphStore {
 
     /// Applies `batch` and advances the offsets of `log` to `offsets`, in one transaction.
     pub fn apply(&self, log: &str, batch: &[Applicable], offsets: &Offsets) -> Result<ApplyStats, StoreError> {
-        let provenance = nn(vocab::PROVENANCE_GRAPH);
         let event_id_p = nn(coal::EVENT_ID);
         let mut stats = ApplyStats::default();
         let mut maintenance = projection::Maintenance::default();
@@ -236,8 +235,8 @@ impl GraphStore {
         let mut tx = db.start_transaction()?;
         for item in batch {
             let id_literal = Literal::new_simple_literal(&item.event_id);
-            let seen = tx
-                .quads_for_pattern(None, Some(event_id_p), Some(id_literal.as_ref().into()), Some(provenance.into()))
+            let event = coalition_mapping::event_iri(&item.event_id);
+            let seen = provenance_of(&tx, &event, Some(event_id_p), Some(id_literal.as_ref().into()))
                 .next()
                 .transpose()?
                 .is_some();
@@ -261,14 +260,7 @@ impl GraphStore {
             maintenance.account(&tx, &affected, -1)?;
             tx.clear_graph(GraphNameRef::NamedNode(m.graph.as_ref()))?;
             // The graph's previous generation record is replaced; the old event stays in provenance.
-            let old: Vec<Quad> = tx
-                .quads_for_pattern(
-                    Some(NamedOrBlankNodeRef::from(m.graph.as_ref())),
-                    None,
-                    None,
-                    Some(provenance.into()),
-                )
-                .collect::<Result<_, _>>()?;
+            let old: Vec<Quad> = provenance_of(&tx, &m.graph, None, None).collect::<Result<_, _>>()?;
             for q in &old {
                 tx.remove(q);
             }
@@ -481,12 +473,26 @@ fn tx_object(
     s: &NamedNode,
     p: NamedNodeRef<'_>,
 ) -> Result<Option<Term>, StoreError> {
-    let g = nn(vocab::PROVENANCE_GRAPH);
-    Ok(tx
-        .quads_for_pattern(Some(s.as_ref().into()), Some(p), None, Some(g.into()))
-        .next()
-        .transpose()?
-        .map(|q| q.object))
+    Ok(provenance_of(tx, s, Some(p), None).next().transpose()?.map(|q| q.object))
+}
+
+/// The quads of `s` (and `p`, `o` if given) in the provenance graph, inside the transaction.
+///
+/// Looked up by subject in every graph, then kept to the provenance graph: the quad indexes keep
+/// Bloom filters of their first term (the vendored Oxigraph's `PATCHED.md`, change 8), so a
+/// subject that no file holds — a new entity's graph, a new event — is found absent without
+/// reading any file, where a lookup that starts with the provenance graph searches every file
+/// (each holds that graph). The subjects asked about here (entity graphs, events) have quads in
+/// the provenance graph only.
+fn provenance_of<'a>(
+    tx: &'a oxigraph::store::Transaction<'_>,
+    s: &NamedNode,
+    p: Option<NamedNodeRef<'_>>,
+    o: Option<TermRef<'_>>,
+) -> impl Iterator<Item = Result<Quad, oxigraph::store::StorageError>> + 'a {
+    let provenance = GraphNameRef::NamedNode(nn(vocab::PROVENANCE_GRAPH));
+    tx.quads_for_pattern(Some(s.as_ref().into()), p, o, None)
+        .filter(move |q| q.as_ref().map_or(true, |q| q.graph_name.as_ref() == provenance))
 }
 
 /// The order key of the event behind the graph's current state, read inside the transaction.
