@@ -266,7 +266,29 @@ fn quads_committed_and_flushed_read_back_through_the_prefix_filters() {
             tx.remove(&gone);
             all.retain(|q| *q != gone);
         }
+        // Written twice in one transaction (its batch keeps each write, change 9): the
+        // transaction and then the store read the last.
+        let first = varied_quad(chunk[0]);
+        let fleeting = Quad::new(
+            NamedNode::new(format!("https://example.org/fleeting{}", chunk[0])).unwrap(),
+            first.predicate.clone(),
+            first.object.clone(),
+            first.graph_name.clone(),
+        );
+        tx.insert(&fleeting);
+        tx.remove(&fleeting);
+        tx.remove(&first);
+        tx.insert(&first);
+        assert!(!tx.contains(&fleeting).unwrap() && tx.contains(&first).unwrap());
+        assert_eq!(tx.quads_for_pattern(Some(fleeting.subject.as_ref()), None, None, None).count(), 0);
+        assert_eq!(
+            tx.quads_for_pattern(None, None, None, Some(first.graph_name.as_ref()))
+                .filter(|q| q.as_ref().unwrap() == &first)
+                .count(),
+            1
+        );
         tx.commit().unwrap();
+        assert!(!db.contains(&fleeting).unwrap() && db.contains(&first).unwrap());
         db.flush().unwrap();
     }
     all.sort_by_key(ToString::to_string);
