@@ -330,13 +330,15 @@ impl GraphStore {
         Ok(Some(Generator { event_id, retracted }))
     }
 
-    /// True if an event with this id has been applied.
+    /// True if an event with this id has been applied (its provenance is there, under the event's
+    /// IRI, as `apply` looks for it).
     pub fn has_event(&self, event_id: &str) -> Result<bool, StoreError> {
         let id_literal = Literal::new_simple_literal(event_id);
+        let event = coalition_mapping::event_iri(event_id);
         Ok(self
             .db()
             .quads_for_pattern(
-                None,
+                Some(event.as_ref().into()),
                 Some(nn(coal::EVENT_ID)),
                 Some(id_literal.as_ref().into()),
                 Some(nn(vocab::PROVENANCE_GRAPH).into()),

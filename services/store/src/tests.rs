@@ -43,6 +43,10 @@ fn a_batch_and_its_offsets_commit_together() {
         assert!(store.has_event(&a.event_id).unwrap());
         assert_eq!(store.graph(&a.mapped.graph).unwrap().len(), a.mapped.facts.len());
     }
+    assert!(!store.has_event("never-applied").unwrap());
+    // Applied again, the batch's events are recognised as duplicates and change nothing.
+    let again = store.apply("log-a", &batch, &offsets).unwrap();
+    assert_eq!((again.applied, again.duplicate_ids.len()), (0, 10));
 }
 
 #[test]
