@@ -319,14 +319,13 @@ impl GraphStore {
 
     /// The event behind the current state of the entity graph `graph`, if any.
     pub fn generator(&self, graph: &NamedNode) -> Result<Option<Generator>, StoreError> {
-        let prov = nn(vocab::PROVENANCE_GRAPH);
         let db = self.db();
-        let Some(ev) = object(&db, graph, nn(vocab::prov::WAS_GENERATED_BY), prov)? else {
+        let Some(ev) = provenance_object(&db, graph, nn(vocab::prov::WAS_GENERATED_BY))? else {
             return Ok(None);
         };
         let Term::NamedNode(ev) = ev else { return Ok(None) };
-        let event_id = object(&db, &ev, nn(coal::EVENT_ID), prov)?.map(|t| lexical(&t)).unwrap_or_default();
-        let retracted = object(&db, graph, nn(coal::RETRACTED), prov)?.is_some_and(|t| lexical(&t) == "true");
+        let event_id = provenance_object(&db, &ev, nn(coal::EVENT_ID))?.map(|t| lexical(&t)).unwrap_or_default();
+        let retracted = provenance_object(&db, graph, nn(coal::RETRACTED))?.is_some_and(|t| lexical(&t) == "true");
         Ok(Some(Generator { event_id, retracted }))
     }
 
@@ -335,17 +334,14 @@ impl GraphStore {
     pub fn has_event(&self, event_id: &str) -> Result<bool, StoreError> {
         let id_literal = Literal::new_simple_literal(event_id);
         let event = coalition_mapping::event_iri(event_id);
-        Ok(self
-            .db()
-            .quads_for_pattern(
-                Some(event.as_ref().into()),
-                Some(nn(coal::EVENT_ID)),
-                Some(id_literal.as_ref().into()),
-                Some(nn(vocab::PROVENANCE_GRAPH).into()),
-            )
-            .next()
-            .transpose()?
-            .is_some())
+        let db = self.db();
+        let quads = db.quads_for_pattern(
+            Some(event.as_ref().into()),
+            Some(nn(coal::EVENT_ID)),
+            Some(id_literal.as_ref().into()),
+            None,
+        );
+        Ok(in_provenance(quads).next().transpose()?.is_some())
     }
 
     /// Number of quads in the store.
@@ -457,14 +453,13 @@ fn lexical(t: &Term) -> String {
     }
 }
 
-fn object(
+/// The object of `s p` in the provenance graph, looked up by subject ([`in_provenance`]).
+fn provenance_object(
     db: &oxigraph::store::Store,
     s: &NamedNode,
     p: NamedNodeRef<'_>,
-    g: NamedNodeRef<'_>,
 ) -> Result<Option<Term>, StoreError> {
-    Ok(db
-        .quads_for_pattern(Some(s.as_ref().into()), Some(p), None, Some(g.into()))
+    Ok(in_provenance(db.quads_for_pattern(Some(s.as_ref().into()), Some(p), None, None))
         .next()
         .transpose()?
         .map(|q| q.object))
@@ -478,23 +473,29 @@ fn tx_object(
     Ok(provenance_of(tx, s, Some(p), None).next().transpose()?.map(|q| q.object))
 }
 
-/// The quads of `s` (and `p`, `o` if given) in the provenance graph, inside the transaction.
-///
-/// Looked up by subject in every graph, then kept to the provenance graph: the quad indexes keep
-/// Bloom filters of their first term (the vendored Oxigraph's `PATCHED.md`, change 8), so a
-/// subject that no file holds — a new entity's graph, a new event — is found absent without
-/// reading any file, where a lookup that starts with the provenance graph searches every file
-/// (each holds that graph). The subjects asked about here (entity graphs, events) have quads in
-/// the provenance graph only.
+/// The quads of `s` (and `p`, `o` if given) in the provenance graph, inside the transaction
+/// ([`in_provenance`]).
 fn provenance_of<'a>(
     tx: &'a oxigraph::store::Transaction<'_>,
     s: &NamedNode,
     p: Option<NamedNodeRef<'_>>,
     o: Option<TermRef<'_>>,
 ) -> impl Iterator<Item = Result<Quad, oxigraph::store::StorageError>> + 'a {
+    in_provenance(tx.quads_for_pattern(Some(s.as_ref().into()), p, o, None))
+}
+
+/// The provenance graph's quads among `quads`, which a lookup by subject in every graph found.
+///
+/// Provenance is read by subject, not by graph: the quad indexes keep Bloom filters of their
+/// first term (the vendored Oxigraph's `PATCHED.md`, change 8), so a subject that no file holds —
+/// a new entity's graph, a new event — is found absent without reading any file, where a lookup
+/// that starts with the provenance graph searches every file (each holds that graph). The
+/// subjects asked about (entity graphs, events) have quads in the provenance graph only.
+fn in_provenance<'a>(
+    quads: impl Iterator<Item = Result<Quad, oxigraph::store::StorageError>> + 'a,
+) -> impl Iterator<Item = Result<Quad, oxigraph::store::StorageError>> + 'a {
     let provenance = GraphNameRef::NamedNode(nn(vocab::PROVENANCE_GRAPH));
-    tx.quads_for_pattern(Some(s.as_ref().into()), p, o, None)
-        .filter(move |q| q.as_ref().map_or(true, |q| q.graph_name.as_ref() == provenance))
+    quads.filter(move |q| q.as_ref().map_or(true, |q| q.graph_name.as_ref() == provenance))
 }
 
 /// The order key of the event behind the graph's current state, read inside the transaction.
