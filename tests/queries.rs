@@ -78,32 +78,32 @@ fn hot_path_queries_answer_over_the_built_in_dataset() -> Result<()> {
     let h3 = server.graphql_ok(&read("h3-recommendation-case-studies-outcomes.graphql"), json!({}))?;
     assert_eq!(h3["caseStudies"]["items"][0]["country"], "BR");
     // The list filtered by a recommendation is read from the case-study projection: for every
-    // recommendation, the case studies the facts say implement it, as many and the same.
+    // recommendation, the case studies the facts say implement it, as many, the same, in the same
+    // order (by start date, those without one first, then by IRI), and paged as that order is.
     let recommendations = server.select("SELECT ?r WHERE { ?r a <https://w3id.org/coalition/ns#Recommendation> }")?;
     let mut listed = 0;
+    let list = "query($id: ID, $first: Int, $offset: Int) { \
+                caseStudies(filter: { recommendation: $id }, first: $first, offset: $offset) { totalCount items { id } } }";
+    let ids = |page: &serde_json::Value| -> Vec<String> {
+        page["caseStudies"]["items"].as_array().unwrap().iter().map(|i| i["id"].as_str().unwrap().to_owned()).collect()
+    };
     for row in &recommendations {
         let iri = row["r"]["value"].as_str().unwrap();
         let id = iri.rsplit('/').next().unwrap();
-        let page = server.graphql_ok(
-            "query($id: ID) { caseStudies(filter: { recommendation: $id }, first: 100) { totalCount items { id } } }",
-            json!({ "id": id }),
-        )?;
-        let mut ids: Vec<String> = page["caseStudies"]["items"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|i| i["id"].as_str().unwrap().to_owned())
-            .collect();
-        ids.sort();
+        let page = server.graphql_ok(list, json!({ "id": id, "first": 100, "offset": 0 }))?;
         let facts = server.select(&format!(
             "SELECT DISTINCT ?cs WHERE {{ ?cs a <https://w3id.org/coalition/ns#CaseStudy> ; \
-             <https://w3id.org/coalition/ns#implements> <{iri}> }}"
+             <https://w3id.org/coalition/ns#implements> <{iri}> \
+             OPTIONAL {{ ?cs <http://schema.org/startDate> ?date }} }} ORDER BY ?date ?cs"
         ))?;
-        let mut want: Vec<String> =
+        let want: Vec<String> =
             facts.iter().map(|r| r["cs"]["value"].as_str().unwrap().rsplit('/').next().unwrap().to_owned()).collect();
-        want.sort();
-        assert_eq!(ids, want, "case studies of {id}");
+        assert_eq!(ids(&page), want, "case studies of {id}");
         assert_eq!(page["caseStudies"]["totalCount"], want.len(), "count of {id}");
+        for offset in 0..want.len() {
+            let one = server.graphql_ok(list, json!({ "id": id, "first": 1, "offset": offset }))?;
+            assert_eq!(ids(&one), want[offset..=offset], "case study {offset} of {id}");
+        }
         listed += want.len();
     }
     assert!(listed >= 3, "the seed's case studies implement recommendations: {listed}");

@@ -186,6 +186,19 @@ pub fn list(
     limit: usize,
     offset: usize,
 ) -> Result<IdPage, ApiError> {
+    if let (
+        Kind::CaseStudy,
+        ListFilter { recommendation: Some(r), country: None, group: None, partner: None, from: None, to: None },
+    ) = (kind, filter)
+    {
+        // The hot path's page (H3): from the recommendation's list as the store keeps it, in page
+        // order, so that the page costs the page, not the list.
+        check_id("filter.recommendation", r)?;
+        let list = store.case_studies_in_order(&entity_iri(Kind::Recommendation, r))?;
+        let ids =
+            list.iter().skip(offset).take(limit).filter_map(|iri| parse_entity_iri(iri.as_str())).map(|(_, id)| id);
+        return Ok(IdPage { ids: ids.collect(), total: list.len() });
+    }
     let class = class_of(kind);
     // Which entities are listed: those of the class, unless a filter reads them from a list that
     // holds that class only.

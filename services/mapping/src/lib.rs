@@ -113,6 +113,12 @@ pub fn parse_entity_iri(iri: &str) -> Option<(Kind, String)> {
     Some((Kind::from_slug(slug)?, id.to_owned()))
 }
 
+/// The kind of entity whose facts a named graph ([`graph_iri`]) holds.
+pub fn graph_kind(graph: &str) -> Option<Kind> {
+    let (slug, _) = graph.strip_prefix(vocab::GRAPH)?.split_once('/')?;
+    Kind::from_slug(slug)
+}
+
 /// Percent-encodes everything but unreserved characters, so any string can be one IRI path segment.
 pub fn encode_segment(s: &str) -> String {
     s.chars()

@@ -1,4 +1,5 @@
-//! A bounded cache of entity graphs for readers ([`crate::GraphStore::graph`]).
+//! Bounded caches for readers: entity graphs ([`crate::GraphStore::entity_graph`]), and each
+//! recommendation's case studies in page order ([`crate::GraphStore::case_studies_in_order`]).
 //!
 //! Why: reading an entity graph from Oxigraph decodes every term of every quad, and each term
 //! that is not stored inline (IRIs, longer strings) is one RocksDB read of the term dictionary —
@@ -16,9 +17,16 @@
 //! commit counter (`epoch`) it started at and the graphs each recent commit changed.
 //! Whole-store changes (an initial load, a rebuilt store swapping in) empty the cache and refuse
 //! every read that started before them.
+//!
+//! Case-study lists: ordering a recommendation's case studies by start date reads every one of
+//! them (1,667 a list at 1M conversations: ~24 ms warm, before the page is chosen), though they
+//! change only when a case study, link or recommendation does — rarely, next to the activities,
+//! outcomes and dialogues that make up the stream. A commit that changes a graph of one of those
+//! kinds, or rewrites projections, drops every kept list, and a list read that started before such
+//! a commit is not kept: the same guarantee as for entity graphs.
 
 use lru::LruCache;
-use oxigraph::model::Quad;
+use oxigraph::model::{NamedNode, Quad};
 use std::collections::{HashSet, VecDeque};
 use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -29,6 +37,10 @@ pub(crate) const ENTITY_CACHE_ENTRIES: usize = 10_000;
 /// Commits whose changed graphs are remembered. A read that started more commits ago than this
 /// does not fill the cache (reads take micro- to milliseconds, commits come every ~100 ms).
 const RECENT_COMMITS: usize = 64;
+
+/// Case-study lists kept (one per recommendation asked about; a list holds at most every case
+/// study, ~80 bytes each).
+pub(crate) const LIST_CACHE_ENTRIES: usize = 64;
 
 pub(crate) struct GraphCache {
     inner: Mutex<Inner>,
@@ -42,6 +54,11 @@ struct Inner {
     floor: u64,
     /// The graphs each of the last commits changed, the newest last (commit `epoch` is last).
     recent: VecDeque<HashSet<String>>,
+    /// Case-study lists by recommendation IRI.
+    lists: LruCache<String, Arc<[NamedNode]>>,
+    /// The epoch of the last change that may have changed a list: reads that started before it
+    /// never fill `lists`.
+    lists_changed: u64,
 }
 
 /// Where a read that missed the cache started.
@@ -56,6 +73,8 @@ impl GraphCache {
                 epoch: 0,
                 floor: 0,
                 recent: VecDeque::with_capacity(RECENT_COMMITS),
+                lists: LruCache::new(NonZeroUsize::new(LIST_CACHE_ENTRIES).unwrap_or(NonZeroUsize::MIN)),
+                lists_changed: 0,
             }),
         }
     }
@@ -89,18 +108,36 @@ impl GraphCache {
         }
     }
 
-    /// A commit changed `graphs`: drops them and remembers them for reads running now.
-    pub(crate) fn committed(&self, graphs: impl IntoIterator<Item = String>) {
+    /// The kept case-study list of `recommendation`, or where the read that replaces it starts.
+    pub(crate) fn list(&self, recommendation: &str) -> Result<Arc<[NamedNode]>, ReadStart> {
         let mut inner = self.lock();
+        match inner.lists.get(recommendation) {
+            Some(list) => Ok(list.clone()),
+            None => Err(ReadStart(inner.epoch)),
+        }
+    }
+
+    /// Keeps the list a read that started at `start` found, unless something that may change
+    /// lists was committed since.
+    pub(crate) fn fill_list(&self, recommendation: &str, start: ReadStart, list: &Arc<[NamedNode]>) {
+        let mut inner = self.lock();
+        if start.0 >= inner.floor && start.0 >= inner.lists_changed {
+            inner.lists.put(recommendation.to_owned(), list.clone());
+        }
+    }
+
+    /// A commit changed `graphs`: drops them and remembers them for reads running now; drops the
+    /// case-study lists too when one of the graphs can change them.
+    pub(crate) fn committed(&self, graphs: impl IntoIterator<Item = String>) {
         let changed: HashSet<String> = graphs.into_iter().collect();
-        for g in &changed {
-            inner.graphs.pop(g);
-        }
-        inner.epoch += 1;
-        if inner.recent.len() == RECENT_COMMITS {
-            inner.recent.pop_front();
-        }
-        inner.recent.push_back(changed);
+        let lists = changed.iter().any(|g| crate::projection::shapes_case_study_lists(g));
+        self.lock().commit(changed, lists);
+    }
+
+    /// A commit rewrote projections, no entity graph: readers may see something new, and the
+    /// case-study lists may have changed.
+    pub(crate) fn projections_rewritten(&self) {
+        self.lock().commit(HashSet::new(), true);
     }
 
     /// The whole store changed: forgets everything, and refuses reads that started before.
@@ -110,6 +147,7 @@ impl GraphCache {
         inner.recent.clear();
         inner.epoch += 1;
         inner.floor = inner.epoch;
+        inner.drop_lists();
     }
 
     /// Commits and whole-store changes so far: a value that changes whenever what readers can
@@ -122,6 +160,34 @@ impl GraphCache {
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.lock().graphs.len()
+    }
+
+    /// Case-study lists kept now.
+    #[cfg(test)]
+    pub(crate) fn lists(&self) -> usize {
+        self.lock().lists.len()
+    }
+}
+
+impl Inner {
+    fn commit(&mut self, changed: HashSet<String>, lists: bool) {
+        for g in &changed {
+            self.graphs.pop(g);
+        }
+        self.epoch += 1;
+        if lists {
+            self.drop_lists();
+        }
+        if self.recent.len() == RECENT_COMMITS {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(changed);
+    }
+
+    /// Forgets the kept lists, and refuses list reads that started before now.
+    fn drop_lists(&mut self) {
+        self.lists.clear();
+        self.lists_changed = self.epoch;
     }
 }
 
@@ -190,6 +256,44 @@ mod tests {
         }
         cache.fill("g", start, &quads("g"));
         assert_eq!(cached(&cache, "g"), None);
+    }
+
+    fn list(name: &str) -> Arc<[NamedNode]> {
+        vec![NamedNode::new_unchecked(format!("https://example.org/{name}"))].into()
+    }
+
+    #[test]
+    fn a_list_is_kept_until_a_change_that_can_shape_lists() {
+        let case_study = format!("{}case-study/cs-1", coalition_mapping::vocab::GRAPH);
+        let activity = format!("{}activity/a-1", coalition_mapping::vocab::GRAPH);
+        let cache = GraphCache::new(8);
+        let start = cache.list("r").unwrap_err();
+        cache.fill_list("r", start, &list("v1"));
+        cache.committed([activity.clone()]);
+        assert_eq!(cache.list("r").ok(), Some(list("v1")), "an activity's commit keeps it");
+        cache.committed([case_study.clone()]);
+        assert!(cache.list("r").is_err(), "a case study's commit drops it");
+
+        // A read that raced a case study's commit is not kept; one that raced an activity's is.
+        let start = cache.list("r").unwrap_err();
+        cache.committed([case_study]);
+        cache.fill_list("r", start, &list("before the commit"));
+        assert!(cache.list("r").is_err());
+        let start = cache.list("r").unwrap_err();
+        cache.committed([activity]);
+        cache.fill_list("r", start, &list("v2"));
+        assert_eq!(cache.list("r").ok(), Some(list("v2")));
+
+        // Rewritten projections and whole-store changes drop the lists, and refuse older reads.
+        for change in [GraphCache::projections_rewritten, GraphCache::cleared] {
+            let start = cache.list("s").unwrap_err();
+            change(&cache);
+            assert!(cache.list("r").is_err());
+            cache.fill_list("s", start, &list("old"));
+            assert_eq!(cache.lists(), 0);
+            let start = cache.list("r").unwrap_err();
+            cache.fill_list("r", start, &list("v3"));
+        }
     }
 
     #[test]

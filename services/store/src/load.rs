@@ -229,9 +229,9 @@ impl GraphStore {
             offsets_commit_s = started.elapsed().as_secs_f64() - projected,
             "initial load: projections done"
         );
-        // The projections and offsets became visible (no entity graph changed): readers may see
-        // something new.
-        self.cache.committed([]);
+        // The projections and offsets became visible (no entity graph changed, but the lists of
+        // case studies did): readers may see something new.
+        self.cache.projections_rewritten();
         Ok(())
     }
 }

@@ -28,6 +28,7 @@ use siphasher::sip128::{Hasher128, SipHasher24};
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::hash::Hash;
+use std::sync::Arc;
 
 fn nn(s: &str) -> NamedNodeRef<'_> {
     NamedNodeRef::new_unchecked(s)
@@ -1045,6 +1046,14 @@ fn ancestors<F: Facts + ?Sized>(facts: &F, r: &NamedNode) -> Result<Vec<NamedNod
     Ok(out)
 }
 
+/// True when a change to `graph` can change a recommendation's case-study list or its order
+/// ([`crate::GraphStore::case_studies_in_order`]): a case study's own graph (its type,
+/// recommendations and start date), a link's (it adds a recommendation to a case study), or a
+/// recommendation's (its changes re-account the entities implementing it).
+pub(crate) fn shapes_case_study_lists(graph: &str) -> bool {
+    matches!(coalition_mapping::graph_kind(graph), Some(Kind::CaseStudy | Kind::Link | Kind::Recommendation))
+}
+
 /// The greatest date still counted by a cell of `obs`.
 fn latest_date(tx: &Transaction<'_>, obs: &NamedNode, cells: &GraphName) -> Result<Option<Term>, StoreError> {
     let mut best: Option<Term> = None;
@@ -1320,10 +1329,40 @@ impl crate::GraphStore {
         if listed > 0 {
             maintenance.write(&mut tx)?;
             tx.commit()?;
-            // Readers may see something new (no entity graph changed).
-            self.cache.committed([]);
+            // Readers may see something new: no entity graph, but the lists.
+            self.cache.projections_rewritten();
         }
         Ok(listed)
+    }
+
+    /// The case studies implementing `recommendation` (itself, not its narrower ones) in the order
+    /// pages of them are shown: by start date, those without one first, then by IRI. Read from
+    /// the recommendation's list and kept until a commit may change it (`cache.rs`), so that a
+    /// page of a long list costs the page, not the list.
+    pub fn case_studies_in_order(&self, recommendation: &NamedNode) -> Result<Arc<[NamedNode]>, StoreError> {
+        let start = match self.cache.list(recommendation.as_str()) {
+            Ok(list) => return Ok(list),
+            Err(start) => start,
+        };
+        let list = Observation::CaseStudies { recommendation: recommendation.clone() }.iri();
+        let rows = self.select(&format!(
+            "SELECT DISTINCT ?e WHERE {{ GRAPH <{}> {{ <{}> <{}> ?cell . ?cell <{}> ?e }} \
+             OPTIONAL {{ ?e <{}> ?date }} }} ORDER BY ?date ?e",
+            vocab::PROJECTION_CELLS_GRAPH,
+            list.as_str(),
+            coal::CELL,
+            coal::CELL_VALUE,
+            vocab::schema::START_DATE,
+        ))?;
+        let ordered: Arc<[NamedNode]> = rows
+            .into_iter()
+            .filter_map(|mut row| match row.remove("e") {
+                Some(Term::NamedNode(n)) => Some(n),
+                _ => None,
+            })
+            .collect();
+        self.cache.fill_list(recommendation.as_str(), start, &ordered);
+        Ok(ordered)
     }
 
     /// A partner's activities by year and recommendation, ordered by year then recommendation:

@@ -614,9 +614,13 @@ mod projections {
             }
             1 => {
                 let id = format!("cs-{}", op.idx % 3);
-                let data = serde_json::json!({"id": id, "title": "Case", "narrative": "N",
+                let mut data = serde_json::json!({"id": id, "title": "Case", "narrative": "N",
                     "country": COUNTRIES[op.pick % 3], "partners": subset(&PARTNERS, op.bits),
                     "implements": rec_refs});
+                // Some without a start date; the others in two years, so that dates tie.
+                if op.bits & 0x1_0000 != 0 {
+                    data["startDate"] = serde_json::json!(format!("202{}-01-01", op.pick % 2));
+                }
                 ("case-study", id, data)
             }
             2 => {
@@ -800,8 +804,33 @@ mod projections {
                 let maintained = projection::snapshot(&store).unwrap();
                 let expected = projection::from_scratch(&store).unwrap();
                 prop_assert_eq!(maintained, expected);
+                // Read after every batch, so that a kept list must follow the next batch's changes.
+                for rec in RECS {
+                    prop_assert_eq!(kept_order(&store, rec), ordered_from_facts(&store, rec), "{}", rec);
+                }
             }
         }
+    }
+
+    /// `rec`'s case studies in page order, as the store keeps them.
+    fn kept_order(store: &GraphStore, rec: &str) -> Vec<String> {
+        let rec = coalition_mapping::entity_iri(coalition_events::Kind::Recommendation, rec);
+        store.case_studies_in_order(&rec).unwrap().iter().map(|n| n.as_str().to_owned()).collect()
+    }
+
+    /// The same, computed from the case studies' facts.
+    fn ordered_from_facts(store: &GraphStore, rec: &str) -> Vec<String> {
+        let rec = coalition_mapping::entity_iri(coalition_events::Kind::Recommendation, rec);
+        let rows = store
+            .select(&format!(
+                "SELECT DISTINCT ?e WHERE {{ ?e a <{}> ; <{}> <{}> OPTIONAL {{ ?e <{}> ?date }} }} ORDER BY ?date ?e",
+                coal::CASE_STUDY,
+                coal::IMPLEMENTS,
+                rec.as_str(),
+                vocab::schema::START_DATE
+            ))
+            .unwrap();
+        rows.iter().filter_map(|row| literal(row, "e")).collect()
     }
 
     /// A store holding the built-in dataset, applied in one batch.
@@ -874,6 +903,58 @@ mod projections {
             pages.push(got);
         }
         assert!(pages[0] != pages[1] && pages[1] != pages[2], "three different pages");
+    }
+
+    /// A kept list outlives commits that cannot change it (the stream's activities), and follows
+    /// those that can: a case study's new start date, and its retraction.
+    #[test]
+    fn a_kept_case_study_list_follows_its_case_studies_only() {
+        let store = seed_store();
+        let rec = "rec-2-diversity-in-research";
+        let event = |n: i64, slug: &str, verb: &str, data: serde_json::Value| {
+            let json = serde_json::json!({"specversion": "1.0", "id": format!("keep-{n}-{}", data["id"].as_str().unwrap()), "source": "/test",
+                "type": format!("org.coalition.{slug}.{verb}.v1"), "subject": data["id"],
+                "time": "2024-11-01T10:00:00Z", "datacontenttype": "application/json", "partnerid": "abbvie-gk",
+                "entityversion": n, "data": data});
+            applicable(&decode(json.to_string().as_bytes()).unwrap(), 1000 + n).0
+        };
+        let case_study = |n: i64, id: &str, start: &str| {
+            event(
+                n,
+                "case-study",
+                "submitted",
+                serde_json::json!({"id": id, "title": "Kept", "narrative": "N",
+                "country": "FR", "partners": ["abbvie-gk"], "implements": [rec], "startDate": start}),
+            )
+        };
+        let first = [case_study(1, "cs-kept", "2030-01-01"), case_study(1, "cs-other", "2020-01-01")];
+        store.apply("log", &first, &Offsets::default()).unwrap();
+        let before = kept_order(&store, rec);
+        assert_eq!(before, ordered_from_facts(&store, rec));
+        assert!(before.len() >= 3 && before.last().unwrap().ends_with("/cs-kept"), "latest start last: {before:?}");
+        assert_eq!(store.cache.lists(), 1);
+
+        let activity = event(
+            2,
+            "activity",
+            "submitted",
+            serde_json::json!({"id": "act-kept", "title": "A",
+            "activityType": "workshop", "date": "2024-02-01", "ledBy": ["abbvie-gk"], "implements": [rec]}),
+        );
+        store.apply("log", &[activity], &Offsets::default()).unwrap();
+        assert_eq!(store.cache.lists(), 1, "an activity leaves the list kept");
+        assert_eq!(kept_order(&store, rec), before);
+
+        store.apply("log", &[case_study(3, "cs-kept", "1990-01-01")], &Offsets::default()).unwrap();
+        assert_eq!(store.cache.lists(), 0, "a case study's change drops the list");
+        let after = kept_order(&store, rec);
+        assert_eq!(after, ordered_from_facts(&store, rec));
+        let at = |list: &[String]| list.iter().position(|iri| iri.ends_with("/cs-kept"));
+        assert!(at(&after) < at(&before), "an earlier start moves it up: {after:?}");
+
+        let retraction = event(4, "case-study", "retracted", serde_json::json!({"id": "cs-kept", "reason": "r"}));
+        store.apply("log", &[retraction], &Offsets::default()).unwrap();
+        assert_eq!(kept_order(&store, rec), before[..before.len() - 1]);
     }
 
     #[test]
