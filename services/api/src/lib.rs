@@ -297,11 +297,11 @@ async fn graphql_handler(
         Ok(r) => r,
         Err(e) => return graphql::refusal(e),
     };
-    let keepable = match graphql::authorize_request(&principal, state.config.public_reads, &mut request) {
-        Ok(keepable) => keepable,
+    let reads = match graphql::authorize_request(&principal, state.config.public_reads, &mut request) {
+        Ok(reads) => reads,
         Err(e) => return graphql::refusal(e),
     };
-    let key = keepable.then(|| graphql_cache_key(&principal, &request));
+    let key = reads.map(|reads| graphql_cache_key(&principal, reads, &request));
     let execute = || async move {
         let mut response = schema.execute(request.data(principal)).await;
         graphql::code_errors(&mut response.errors);
@@ -324,14 +324,19 @@ async fn graphql_handler(
     }
 }
 
-/// What a GraphQL query's answer depends on besides the data: who asks, and the request's text,
-/// operation and variables.
-fn graphql_cache_key(principal: &auth::Principal, request: &async_graphql::Request) -> response_cache::Key {
+/// What a GraphQL query's answer depends on besides the data it `reads`: who asks, and the
+/// request's text, operation and variables.
+fn graphql_cache_key(
+    principal: &auth::Principal,
+    reads: response_cache::Reads,
+    request: &async_graphql::Request,
+) -> response_cache::Key {
     let variables = serde_json::to_vec(&request.variables).unwrap_or_default();
     let principal = format!("{principal:?}");
     let operation = request.operation_name.as_deref().unwrap_or_default();
     response_cache::Key::new(
         "graphql",
+        reads,
         &[principal.as_bytes(), request.query.as_bytes(), operation.as_bytes(), &variables],
     )
 }

@@ -5,10 +5,12 @@
 //! only when the materializer commits. Each answer costs milliseconds of a core; sixteen callers on
 //! two cores queue behind each other. An answer computed since the last commit is the answer.
 //!
-//! Guarantee: an answer is served from here only while the store's and the index's epochs
-//! ([`coalition_store::GraphStore::epoch`], [`coalition_search::SearchIndex::epoch`]) are the
-//! ones read before it was computed, and it was kept only if they were still the same after: it
-//! was computed from one committed state, and nothing was committed since. Both epochs move
+//! Guarantee: an answer is served from here only while the epochs of what it reads — the store's
+//! ([`coalition_store::GraphStore::epoch`]) and, for answers that search, the index's
+//! ([`coalition_search::SearchIndex::epoch`]) — are the ones read before it was computed, and it
+//! was kept only if they were still the same after: it was computed from one committed state,
+//! and nothing it reads was committed since. (The index commits each batch apart from the store;
+//! an answer that does not search outlives those commits. [`Reads`] says which an answer reads.) Both epochs move
 //! before the materializer publishes a new watermark, so a request that waited for its consistency
 //! token never gets an answer from before its write. Only successful answers are kept, and the
 //! kept answers are bounded in bytes; a new state drops them all. Callers asking the same while it
@@ -44,24 +46,51 @@ impl Epoch {
     }
 }
 
-/// What identifies a request's answer: the endpoint and everything of the request the answer
-/// depends on, as bytes.
+/// What an answer is read from, and so which commits change it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Reads {
+    /// The graph store alone.
+    Graph,
+    /// The graph store and the search index.
+    GraphAndIndex,
+}
+
+impl Reads {
+    /// The part of `epoch` an answer reading this depends on.
+    fn of(self, epoch: Epoch) -> Epoch {
+        match self {
+            Reads::Graph => Epoch { graph: epoch.graph, index: 0 },
+            Reads::GraphAndIndex => epoch,
+        }
+    }
+
+    fn part(self) -> usize {
+        match self {
+            Reads::Graph => 0,
+            Reads::GraphAndIndex => 1,
+        }
+    }
+}
+
+/// What identifies a request's answer: the endpoint, what the answer reads, and everything of
+/// the request the answer depends on, as bytes.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Key {
     endpoint: &'static str,
+    reads: Reads,
     request: Vec<u8>,
 }
 
 impl Key {
-    /// The key of a request to `endpoint` whose answer depends on `parts` (each length-prefixed,
-    /// so that no two different lists of parts give the same key).
-    pub fn new(endpoint: &'static str, parts: &[&[u8]]) -> Key {
+    /// The key of a request to `endpoint` whose answer reads `reads` and depends on `parts` (each
+    /// length-prefixed, so that no two different lists of parts give the same key).
+    pub fn new(endpoint: &'static str, reads: Reads, parts: &[&[u8]]) -> Key {
         let mut request = Vec::with_capacity(parts.iter().map(|p| p.len() + 8).sum());
         for part in parts {
             request.extend_from_slice(&(part.len() as u64).to_le_bytes());
             request.extend_from_slice(part);
         }
-        Key { endpoint, request }
+        Key { endpoint, reads, request }
     }
 }
 
@@ -130,11 +159,23 @@ pub struct ResponseCache {
     inner: Mutex<Inner>,
 }
 
+/// One [`Part`] per kind of [`Reads`], each following the epochs its answers depend on.
 #[derive(Debug)]
 struct Inner {
+    parts: [Part; 2],
+}
+
+#[derive(Debug)]
+struct Part {
     epoch: Epoch,
     slots: HashMap<Key, Slot>,
     bytes: usize,
+}
+
+impl Inner {
+    fn bytes(&self) -> usize {
+        self.parts.iter().map(|p| p.bytes).sum()
+    }
 }
 
 impl ResponseCache {
@@ -142,7 +183,13 @@ impl ResponseCache {
     pub fn new(max_bytes: usize) -> ResponseCache {
         ResponseCache {
             max_bytes,
-            inner: Mutex::new(Inner { epoch: Epoch { graph: 0, index: 0 }, slots: HashMap::new(), bytes: 0 }),
+            inner: Mutex::new(Inner {
+                parts: std::array::from_fn(|_| Part {
+                    epoch: Epoch { graph: 0, index: 0 },
+                    slots: HashMap::new(),
+                    bytes: 0,
+                }),
+            }),
         }
     }
 
@@ -151,9 +198,9 @@ impl ResponseCache {
         self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// The answer to `key` in the state `epoch` reads: kept, or computed by `compute` — once for
-    /// all callers asking at the same time, who share it — and kept if it succeeded and `epoch`
-    /// still reads the same afterwards. `fresh` (the caller sent `Cache-Control: no-cache`)
+    /// The answer to `key` in the state `epoch` reads (of which the answer depends on the part its
+    /// [`Reads`] says): kept, or computed by `compute` — once for all callers asking at the same
+    /// time, who share it — and kept if it succeeded and that part still reads the same afterwards. `fresh` (the caller sent `Cache-Control: no-cache`)
     /// computes without looking or keeping.
     pub async fn answer<C, F>(
         &self,
@@ -169,6 +216,8 @@ impl ResponseCache {
         if fresh || self.max_bytes == 0 {
             return (compute().await, Outcome::Bypass);
         }
+        let reads = key.reads;
+        let epoch = || reads.of(epoch());
         let started = epoch();
         let Some(slot) = self.slot(&key, started) else {
             // A newer state is already being served: this request read an older one.
@@ -198,14 +247,15 @@ impl ResponseCache {
     /// when the cache already serves a newer state than `epoch`.
     fn slot(&self, key: &Key, epoch: Epoch) -> Option<Slot> {
         let mut inner = self.lock();
-        if epoch.is_after(inner.epoch) {
-            inner.epoch = epoch;
-            inner.slots.clear();
-            inner.bytes = 0;
-        } else if epoch != inner.epoch {
+        let part = &mut inner.parts[key.reads.part()];
+        if epoch.is_after(part.epoch) {
+            part.epoch = epoch;
+            part.slots.clear();
+            part.bytes = 0;
+        } else if epoch != part.epoch {
             return None;
         }
-        Some(inner.slots.entry(key.clone()).or_default().clone())
+        Some(part.slots.entry(key.clone()).or_default().clone())
     }
 
     /// Accounts for the answer computed into `slot` for `key` in the state `epoch` (`bytes`: its
@@ -213,16 +263,18 @@ impl ResponseCache {
     /// answer may not be kept (so a later caller computes it again) or would pass the bound.
     fn settled(&self, key: &Key, epoch: Epoch, slot: &Slot, bytes: Option<usize>) -> bool {
         let mut inner = self.lock();
-        if inner.epoch != epoch || !inner.slots.get(key).is_some_and(|s| Arc::ptr_eq(s, slot)) {
+        let total = inner.bytes();
+        let part = &mut inner.parts[key.reads.part()];
+        if part.epoch != epoch || !part.slots.get(key).is_some_and(|s| Arc::ptr_eq(s, slot)) {
             return false;
         }
         match bytes {
-            Some(bytes) if inner.bytes + bytes <= self.max_bytes => {
-                inner.bytes += bytes;
+            Some(bytes) if total + bytes <= self.max_bytes => {
+                part.bytes += bytes;
                 true
             }
             _ => {
-                inner.slots.remove(key);
+                part.slots.remove(key);
                 false
             }
         }
@@ -232,7 +284,8 @@ impl ResponseCache {
     #[cfg(test)]
     fn usage(&self) -> (usize, usize) {
         let inner = self.lock();
-        (inner.slots.values().filter(|s| s.get().is_some_and(|(_, kept)| *kept)).count(), inner.bytes)
+        let kept = inner.parts.iter().flat_map(|p| p.slots.values()).filter(|s| s.get().is_some_and(|(_, kept)| *kept));
+        (kept.count(), inner.bytes())
     }
 }
 
@@ -268,16 +321,17 @@ mod tests {
     /// A data state the tests move by hand, and a computation counting its runs.
     struct World {
         graph: AtomicU64,
+        index: AtomicU64,
         runs: AtomicUsize,
     }
 
     impl World {
         fn new() -> World {
-            World { graph: AtomicU64::new(1), runs: AtomicUsize::new(0) }
+            World { graph: AtomicU64::new(1), index: AtomicU64::new(0), runs: AtomicUsize::new(0) }
         }
 
         fn epoch(&self) -> Epoch {
-            Epoch { graph: self.graph.load(Ordering::SeqCst), index: 0 }
+            Epoch { graph: self.graph.load(Ordering::SeqCst), index: self.index.load(Ordering::SeqCst) }
         }
 
         /// An answer naming the state it was computed in.
@@ -293,8 +347,9 @@ mod tests {
     }
 
     async fn ask(cache: &ResponseCache, world: &World, key: &str) -> (String, Outcome) {
-        let (response, outcome) =
-            cache.answer(Key::new("t", &[key.as_bytes()]), false, || world.epoch(), || world.compute()).await;
+        let (response, outcome) = cache
+            .answer(Key::new("t", Reads::GraphAndIndex, &[key.as_bytes()]), false, || world.epoch(), || world.compute())
+            .await;
         (body(response).await, outcome)
     }
 
@@ -310,16 +365,66 @@ mod tests {
         assert_eq!(ask(&cache, &world, "q").await, ("state 2".into(), Outcome::Hit));
         assert_eq!(cache.usage(), (1, "state 2".len()), "the older state's answers are dropped");
         // Asked to, it computes afresh and keeps nothing new.
-        let (response, outcome) =
-            cache.answer(Key::new("t", &[b"q"]), true, || world.epoch(), || world.compute()).await;
+        let (response, outcome) = cache
+            .answer(Key::new("t", Reads::GraphAndIndex, &[b"q"]), true, || world.epoch(), || world.compute())
+            .await;
         assert_eq!((body(response).await, outcome), ("state 2".into(), Outcome::Bypass));
         assert_eq!(world.runs.load(Ordering::SeqCst), 4);
+    }
+
+    async fn ask_reading(cache: &ResponseCache, world: &World, reads: Reads, key: &str) -> (String, Outcome) {
+        let (response, outcome) =
+            cache.answer(Key::new("t", reads, &[key.as_bytes()]), false, || world.epoch(), || world.compute()).await;
+        (body(response).await, outcome)
+    }
+
+    #[tokio::test]
+    async fn an_answer_that_does_not_search_outlives_the_index_commits() {
+        let (cache, world) = (ResponseCache::new(1 << 20), World::new());
+        let ask = |reads| ask_reading(&cache, &world, reads, "q");
+        assert_eq!(ask(Reads::Graph).await.1, Outcome::Miss);
+        assert_eq!(ask(Reads::GraphAndIndex).await.1, Outcome::Miss);
+        world.index.store(1, Ordering::SeqCst);
+        assert_eq!(ask(Reads::Graph).await.1, Outcome::Hit, "an index commit keeps it");
+        assert_eq!(ask(Reads::GraphAndIndex).await.1, Outcome::Miss, "an index commit drops it");
+        assert_eq!(cache.usage(), (2, 2 * "state 1".len()));
+        world.graph.store(2, Ordering::SeqCst);
+        assert_eq!(ask(Reads::Graph).await, ("state 2".into(), Outcome::Miss), "a graph commit drops both");
+        assert_eq!(ask(Reads::GraphAndIndex).await, ("state 2".into(), Outcome::Miss));
+        assert_eq!(cache.usage(), (2, 2 * "state 2".len()));
+        // An answer computed across an index commit is kept when it does not search.
+        let across = |reads| {
+            cache.answer(
+                Key::new("t", reads, &[b"x"]),
+                false,
+                || world.epoch(),
+                || async {
+                    let response = world.compute().await;
+                    world.index.fetch_add(1, Ordering::SeqCst);
+                    response
+                },
+            )
+        };
+        assert_eq!(across(Reads::GraphAndIndex).await.1, Outcome::Bypass);
+        assert_eq!(across(Reads::Graph).await.1, Outcome::Miss);
+    }
+
+    #[tokio::test]
+    async fn the_bound_holds_for_both_kinds_of_answers_together() {
+        let (cache, world) = (ResponseCache::new("state 1".len() + 3), World::new());
+        assert_eq!(ask_reading(&cache, &world, Reads::Graph, "a").await.1, Outcome::Miss);
+        assert_eq!(
+            ask_reading(&cache, &world, Reads::GraphAndIndex, "b").await.1,
+            Outcome::Bypass,
+            "the bound is full"
+        );
+        assert_eq!(cache.usage(), (1, "state 1".len()));
     }
 
     #[tokio::test]
     async fn an_answer_computed_across_a_change_is_not_kept() {
         let (cache, world) = (ResponseCache::new(1 << 20), World::new());
-        let key = || Key::new("t", &[b"q"]);
+        let key = || Key::new("t", Reads::GraphAndIndex, &[b"q"]);
         let moving = || async {
             let response = world.compute().await;
             world.graph.store(2, Ordering::SeqCst);
@@ -352,11 +457,13 @@ mod tests {
         let cache = ResponseCache::new("state 1".len() + 3);
         let failing = || async { (StatusCode::SERVICE_UNAVAILABLE, "busy").into_response() };
         for _ in 0..2 {
-            let (response, outcome) = cache.answer(Key::new("t", &[b"f"]), false, || world.epoch(), failing).await;
+            let (response, outcome) =
+                cache.answer(Key::new("t", Reads::GraphAndIndex, &[b"f"]), false, || world.epoch(), failing).await;
             assert_eq!((response.status(), outcome), (StatusCode::SERVICE_UNAVAILABLE, Outcome::Bypass));
         }
         let marked = || async { not_kept("with errors".into_response()) };
-        let (response, outcome) = cache.answer(Key::new("t", &[b"m"]), false, || world.epoch(), marked).await;
+        let (response, outcome) =
+            cache.answer(Key::new("t", Reads::GraphAndIndex, &[b"m"]), false, || world.epoch(), marked).await;
         assert_eq!((body(response).await, outcome), ("with errors".into(), Outcome::Bypass));
         assert_eq!(ask(&cache, &world, "a").await.1, Outcome::Miss);
         // The first answer fills the bound: the second is answered, not kept.
@@ -374,7 +481,8 @@ mod tests {
             tokio::task::yield_now().await;
             (StatusCode::SERVICE_UNAVAILABLE, [(header::RETRY_AFTER, "1")], "busy").into_response()
         };
-        let ask_failing = || cache.answer(Key::new("t", &[b"f"]), false, || world.epoch(), failing);
+        let ask_failing =
+            || cache.answer(Key::new("t", Reads::GraphAndIndex, &[b"f"]), false, || world.epoch(), failing);
         let answers = futures::future::join_all((0..4).map(|_| ask_failing())).await;
         assert_eq!(world.runs.load(Ordering::SeqCst), 1);
         let outcomes: Vec<Outcome> = answers.iter().map(|(_, o)| *o).collect();
@@ -390,8 +498,12 @@ mod tests {
 
     #[test]
     fn keys_do_not_run_parts_together() {
-        assert_ne!(Key::new("t", &[b"ab", b"c"]), Key::new("t", &[b"a", b"bc"]));
-        assert_ne!(Key::new("sparql", &[b"q"]), Key::new("graphql", &[b"q"]));
+        assert_ne!(
+            Key::new("t", Reads::GraphAndIndex, &[b"ab", b"c"]),
+            Key::new("t", Reads::GraphAndIndex, &[b"a", b"bc"])
+        );
+        assert_ne!(Key::new("sparql", Reads::Graph, &[b"q"]), Key::new("graphql", Reads::Graph, &[b"q"]));
+        assert_ne!(Key::new("t", Reads::Graph, &[b"q"]), Key::new("t", Reads::GraphAndIndex, &[b"q"]));
     }
 
     #[test]

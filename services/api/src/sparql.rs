@@ -12,7 +12,7 @@
 use crate::auth::Principal;
 use crate::errors::{ApiError, ErrorKind};
 use crate::query_shape::{for_each_child, for_each_expression, for_each_operand};
-use crate::response_cache::{Key, ResponseCache};
+use crate::response_cache::{Key, Reads, ResponseCache};
 use crate::{ApiMetrics, AppState};
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -151,10 +151,26 @@ async fn respond(
     };
     let accept = headers.get(header::ACCEPT).map(|v| v.as_bytes()).unwrap_or_default();
     let as_of = params.as_of.as_deref().unwrap_or_default();
-    let key = Key::new("sparql", &[query.as_bytes(), as_of.as_bytes(), accept]);
+    let key =
+        Key::new("sparql", reads(query, state.config.max_query_bytes), &[query.as_bytes(), as_of.as_bytes(), accept]);
     let fresh = crate::response_cache::wants_fresh(headers);
     let answer = cache.answer(key, fresh, || state.epoch(), || evaluate(state.clone(), params)).await;
     state.cache_outcome("sparql", answer)
+}
+
+/// What the answer to `query` reads: the index too when the query calls the text-score function,
+/// as found in the parsed query (where prefixes, base IRIs and escapes are resolved, so no way of
+/// writing the function's IRI escapes it), or when it cannot be parsed here (its evaluation then
+/// refuses it, and says why).
+fn reads(query: &str, max_query_bytes: usize) -> Reads {
+    use crate::nesting::{check, on_query_stack, Language, MAX_NESTING};
+    if query.len() > max_query_bytes || check(query, Language::Sparql, MAX_NESTING).is_err() {
+        return Reads::GraphAndIndex;
+    }
+    on_query_stack(|| match spargebra::SparqlParser::new().parse_query(query) {
+        Ok(parsed) if !parsed.to_string().contains(&format!("<{TEXT_SCORE}>")) => Reads::Graph,
+        _ => Reads::GraphAndIndex,
+    })
 }
 
 fn read_only() -> ApiError {
@@ -749,5 +765,35 @@ mod lane_tests {
         ] {
             assert_eq!(file(name), Lane::General, "{name}");
         }
+    }
+}
+
+#[cfg(test)]
+mod reads_tests {
+    use super::*;
+
+    #[test]
+    fn a_query_reads_the_index_only_when_it_calls_the_text_score_function() {
+        let reads = |q: &str| reads(q, 1 << 20);
+        for q in [
+            include_str!("../../../queries/h1-recommendation-dashboard.sparql"),
+            include_str!("../../../queries/h3-recommendation-case-studies-outcomes.sparql"),
+            "SELECT ?s WHERE { ?s ?p \"textScore\" }",
+        ] {
+            assert_eq!(reads(q), Reads::Graph, "{q}");
+        }
+        for q in [
+            include_str!("../../../queries/h5-search-to-recommendations.sparql"),
+            // However its IRI is written: a prefix holding part of it, an escape, a base IRI.
+            "PREFIX c: <https://w3id.org/coalition/ns#textSc> SELECT (c:ore(\"x\", ?s) AS ?v) WHERE { ?s ?p ?o }",
+            "SELECT ?s WHERE { ?s ?p ?o FILTER(<https://w3id.org/coalition/ns#text\\u0053core>(\"x\", ?s) > 0) }",
+            "BASE <https://w3id.org/coalition/ns> SELECT ?s WHERE { ?s ?p ?o } ORDER BY DESC(<#textScore>(\"x\", ?s))",
+            // What cannot be parsed here is not known not to search.
+            "SELECT nonsense",
+            &format!("SELECT * WHERE {}", "{".repeat(1000)),
+        ] {
+            assert_eq!(reads(q), Reads::GraphAndIndex, "{q}");
+        }
+        assert_eq!(super::reads("SELECT ?s WHERE { ?s ?p ?o }", 10), Reads::GraphAndIndex, "past the size limit");
     }
 }

@@ -66,10 +66,16 @@ fn graphql_requests_are_authorised_before_validation() {
     assert_eq!(check(&token(Role::Reader), false, read, None), None);
     assert_eq!(check(&Principal::Anonymous, false, "not graphql {", None), Some(ErrorKind::Unauthenticated));
     assert_eq!(check(&Principal::Anonymous, true, "not graphql {", None), None);
-    // Which answers the response cache may keep: queries of the data only.
-    let keepable = |query: &str| {
+    // Which answers the response cache may keep: queries of the data only, and what they read.
+    let reads = |query: &str| {
         crate::graphql::authorize_request(&token(Role::Admin), true, &mut async_graphql::Request::new(query)).unwrap()
     };
+    let keepable = |query: &str| reads(query).is_some();
+    use crate::response_cache::Reads;
+    assert_eq!(reads(read), Some(Reads::Graph));
+    assert_eq!(reads("{ search(query: \"trust\") { totalCount } }"), Some(Reads::GraphAndIndex));
+    let hidden = "query { recommendations { totalCount } ...F } fragment F on QueryRoot { s: search(query: \"x\") { totalCount } }";
+    assert_eq!(reads(hidden), Some(Reads::GraphAndIndex), "found through fragments and aliases");
     assert!(keepable(read));
     assert!(keepable("query Q { ...F } fragment F on QueryRoot { recommendations { totalCount } }"));
     assert!(!keepable("{ recommendations { totalCount } freshness { caughtUp } }"));
@@ -597,9 +603,9 @@ mod http {
         assert_eq!(status, StatusCode::OK, "the slot is still held: {body}");
     }
 
-    /// Answers are kept while the store and the index are unchanged, and a commit to either
-    /// makes the next request compute its answer from the new data; mutations, live fields and
-    /// failures are never kept.
+    /// Answers are kept while what they read (the store; the index too for those that search) is
+    /// unchanged, and a commit to it makes the next request compute its answer from the new data;
+    /// mutations, live fields and failures are never kept.
     #[tokio::test]
     async fn answers_are_kept_until_the_data_changes() {
         let f = fixture(ApiConfig::default());
@@ -632,9 +638,14 @@ mod http {
         };
         assert_eq!(n(&after), n(&first) + 4, "{first} then {after}");
         assert_eq!(sparql_get(&f, count, &[]).await.1, "hit");
-        // An index commit moves the state too.
+        // An index commit moves the state of the answers that search, and only theirs.
+        let search = "PREFIX coal: <https://w3id.org/coalition/ns#> \
+                      SELECT (COUNT(*) AS ?n) WHERE { ?s a coal:Dialogue FILTER(coal:textScore(?s, \"trust\") > 0) }";
+        assert_eq!(sparql_get(&f, search, &[]).await.1, "miss");
+        assert_eq!(sparql_get(&f, search, &[]).await.1, "hit");
         f.index.apply("seed", &[], &[], &offsets).unwrap();
-        assert_eq!(sparql_get(&f, count, &[]).await.1, "miss");
+        assert_eq!(sparql_get(&f, search, &[]).await.1, "miss");
+        assert_eq!(sparql_get(&f, count, &[]).await.1, "hit");
         // Refusals are not kept.
         for _ in 0..2 {
             let (status, outcome, _) = sparql_get(&f, "SELECT * WHERE {", &[]).await;
@@ -660,7 +671,7 @@ mod http {
         let failing = "{ recommendation(id: \"x> } ; DROP\") { id } }";
         assert_eq!(outcome_of(failing).await.as_deref(), Some("bypass"), "answers with errors are not kept");
         let text = metrics(&f).await;
-        assert_eq!(counter(&text, "coalition_response_cache_total{endpoint=\"sparql\",outcome=\"hit\"}"), 2);
+        assert_eq!(counter(&text, "coalition_response_cache_total{endpoint=\"sparql\",outcome=\"hit\"}"), 4);
         assert_eq!(counter(&text, "coalition_response_cache_total{endpoint=\"graphql\",outcome=\"miss\"}"), 1);
     }
 

@@ -9,6 +9,7 @@ mod types;
 use crate::auth::Principal;
 use crate::errors::{ApiError, ErrorKind};
 use crate::read::{self, check_id, ListFilter};
+use crate::response_cache::Reads;
 use crate::AppState;
 use async_graphql::dataloader::DataLoader;
 use async_graphql::{Context, EmptySubscription, InputObject, Object, Result, Schema, SimpleObject, ID};
@@ -669,23 +670,27 @@ fn mutation_gate(field: &str) -> Option<Gate> {
 /// progress, a rebuild's): a query selecting one is never answered from the response cache.
 const LIVE_FIELDS: [&str; 2] = ["freshness", "rebuildStatus"];
 
+/// Query fields whose answer reads the search index; every other field reads the graph store
+/// alone, so a query selecting none of these is kept across the index's commits.
+const INDEX_FIELDS: [&str; 1] = ["search"];
+
 /// Authorises a GraphQL request as a whole, before validation: anonymous reads when reads are
 /// closed, and mutations by a caller whose role cannot run them, are refused here. A request that
-/// does not parse is left to the schema, which reports the syntax error. Returns whether the
-/// request is a query whose answer follows from the stored data and its own text alone, so may
-/// be kept in the response cache ([`crate::response_cache`]).
+/// does not parse is left to the schema, which reports the syntax error. When the request is a
+/// query whose answer follows from the stored data and its own text alone, so may be kept in the
+/// response cache ([`crate::response_cache`]), returns what that answer reads.
 pub(crate) fn authorize_request(
     principal: &Principal,
     public_reads: bool,
     request: &mut async_graphql::Request,
-) -> Result<bool, ApiError> {
+) -> Result<Option<Reads>, ApiError> {
     use async_graphql::parser::types::{DocumentOperations, OperationType};
     // Before anything parses it: the parser recurses once per level of nesting.
     crate::nesting::check(&request.query, crate::nesting::Language::GraphQl, crate::nesting::MAX_NESTING)?;
     let operation_name = request.operation_name.clone();
     let Ok(doc) = request.parsed_query() else {
         principal.authorize_read(public_reads)?;
-        return Ok(false);
+        return Ok(None);
     };
     let operation = match (&doc.operations, operation_name.as_deref()) {
         (DocumentOperations::Single(op), _) => Some(op),
@@ -695,7 +700,7 @@ pub(crate) fn authorize_request(
     };
     let Some(operation) = operation else {
         principal.authorize_read(public_reads)?;
-        return Ok(false);
+        return Ok(None);
     };
     let mut fields = Vec::new();
     let complete = root_fields(&operation.node.selection_set.node, doc, 0, &mut fields);
@@ -703,7 +708,8 @@ pub(crate) fn authorize_request(
         principal.authorize_read(public_reads)?;
         let keepable =
             operation.node.ty == OperationType::Query && complete && !fields.iter().any(|f| LIVE_FIELDS.contains(f));
-        return Ok(keepable);
+        let reads = if fields.iter().any(|f| INDEX_FIELDS.contains(f)) { Reads::GraphAndIndex } else { Reads::Graph };
+        return Ok(keepable.then_some(reads));
     }
     if matches!(principal, Principal::Anonymous) && fields.iter().any(|f| *f != "__typename") {
         return Err(ApiError::new(
@@ -716,7 +722,7 @@ pub(crate) fn authorize_request(
             gate(principal)?;
         }
     }
-    Ok(false)
+    Ok(None)
 }
 
 /// The names of the fields an operation selects at its root, through fragments nested at most
