@@ -272,6 +272,7 @@ pub fn app(state: AppState) -> Router {
         .route("/", get(index))
         .layer(axum::Extension(schema))
         .layer(axum::Extension(Arc::new(response_cache::ResponseCache::new(state.config.response_cache_bytes))))
+        .layer(axum::Extension(Arc::new(sparql::Classified::new())))
         .layer(axum::Extension(sparql::QuerySlots::new(
             sparql::LaneLimit { permits: state.config.max_concurrent_projection_sparql, wait: sparql::PROJECTION_WAIT },
             sparql::LaneLimit { permits: state.config.max_concurrent_sparql, wait: sparql::GENERAL_WAIT },

@@ -21,6 +21,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use coalition_mapping::vocab::{self, coal};
+use lru::LruCache;
 use oxigraph::io::{RdfFormat, RdfSerializer};
 use oxigraph::model::{Literal, NamedNode, Term};
 use oxigraph::sparql::results::{QueryResultsFormat, QueryResultsSerializer};
@@ -32,6 +33,7 @@ use spargebra::term::{NamedNodePattern, TermPattern, TriplePattern};
 use spargebra::Query;
 use std::collections::HashMap;
 use std::fmt;
+use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -60,6 +62,7 @@ pub async fn get(
     State(state): State<AppState>,
     Extension(slots): Extension<QuerySlots>,
     Extension(cache): Extension<Arc<ResponseCache>>,
+    Extension(classified): Extension<Arc<Classified>>,
     principal: Principal,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
@@ -71,13 +74,14 @@ pub async fn get(
         Ok(p) => p,
         Err(e) => return e.into_response(),
     };
-    respond(state, slots, &cache, params, &headers).await
+    respond(state, slots, &cache, &classified, params, &headers).await
 }
 
 pub async fn post(
     State(state): State<AppState>,
     Extension(slots): Extension<QuerySlots>,
     Extension(cache): Extension<Arc<ResponseCache>>,
+    Extension(classified): Extension<Arc<Classified>>,
     principal: Principal,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
@@ -128,7 +132,7 @@ pub async fn post(
             .into_response()
         }
     };
-    respond(state, slots, &cache, params, &headers).await
+    respond(state, slots, &cache, &classified, params, &headers).await
 }
 
 /// Answers a query, from the response cache when the data has not changed since the same query
@@ -137,6 +141,7 @@ async fn respond(
     state: AppState,
     slots: QuerySlots,
     cache: &ResponseCache,
+    classified: &Classified,
     params: Params,
     headers: &HeaderMap,
 ) -> Response {
@@ -151,11 +156,49 @@ async fn respond(
     };
     let accept = headers.get(header::ACCEPT).map(|v| v.as_bytes()).unwrap_or_default();
     let as_of = params.as_of.as_deref().unwrap_or_default();
-    let key =
-        Key::new("sparql", reads(query, state.config.max_query_bytes), &[query.as_bytes(), as_of.as_bytes(), accept]);
+    let reads = classified.reads(query, state.config.max_query_bytes);
+    let key = Key::new("sparql", reads, &[query.as_bytes(), as_of.as_bytes(), accept]);
     let fresh = crate::response_cache::wants_fresh(headers);
     let answer = cache.answer(key, fresh, || state.epoch(), || evaluate(state.clone(), params)).await;
     state.cache_outcome("sparql", answer)
+}
+
+/// What the answers to recent queries read ([`reads`]), by query text: a query is parsed to know
+/// it once, not on every request (parsing takes tens of microseconds, on a stack of its own).
+#[derive(Debug)]
+pub struct Classified(Mutex<LruCache<String, Reads>>);
+
+/// Queries whose classification is kept, and the longest kept (hot-path queries are 1–2 KB).
+const CLASSIFIED_QUERIES: usize = 1024;
+const CLASSIFIED_MAX_BYTES: usize = 8 << 10;
+
+impl Classified {
+    pub fn new() -> Classified {
+        Classified(Mutex::new(LruCache::new(NonZeroUsize::new(CLASSIFIED_QUERIES).unwrap_or(NonZeroUsize::MIN))))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, LruCache<String, Reads>> {
+        // Every step under the lock is one map operation: a poisoned lock is still consistent.
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// What the answer to `query` reads.
+    fn reads(&self, query: &str, max_query_bytes: usize) -> Reads {
+        if let Some(reads) = self.lock().get(query) {
+            return *reads;
+        }
+        let reads = reads(query, max_query_bytes);
+        if query.len() <= CLASSIFIED_MAX_BYTES {
+            self.lock().put(query.to_owned(), reads);
+        }
+        reads
+    }
+}
+
+impl Default for Classified {
+    fn default() -> Classified {
+        Classified::new()
+    }
 }
 
 /// What the answer to `query` reads: the index too when the query calls the text-score function,
@@ -795,5 +838,20 @@ mod reads_tests {
             assert_eq!(reads(q), Reads::GraphAndIndex, "{q}");
         }
         assert_eq!(super::reads("SELECT ?s WHERE { ?s ?p ?o }", 10), Reads::GraphAndIndex, "past the size limit");
+    }
+
+    #[test]
+    fn classifications_are_kept_by_query_text() {
+        let classified = Classified::new();
+        let graph = "SELECT ?s WHERE { ?s ?p ?o }";
+        let search = include_str!("../../../queries/h5-search-to-recommendations.sparql");
+        for _ in 0..2 {
+            assert_eq!(classified.reads(graph, 1 << 20), Reads::Graph);
+            assert_eq!(classified.reads(search, 1 << 20), Reads::GraphAndIndex);
+        }
+        assert_eq!(classified.lock().len(), 2);
+        let long = format!("SELECT ?s WHERE {{ ?s ?p ?o }} # {}", "x".repeat(CLASSIFIED_MAX_BYTES));
+        assert_eq!(classified.reads(&long, 1 << 20), Reads::Graph);
+        assert_eq!(classified.lock().len(), 2, "a long query is classified, not kept");
     }
 }
