@@ -77,6 +77,7 @@ pub async fn get(
     respond(state, slots, &cache, &classified, params, &headers).await
 }
 
+#[allow(clippy::too_many_arguments)] // one per axum extractor
 pub async fn post(
     State(state): State<AppState>,
     Extension(slots): Extension<QuerySlots>,
