@@ -212,9 +212,23 @@ fn reads(query: &str, max_query_bytes: usize) -> Reads {
         return Reads::GraphAndIndex;
     }
     on_query_stack(|| match spargebra::SparqlParser::new().parse_query(query) {
-        Ok(parsed) if !parsed.to_string().contains(&format!("<{TEXT_SCORE}>")) => Reads::Graph,
+        Ok(parsed) if text_score_free(crate::query_shape::pattern_of(&parsed)).is_ok() => Reads::Graph,
         _ => Reads::GraphAndIndex,
     })
+}
+
+/// Ok when `p` calls the text-score function nowhere (walked as the lanes walk it).
+fn text_score_free(p: &GraphPattern) -> Result<(), General> {
+    for_each_child(p, &mut text_score_free)?;
+    for_each_expression(p, &mut expression_text_score_free)
+}
+
+fn expression_text_score_free(e: &Expression) -> Result<(), General> {
+    match e {
+        Expression::Exists(p) => text_score_free(p),
+        Expression::FunctionCall(Function::Custom(f), _) if f.as_str() == TEXT_SCORE => Err(General),
+        other => for_each_operand(other, &mut expression_text_score_free),
+    }
 }
 
 fn read_only() -> ApiError {
