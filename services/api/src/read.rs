@@ -10,17 +10,22 @@ use coalition_store::projection::Observation;
 use coalition_store::{literal, GraphStore, Row};
 use oxigraph::model::{NamedOrBlankNode, Term};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// An entity as stored: its IRI and every (predicate → objects) of its node, plus nested nodes
-/// (dialogue quotes) by IRI.
+/// (dialogue quotes) by IRI. The facts are shared, not copied, by clones: a page's entities pass
+/// through the batch loader to every resolver that asked for them.
 #[derive(Debug, Clone, Default)]
 pub struct Entity {
     pub kind: Option<Kind>,
     pub id: String,
     pub iri: String,
-    pub props: BTreeMap<String, Vec<Term>>,
-    pub nested: BTreeMap<String, BTreeMap<String, Vec<Term>>>,
+    pub props: Arc<Props>,
+    pub nested: Arc<BTreeMap<String, Props>>,
 }
+
+/// Predicate → objects.
+pub type Props = BTreeMap<String, Vec<Term>>;
 
 fn lexical(t: &Term) -> String {
     match t {
@@ -30,7 +35,7 @@ fn lexical(t: &Term) -> String {
     }
 }
 
-pub fn props_str(props: &BTreeMap<String, Vec<Term>>, p: &str) -> Option<String> {
+pub fn props_str(props: &Props, p: &str) -> Option<String> {
     props.get(p).and_then(|v| v.first()).map(lexical)
 }
 
@@ -108,19 +113,25 @@ pub fn load(store: &GraphStore, kind: Kind, id: &str) -> Result<Option<Entity>, 
     if quads.is_empty() {
         return Ok(None);
     }
-    let mut e = Entity { kind: Some(kind), id: id.to_owned(), iri: iri.as_str().to_owned(), ..Entity::default() };
+    let (mut props, mut nested) = (Props::new(), BTreeMap::<String, Props>::new());
     for q in quads.iter() {
         let subject = match &q.subject {
-            NamedOrBlankNode::NamedNode(n) => n.as_str().to_owned(),
-            NamedOrBlankNode::BlankNode(b) => b.as_str().to_owned(),
+            NamedOrBlankNode::NamedNode(n) => n.as_str(),
+            NamedOrBlankNode::BlankNode(b) => b.as_str(),
         };
-        let target = if subject == e.iri { &mut e.props } else { e.nested.entry(subject).or_default() };
+        let target = if subject == iri.as_str() { &mut props } else { nested.entry(subject.to_owned()).or_default() };
         target.entry(q.predicate.as_str().to_owned()).or_default().push(q.object.clone());
     }
-    if !e.props.contains_key(vocab::RDF_TYPE) {
+    if !props.contains_key(vocab::RDF_TYPE) {
         return Ok(None);
     }
-    Ok(Some(e))
+    Ok(Some(Entity {
+        kind: Some(kind),
+        id: id.to_owned(),
+        iri: iri.into_string(),
+        props: Arc::new(props),
+        nested: Arc::new(nested),
+    }))
 }
 
 /// Loads many entities of one kind, skipping ids that do not exist.

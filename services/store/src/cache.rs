@@ -1,5 +1,6 @@
-//! Bounded caches for readers: entity graphs ([`crate::GraphStore::entity_graph`]), and each
-//! recommendation's case studies in page order ([`crate::GraphStore::case_studies_in_order`]).
+//! Bounded caches for readers: entity graphs ([`crate::GraphStore::entity_graph`]), each
+//! recommendation's case studies in page order ([`crate::GraphStore::case_studies_in_order`]),
+//! and each case study's outcomes ([`crate::GraphStore::case_study_outcomes`]).
 //!
 //! Why: reading an entity graph from Oxigraph decodes every term of every quad, and each term
 //! that is not stored inline (IRIs, longer strings) is one RocksDB read of the term dictionary —
@@ -24,6 +25,15 @@
 //! outcomes and dialogues that make up the stream. A commit that changes a graph of one of those
 //! kinds, or rewrites projections, drops every kept list, and a list read that started before such
 //! a commit is not kept: the same guarantee as for entity graphs.
+//!
+//! Outcome lists: a case study's outcomes are those measuring it or one of its activities. Finding
+//! them walks every activity of the case study (a page of 50 case studies at 1M conversations:
+//! ~5,000 activities, ~1,000 outcomes, ~10 ms warm), though a page's lists change only when an
+//! outcome or activity of one of its case studies does. The outcome lists are the stream's, so
+//! each commit names the case studies whose lists it may have changed
+//! ([`crate::projection::outcome_lists_touched`]) and drops those alone; they are remembered
+//! with the commit's graphs (case-study IRIs and graph IRIs never coincide), so that a read that
+//! raced such a commit is not kept, as for entity graphs.
 
 use lru::LruCache;
 use oxigraph::model::{NamedNode, Quad};
@@ -42,6 +52,10 @@ const RECENT_COMMITS: usize = 64;
 /// study, ~80 bytes each).
 pub(crate) const LIST_CACHE_ENTRIES: usize = 64;
 
+/// Case studies whose outcome lists are kept (a list is its outcomes' IRIs, ~20 at 1M
+/// conversations: ~1.5 KB).
+pub(crate) const OUTCOME_LIST_ENTRIES: usize = 4_096;
+
 pub(crate) struct GraphCache {
     inner: Mutex<Inner>,
 }
@@ -52,13 +66,16 @@ struct Inner {
     epoch: u64,
     /// Reads that started before this epoch never fill the cache (a whole-store change).
     floor: u64,
-    /// The graphs each of the last commits changed, the newest last (commit `epoch` is last).
+    /// The graphs each of the last commits changed, and the case studies whose outcome lists it
+    /// may have changed, the newest last (commit `epoch` is last).
     recent: VecDeque<HashSet<String>>,
     /// Case-study lists by recommendation IRI.
     lists: LruCache<String, Arc<[NamedNode]>>,
     /// The epoch of the last change that may have changed a list: reads that started before it
     /// never fill `lists`.
     lists_changed: u64,
+    /// Outcome lists by case-study IRI.
+    outcomes: LruCache<String, Arc<[NamedNode]>>,
 }
 
 /// Where a read that missed the cache started.
@@ -75,6 +92,7 @@ impl GraphCache {
                 recent: VecDeque::with_capacity(RECENT_COMMITS),
                 lists: LruCache::new(NonZeroUsize::new(LIST_CACHE_ENTRIES).unwrap_or(NonZeroUsize::MIN)),
                 lists_changed: 0,
+                outcomes: LruCache::new(NonZeroUsize::new(OUTCOME_LIST_ENTRIES).unwrap_or(NonZeroUsize::MIN)),
             }),
         }
     }
@@ -98,13 +116,26 @@ impl GraphCache {
     /// the whole store) since.
     pub(crate) fn fill(&self, graph: &str, start: ReadStart, quads: &Arc<[Quad]>) {
         let mut inner = self.lock();
-        let since = inner.epoch - start.0;
-        if start.0 < inner.floor || since > inner.recent.len() as u64 {
-            return;
-        }
-        let raced = inner.recent.iter().rev().take(since as usize).any(|changed| changed.contains(graph));
-        if !raced {
+        if !inner.raced(graph, start) {
             inner.graphs.put(graph.to_owned(), quads.clone());
+        }
+    }
+
+    /// The kept outcome list of `case_study`, or where the read that replaces it starts.
+    pub(crate) fn outcomes(&self, case_study: &str) -> Result<Arc<[NamedNode]>, ReadStart> {
+        let mut inner = self.lock();
+        match inner.outcomes.get(case_study) {
+            Some(list) => Ok(list.clone()),
+            None => Err(ReadStart(inner.epoch)),
+        }
+    }
+
+    /// Keeps the outcome list a read that started at `start` found, unless a commit may have
+    /// changed it (or the whole store) since.
+    pub(crate) fn fill_outcomes(&self, case_study: &str, start: ReadStart, list: &Arc<[NamedNode]>) {
+        let mut inner = self.lock();
+        if !inner.raced(case_study, start) {
+            inner.outcomes.put(case_study.to_owned(), list.clone());
         }
     }
 
@@ -126,11 +157,17 @@ impl GraphCache {
         }
     }
 
-    /// A commit changed `graphs`: drops them and remembers them for reads running now; drops the
-    /// case-study lists too when one of the graphs can change them.
-    pub(crate) fn committed(&self, graphs: impl IntoIterator<Item = String>) {
-        let changed: HashSet<String> = graphs.into_iter().collect();
+    /// A commit changed `graphs` and may have changed the outcome lists of `case_studies`: drops
+    /// them and remembers them for reads running now; drops the case-study lists too when one of
+    /// the graphs can change them.
+    pub(crate) fn committed(
+        &self,
+        graphs: impl IntoIterator<Item = String>,
+        case_studies: impl IntoIterator<Item = String>,
+    ) {
+        let mut changed: HashSet<String> = graphs.into_iter().collect();
         let lists = changed.iter().any(|g| crate::projection::shapes_case_study_lists(g));
+        changed.extend(case_studies);
         self.lock().commit(changed, lists);
     }
 
@@ -144,6 +181,7 @@ impl GraphCache {
     pub(crate) fn cleared(&self) {
         let mut inner = self.lock();
         inner.graphs.clear();
+        inner.outcomes.clear();
         inner.recent.clear();
         inner.epoch += 1;
         inner.floor = inner.epoch;
@@ -167,12 +205,29 @@ impl GraphCache {
     pub(crate) fn lists(&self) -> usize {
         self.lock().lists.len()
     }
+
+    /// Outcome lists kept now.
+    #[cfg(test)]
+    pub(crate) fn outcome_lists(&self) -> usize {
+        self.lock().outcomes.len()
+    }
 }
 
 impl Inner {
+    /// Whether what a read of `key` (a graph, or a case study's outcome list) that started at
+    /// `start` found may be older than the last commit: a commit since changed it, or the whole
+    /// store, or more commits happened than are remembered.
+    fn raced(&self, key: &str, start: ReadStart) -> bool {
+        let since = self.epoch - start.0;
+        start.0 < self.floor
+            || since > self.recent.len() as u64
+            || self.recent.iter().rev().take(since as usize).any(|changed| changed.contains(key))
+    }
+
     fn commit(&mut self, changed: HashSet<String>, lists: bool) {
-        for g in &changed {
-            self.graphs.pop(g);
+        for key in &changed {
+            self.graphs.pop(key);
+            self.outcomes.pop(key);
         }
         self.epoch += 1;
         if lists {
@@ -215,12 +270,12 @@ mod tests {
     fn a_read_that_raced_a_commit_of_its_graph_is_not_kept() {
         let cache = GraphCache::new(8);
         let start = cache.get("g").unwrap_err();
-        cache.committed(["g".to_owned()]);
+        cache.committed(["g".to_owned()], None);
         cache.fill("g", start, &quads("before the commit"));
         assert_eq!(cached(&cache, "g"), None);
         // A commit of another graph does not stop it.
         let start = cache.get("h").unwrap_err();
-        cache.committed(["g".to_owned()]);
+        cache.committed(["g".to_owned()], None);
         cache.fill("h", start, &quads("h"));
         assert_eq!(cached(&cache, "h").as_deref(), Some("\"h\""));
     }
@@ -230,7 +285,7 @@ mod tests {
         let cache = GraphCache::new(8);
         read(&cache, "g", "v1");
         assert_eq!(cached(&cache, "g").as_deref(), Some("\"v1\""));
-        cache.committed(["g".to_owned()]);
+        cache.committed(["g".to_owned()], None);
         assert_eq!(cached(&cache, "g"), None);
         read(&cache, "g", "v2");
         assert_eq!(cached(&cache, "g").as_deref(), Some("\"v2\""));
@@ -252,7 +307,7 @@ mod tests {
         let cache = GraphCache::new(8);
         let start = cache.get("g").unwrap_err();
         for _ in 0..=RECENT_COMMITS {
-            cache.committed(["other".to_owned()]);
+            cache.committed(["other".to_owned()], None);
         }
         cache.fill("g", start, &quads("g"));
         assert_eq!(cached(&cache, "g"), None);
@@ -269,18 +324,18 @@ mod tests {
         let cache = GraphCache::new(8);
         let start = cache.list("r").unwrap_err();
         cache.fill_list("r", start, &list("v1"));
-        cache.committed([activity.clone()]);
+        cache.committed([activity.clone()], None);
         assert_eq!(cache.list("r").ok(), Some(list("v1")), "an activity's commit keeps it");
-        cache.committed([case_study.clone()]);
+        cache.committed([case_study.clone()], None);
         assert!(cache.list("r").is_err(), "a case study's commit drops it");
 
         // A read that raced a case study's commit is not kept; one that raced an activity's is.
         let start = cache.list("r").unwrap_err();
-        cache.committed([case_study]);
+        cache.committed([case_study], None);
         cache.fill_list("r", start, &list("before the commit"));
         assert!(cache.list("r").is_err());
         let start = cache.list("r").unwrap_err();
-        cache.committed([activity]);
+        cache.committed([activity], None);
         cache.fill_list("r", start, &list("v2"));
         assert_eq!(cache.list("r").ok(), Some(list("v2")));
 
@@ -294,6 +349,39 @@ mod tests {
             let start = cache.list("r").unwrap_err();
             cache.fill_list("r", start, &list("v3"));
         }
+    }
+
+    #[test]
+    fn an_outcome_list_is_dropped_by_the_commits_that_name_its_case_study() {
+        let (cs1, cs2) = (format!("{}case-study/cs-1", coalition_mapping::vocab::ID), "cs-2".to_owned());
+        let cache = GraphCache::new(8);
+        for cs in [&cs1, &cs2] {
+            let start = cache.outcomes(cs).unwrap_err();
+            cache.fill_outcomes(cs, start, &list(cs));
+        }
+        // A commit of graphs alone, even the case study's own graph, keeps both.
+        cache.committed([format!("{}case-study/cs-1", coalition_mapping::vocab::GRAPH)], None);
+        assert_eq!(cache.outcome_lists(), 2);
+        cache.committed(["g".to_owned()], Some(cs1.clone()));
+        assert!(cache.outcomes(&cs1).is_err(), "named: dropped");
+        assert_eq!(cache.outcomes(&cs2).ok(), Some(list(&cs2)), "not named: kept");
+
+        // A read that raced a commit naming its case study is not kept; one naming another is.
+        let start = cache.outcomes(&cs1).unwrap_err();
+        cache.committed(None, Some(cs1.clone()));
+        cache.fill_outcomes(&cs1, start, &list("before the commit"));
+        assert!(cache.outcomes(&cs1).is_err());
+        let start = cache.outcomes(&cs1).unwrap_err();
+        cache.committed(None, Some(cs2.clone()));
+        cache.fill_outcomes(&cs1, start, &list("v2"));
+        assert_eq!(cache.outcomes(&cs1).ok(), Some(list("v2")));
+
+        // A whole-store change forgets them and refuses older reads.
+        let start = cache.outcomes(&cs2).unwrap_err();
+        cache.cleared();
+        assert_eq!(cache.outcome_lists(), 0);
+        cache.fill_outcomes(&cs2, start, &list("old store"));
+        assert_eq!(cache.outcome_lists(), 0);
     }
 
     #[test]

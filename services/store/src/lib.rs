@@ -20,7 +20,7 @@ use oxigraph::model::{
     GraphName, GraphNameRef, Literal, NamedNode, NamedNodeRef, NamedOrBlankNodeRef, Quad, QuadRef, Term, TermRef,
 };
 use oxigraph::sparql::{QueryResults, QuerySolution, QuerySolutionIter, SparqlEvaluator};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::io::Write;
 #[cfg(feature = "rocksdb")]
 use std::path::Path;
@@ -231,6 +231,7 @@ impl GraphStore {
         let event_id_p = nn(coal::EVENT_ID);
         let mut stats = ApplyStats::default();
         let mut maintenance = projection::Maintenance::default();
+        let mut outcome_lists = HashSet::new();
         let db = self.db();
         let mut tx = db.start_transaction()?;
         for item in batch {
@@ -256,7 +257,9 @@ impl GraphStore {
             let before: Vec<Quad> = tx
                 .quads_for_pattern(None, None, None, Some(GraphNameRef::NamedNode(m.graph.as_ref())))
                 .collect::<Result<_, _>>()?;
-            let affected = maintenance.affected(&tx, &projection::Change { old: &before, new: &m.facts })?;
+            let change = projection::Change { old: &before, new: &m.facts };
+            let affected = maintenance.affected(&tx, &change)?;
+            projection::outcome_lists_touched(&tx, &change, &mut outcome_lists)?;
             maintenance.account(&tx, &affected, -1)?;
             tx.clear_graph(GraphNameRef::NamedNode(m.graph.as_ref()))?;
             // The graph's previous generation record is replaced; the old event stays in provenance.
@@ -283,7 +286,7 @@ impl GraphStore {
         write_offsets(&mut tx, log, offsets)?;
         tx.commit()?;
         // Before returning, so before the caller publishes the new watermark.
-        self.cache.committed(stats.generators.keys().cloned());
+        self.cache.committed(stats.generators.keys().cloned(), outcome_lists);
         self.applied(&db, batch.len());
         Ok(stats)
     }

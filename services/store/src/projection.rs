@@ -1054,6 +1054,38 @@ pub(crate) fn shapes_case_study_lists(graph: &str) -> bool {
     matches!(coalition_mapping::graph_kind(graph), Some(Kind::CaseStudy | Kind::Link | Kind::Recommendation))
 }
 
+/// Adds to `out` the case studies whose outcome lists ([`crate::GraphStore::case_study_outcomes`]:
+/// what `coal:measures` them, or an activity `coal:partOfCaseStudy` them) `change` can alter,
+/// read before it is applied: what its facts, old or new, say is part of a case study, and what
+/// they say is measured — itself, and the case studies it is part of. A change to an activity
+/// names the case studies it leaves and joins; the outcomes measuring it stay put.
+pub(crate) fn outcome_lists_touched(
+    tx: &Transaction<'_>,
+    change: &Change<'_>,
+    out: &mut HashSet<String>,
+) -> Result<(), StoreError> {
+    for q in change.old.iter().chain(change.new) {
+        let Term::NamedNode(o) = &q.object else { continue };
+        match q.predicate.as_str() {
+            coal::PART_OF_CASE_STUDY => {
+                out.insert(o.as_str().to_owned());
+            }
+            coal::MEASURES => {
+                out.insert(o.as_str().to_owned());
+                for part in
+                    tx.quads_for_pattern(Some(o.as_ref().into()), Some(nn(coal::PART_OF_CASE_STUDY)), None, None)
+                {
+                    if let Term::NamedNode(cs) = part?.object {
+                        out.insert(cs.into_string());
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 /// The greatest date still counted by a cell of `obs`.
 fn latest_date(tx: &Transaction<'_>, obs: &NamedNode, cells: &GraphName) -> Result<Option<Term>, StoreError> {
     let mut best: Option<Term> = None;
@@ -1363,6 +1395,53 @@ impl crate::GraphStore {
             .collect();
         self.cache.fill_list(recommendation.as_str(), start, &ordered);
         Ok(ordered)
+    }
+
+    /// The outcomes of each of `case_studies` — those measuring it or one of its activities — by
+    /// IRI. Kept per case study until a commit names it (`cache.rs`); the lists not kept are read
+    /// together in one query, which Oxigraph evaluates from each case study outward (its
+    /// activities, then what measures either), so the cost follows those case studies' outcomes.
+    pub fn case_study_outcomes(
+        &self,
+        case_studies: &[NamedNode],
+    ) -> Result<HashMap<NamedNode, Arc<[NamedNode]>>, StoreError> {
+        let mut out = HashMap::with_capacity(case_studies.len());
+        let mut missed = BTreeMap::new();
+        let mut start = None;
+        for cs in case_studies {
+            match self.cache.outcomes(cs.as_str()) {
+                Ok(list) => {
+                    out.insert(cs.clone(), list);
+                }
+                Err(read) => {
+                    // The earliest start of the misses: the read below begins after it.
+                    start.get_or_insert(read);
+                    missed.insert(cs.clone(), BTreeSet::new());
+                }
+            }
+        }
+        let Some(start) = start else { return Ok(out) };
+        let values: String = missed.keys().map(|cs| format!("<{}> ", cs.as_str())).collect();
+        let rows = self.select(&format!(
+            "SELECT ?cs ?o WHERE {{ VALUES ?cs {{ {values}}} \
+             {{ ?o <{measures}> ?cs }} UNION {{ ?a <{part_of}> ?cs . ?o <{measures}> ?a }} }}",
+            measures = coal::MEASURES,
+            part_of = coal::PART_OF_CASE_STUDY,
+        ))?;
+        for mut row in rows {
+            let (Some(Term::NamedNode(cs)), Some(Term::NamedNode(o))) = (row.remove("cs"), row.remove("o")) else {
+                continue;
+            };
+            if let (Some(set), Some((Kind::Outcome, _))) = (missed.get_mut(&cs), parse_entity_iri(o.as_str())) {
+                set.insert(o);
+            }
+        }
+        for (cs, set) in missed {
+            let list: Arc<[NamedNode]> = set.into_iter().collect();
+            self.cache.fill_outcomes(cs.as_str(), start, &list);
+            out.insert(cs, list);
+        }
+        Ok(out)
     }
 
     /// A partner's activities by year and recommendation, ordered by year then recommendation:

@@ -635,6 +635,10 @@ mod projections {
                 if op.bits & 0x8000 != 0 {
                     data["country"] = serde_json::json!(COUNTRIES[op.pick % 3]);
                 }
+                // Some part of a case study, which they may leave or change.
+                if op.bits & 0x2_0000 != 0 {
+                    data["caseStudy"] = serde_json::json!(format!("cs-{}", (op.pick / 4) % 3));
+                }
                 ("activity", id, data)
             }
             3 => {
@@ -808,8 +812,48 @@ mod projections {
                 for rec in RECS {
                     prop_assert_eq!(kept_order(&store, rec), ordered_from_facts(&store, rec), "{}", rec);
                 }
+                // Outcome lists: some case studies read alone, then all together (kept and not).
+                prop_assert_eq!(kept_outcomes(&store, &CASE_STUDIES[..1]), outcomes_from_facts(&store, &CASE_STUDIES[..1]));
+                prop_assert_eq!(kept_outcomes(&store, &CASE_STUDIES), outcomes_from_facts(&store, &CASE_STUDIES));
             }
         }
+    }
+
+    /// Every case study the generated events name.
+    const CASE_STUDIES: [&str; 3] = ["cs-0", "cs-1", "cs-2"];
+
+    type OutcomeLists = BTreeMap<String, Vec<String>>;
+
+    /// The outcome lists of `ids`, as the store keeps them.
+    fn kept_outcomes(store: &GraphStore, ids: &[&str]) -> OutcomeLists {
+        let iris: Vec<_> =
+            ids.iter().map(|id| coalition_mapping::entity_iri(coalition_events::Kind::CaseStudy, id)).collect();
+        let lists = store.case_study_outcomes(&iris).unwrap();
+        assert_eq!(lists.len(), ids.len(), "every case study asked about is answered");
+        lists
+            .into_iter()
+            .map(|(cs, list)| (cs.into_string(), list.iter().map(|o| o.as_str().to_owned()).collect()))
+            .collect()
+    }
+
+    /// The same, each computed from the facts with a query of its own.
+    fn outcomes_from_facts(store: &GraphStore, ids: &[&str]) -> OutcomeLists {
+        ids.iter()
+            .map(|id| {
+                let cs = coalition_mapping::entity_iri(coalition_events::Kind::CaseStudy, id);
+                let rows = store
+                    .select(&format!(
+                        "SELECT DISTINCT ?o WHERE {{ ?o a <{outcome}> . \
+                         {{ ?o <{measures}> <{cs}> }} UNION {{ ?a <{part_of}> <{cs}> . ?o <{measures}> ?a }} }} ORDER BY ?o",
+                        outcome = coal::OUTCOME,
+                        measures = coal::MEASURES,
+                        part_of = coal::PART_OF_CASE_STUDY,
+                        cs = cs.as_str(),
+                    ))
+                    .unwrap();
+                (cs.into_string(), rows.iter().filter_map(|row| literal(row, "o")).collect())
+            })
+            .collect()
     }
 
     /// `rec`'s case studies in page order, as the store keeps them.
@@ -905,19 +949,21 @@ mod projections {
         assert!(pages[0] != pages[1] && pages[1] != pages[2], "three different pages");
     }
 
+    /// The `n`th version of the entity `data` describes, as an event of type `slug`.`verb`.
+    fn event(n: i64, slug: &str, verb: &str, data: serde_json::Value) -> Applicable {
+        let json = serde_json::json!({"specversion": "1.0", "id": format!("keep-{n}-{}", data["id"].as_str().unwrap()), "source": "/test",
+            "type": format!("org.coalition.{slug}.{verb}.v1"), "subject": data["id"],
+            "time": "2024-11-01T10:00:00Z", "datacontenttype": "application/json", "partnerid": "abbvie-gk",
+            "entityversion": n, "data": data});
+        applicable(&decode(json.to_string().as_bytes()).unwrap(), 1000 + n).0
+    }
+
     /// A kept list outlives commits that cannot change it (the stream's activities), and follows
     /// those that can: a case study's new start date, and its retraction.
     #[test]
     fn a_kept_case_study_list_follows_its_case_studies_only() {
         let store = seed_store();
         let rec = "rec-2-diversity-in-research";
-        let event = |n: i64, slug: &str, verb: &str, data: serde_json::Value| {
-            let json = serde_json::json!({"specversion": "1.0", "id": format!("keep-{n}-{}", data["id"].as_str().unwrap()), "source": "/test",
-                "type": format!("org.coalition.{slug}.{verb}.v1"), "subject": data["id"],
-                "time": "2024-11-01T10:00:00Z", "datacontenttype": "application/json", "partnerid": "abbvie-gk",
-                "entityversion": n, "data": data});
-            applicable(&decode(json.to_string().as_bytes()).unwrap(), 1000 + n).0
-        };
         let case_study = |n: i64, id: &str, start: &str| {
             event(
                 n,
@@ -955,6 +1001,65 @@ mod projections {
         let retraction = event(4, "case-study", "retracted", serde_json::json!({"id": "cs-kept", "reason": "r"}));
         store.apply("log", &[retraction], &Offsets::default()).unwrap();
         assert_eq!(kept_order(&store, rec), before[..before.len() - 1]);
+    }
+
+    /// A commit drops the outcome lists of the case studies it touches, and only those: an outcome
+    /// measuring an activity drops its case study's list; an activity moving drops both lists.
+    #[test]
+    fn a_kept_outcome_list_follows_its_case_study_outcomes_and_activities() {
+        let store = seed_store();
+        let case_study = |id: &str| {
+            event(
+                1,
+                "case-study",
+                "submitted",
+                serde_json::json!({"id": id, "title": "C", "narrative": "N",
+                "country": "FR", "partners": ["abbvie-gk"], "implements": ["rec-2-diversity-in-research"]}),
+            )
+        };
+        let activity = |n: i64, cs: &str| {
+            event(
+                n,
+                "activity",
+                "submitted",
+                serde_json::json!({"id": "act-o", "title": "A", "activityType": "workshop",
+                "date": "2024-02-01", "ledBy": ["abbvie-gk"], "caseStudy": cs}),
+            )
+        };
+        let outcome = |id: &str, kind: &str, of: &str| {
+            event(
+                1,
+                "outcome",
+                "submitted",
+                serde_json::json!({"id": id, "description": "D", "metric": "m",
+                "value": 1, "unit": "people", "date": "2024-03-01", "measures": {"kind": kind, "id": of}}),
+            )
+        };
+        let batch =
+            [case_study("cs-a"), case_study("cs-b"), activity(1, "cs-a"), outcome("out-b", "caseStudy", "cs-b")];
+        store.apply("log", &batch, &Offsets::default()).unwrap();
+        let both = ["cs-a", "cs-b"];
+        let expect = |lists: &[(&str, &[&str])]| -> OutcomeLists {
+            let iri = |kind, id: &str| coalition_mapping::entity_iri(kind, id).into_string();
+            lists
+                .iter()
+                .map(|(cs, outs)| {
+                    let outs = outs.iter().map(|o| iri(coalition_events::Kind::Outcome, o)).collect();
+                    (iri(coalition_events::Kind::CaseStudy, cs), outs)
+                })
+                .collect()
+        };
+        assert_eq!(kept_outcomes(&store, &both), expect(&[("cs-a", &[]), ("cs-b", &["out-b"])]));
+        assert_eq!(store.cache.outcome_lists(), 2);
+
+        store.apply("log", &[outcome("out-a", "activity", "act-o")], &Offsets::default()).unwrap();
+        assert_eq!(store.cache.outcome_lists(), 1, "an outcome of cs-a's activity drops cs-a's list alone");
+        assert_eq!(kept_outcomes(&store, &both), expect(&[("cs-a", &["out-a"]), ("cs-b", &["out-b"])]));
+
+        store.apply("log", &[activity(2, "cs-b")], &Offsets::default()).unwrap();
+        assert_eq!(store.cache.outcome_lists(), 0, "the activity left cs-a and joined cs-b");
+        assert_eq!(kept_outcomes(&store, &both), expect(&[("cs-a", &[]), ("cs-b", &["out-a", "out-b"])]));
+        assert_eq!(kept_outcomes(&store, &both), outcomes_from_facts(&store, &both));
     }
 
     #[test]

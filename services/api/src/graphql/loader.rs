@@ -17,10 +17,10 @@ use crate::ApiMetrics;
 use async_graphql::dataloader::{DataLoader, Loader};
 use async_graphql::Context;
 use coalition_events::Kind;
-use coalition_mapping::vocab::coal;
 use coalition_store::projection::{Measures, Observation};
 use coalition_store::GraphStore;
-use std::collections::{BTreeSet, HashMap};
+use oxigraph::model::NamedNode;
+use std::collections::HashMap;
 use std::hash::Hash;
 use std::sync::Arc;
 
@@ -127,11 +127,9 @@ fn referrers(store: &GraphStore, keys: &[ReferrerKey]) -> Result<HashMap<Referre
 }
 
 /// Key: a case study's IRI — "the outcomes measuring this case study or any of its activities",
-/// as outcome ids in id order. Every case study on a page is answered by one SPARQL query with a
-/// `VALUES` block, which Oxigraph evaluates from each case study outward (its activities, then
-/// what measures either), so the cost follows the page's own outcomes. One query rather than an
-/// index lookup per case study and activity: a lookup decodes every term of every quad it finds
-/// (one RocksDB read each), the query only the two it returns.
+/// as outcome ids in id order. The store keeps each case study's list until a commit may change
+/// it, and reads the lists it does not keep for a whole page in one query
+/// ([`GraphStore::case_study_outcomes`]).
 pub struct CaseStudyOutcomesLoader(pub Batches);
 
 impl Loader<String> for CaseStudyOutcomesLoader {
@@ -143,25 +141,21 @@ impl Loader<String> for CaseStudyOutcomesLoader {
     }
 }
 
-/// The outcome ids of every case study in `keys`: one SPARQL query.
+/// The outcome ids of every case study in `keys` (only entity IRIs are asked about).
 fn case_study_outcomes(store: &GraphStore, keys: Vec<String>) -> Result<HashMap<String, Vec<String>>, ApiError> {
-    let values = read::entity_iri_values(keys.iter().map(String::as_str));
-    let rows = store.select(&format!(
-        "SELECT ?cs ?o WHERE {{ VALUES ?cs {{ {values}}} \
-         {{ ?o <{measures}> ?cs }} UNION {{ ?a <{part_of}> ?cs . ?o <{measures}> ?a }} }}",
-        measures = coal::MEASURES,
-        part_of = coal::PART_OF_CASE_STUDY,
-    ))?;
-    let mut ids: HashMap<String, BTreeSet<String>> = keys.into_iter().map(|k| (k, BTreeSet::new())).collect();
-    for row in rows {
-        let (Some(cs), Some(o)) = (coalition_store::literal(&row, "cs"), coalition_store::literal(&row, "o")) else {
-            continue;
-        };
-        if let (Some(set), Some((Kind::Outcome, id))) = (ids.get_mut(&cs), coalition_mapping::parse_entity_iri(&o)) {
-            set.insert(id);
-        }
-    }
-    Ok(ids.into_iter().map(|(k, set)| (k, set.into_iter().collect())).collect())
+    let case_studies: Vec<NamedNode> = keys
+        .into_iter()
+        .filter(|iri| coalition_mapping::parse_entity_iri(iri).is_some())
+        .filter_map(|iri| NamedNode::new(iri).ok())
+        .collect();
+    let lists = store.case_study_outcomes(&case_studies)?;
+    Ok(lists
+        .into_iter()
+        .map(|(cs, list)| {
+            let ids = list.iter().filter_map(|o| coalition_mapping::parse_entity_iri(o.as_str())).map(|(_, id)| id);
+            (cs.into_string(), ids.collect())
+        })
+        .collect())
 }
 
 /// Key: an evidence observation — its measures (zero where the projection holds none). The
