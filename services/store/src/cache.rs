@@ -105,11 +105,8 @@ impl GraphCache {
 
     /// The cached graph, or where the read of the store that replaces it starts.
     pub(crate) fn get(&self, graph: &str) -> Result<Arc<[Quad]>, ReadStart> {
-        let mut inner = self.lock();
-        match inner.graphs.get(graph) {
-            Some(quads) => Ok(quads.clone()),
-            None => Err(ReadStart(inner.epoch)),
-        }
+        let inner = &mut *self.lock();
+        kept(&mut inner.graphs, graph, inner.epoch)
     }
 
     /// Keeps what a read that started at `start` found, unless a commit changed the graph (or
@@ -123,11 +120,8 @@ impl GraphCache {
 
     /// The kept outcome list of `case_study`, or where the read that replaces it starts.
     pub(crate) fn outcomes(&self, case_study: &str) -> Result<Arc<[NamedNode]>, ReadStart> {
-        let mut inner = self.lock();
-        match inner.outcomes.get(case_study) {
-            Some(list) => Ok(list.clone()),
-            None => Err(ReadStart(inner.epoch)),
-        }
+        let inner = &mut *self.lock();
+        kept(&mut inner.outcomes, case_study, inner.epoch)
     }
 
     /// Keeps the outcome list a read that started at `start` found, unless a commit may have
@@ -141,11 +135,8 @@ impl GraphCache {
 
     /// The kept case-study list of `recommendation`, or where the read that replaces it starts.
     pub(crate) fn list(&self, recommendation: &str) -> Result<Arc<[NamedNode]>, ReadStart> {
-        let mut inner = self.lock();
-        match inner.lists.get(recommendation) {
-            Some(list) => Ok(list.clone()),
-            None => Err(ReadStart(inner.epoch)),
-        }
+        let inner = &mut *self.lock();
+        kept(&mut inner.lists, recommendation, inner.epoch)
     }
 
     /// Keeps the list a read that started at `start` found, unless something that may change
@@ -211,6 +202,11 @@ impl GraphCache {
     pub(crate) fn outcome_lists(&self) -> usize {
         self.lock().outcomes.len()
     }
+}
+
+/// `map`'s entry for `key`, or where a read that replaces it starts (at `epoch`, now).
+fn kept<V: Clone>(map: &mut LruCache<String, V>, key: &str, epoch: u64) -> Result<V, ReadStart> {
+    map.get(key).cloned().ok_or(ReadStart(epoch))
 }
 
 impl Inner {

@@ -1064,6 +1064,7 @@ pub(crate) fn outcome_lists_touched(
     change: &Change<'_>,
     out: &mut HashSet<String>,
 ) -> Result<(), StoreError> {
+    let mut measured = BTreeSet::new();
     for q in change.old.iter().chain(change.new) {
         let Term::NamedNode(o) = &q.object else { continue };
         match q.predicate.as_str() {
@@ -1071,16 +1072,18 @@ pub(crate) fn outcome_lists_touched(
                 out.insert(o.as_str().to_owned());
             }
             coal::MEASURES => {
-                out.insert(o.as_str().to_owned());
-                for part in
-                    tx.quads_for_pattern(Some(o.as_ref().into()), Some(nn(coal::PART_OF_CASE_STUDY)), None, None)
-                {
-                    if let Term::NamedNode(cs) = part?.object {
-                        out.insert(cs.into_string());
-                    }
-                }
+                measured.insert(o);
             }
             _ => {}
+        }
+    }
+    // The old and new facts mostly measure the same: each is looked up once.
+    for m in measured {
+        out.insert(m.as_str().to_owned());
+        for part in tx.quads_for_pattern(Some(m.as_ref().into()), Some(nn(coal::PART_OF_CASE_STUDY)), None, None) {
+            if let Term::NamedNode(cs) = part?.object {
+                out.insert(cs.into_string());
+            }
         }
     }
     Ok(())
