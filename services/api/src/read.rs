@@ -8,7 +8,7 @@ use coalition_mapping::vocab::{self, coal, dcterms, prov};
 use coalition_mapping::{entity_iri, graph_iri, parse_entity_iri};
 use coalition_store::projection::Observation;
 use coalition_store::{literal, GraphStore, Row};
-use oxigraph::model::{NamedOrBlankNode, Term};
+use oxigraph::model::{NamedOrBlankNode, Quad, Term};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -106,15 +106,18 @@ pub fn sparql_string(s: &str) -> String {
     out
 }
 
-/// Loads the entity of `kind` with `id`, or `None` if the graph holds no such entity.
+/// Loads the entity of `kind` with `id`, or `None` if the graph holds no such entity. The entity is
+/// decoded once per version of its graph and kept beside it by the store
+/// ([`GraphStore::entity_view`]); what is returned shares its facts.
 pub fn load(store: &GraphStore, kind: Kind, id: &str) -> Result<Option<Entity>, ApiError> {
+    Ok(store.entity_view(kind, id, |quads| decode(kind, id, quads))?.as_ref().clone())
+}
+
+/// The entity `quads` (its graph) describe, if they give it a type.
+fn decode(kind: Kind, id: &str, quads: &[Quad]) -> Option<Entity> {
     let iri = entity_iri(kind, id);
-    let quads = store.entity_graph(kind, id)?;
-    if quads.is_empty() {
-        return Ok(None);
-    }
     let (mut props, mut nested) = (Props::new(), BTreeMap::<String, Props>::new());
-    for q in quads.iter() {
+    for q in quads {
         let subject = match &q.subject {
             NamedOrBlankNode::NamedNode(n) => n.as_str(),
             NamedOrBlankNode::BlankNode(b) => b.as_str(),
@@ -123,15 +126,15 @@ pub fn load(store: &GraphStore, kind: Kind, id: &str) -> Result<Option<Entity>, 
         target.entry(q.predicate.as_str().to_owned()).or_default().push(q.object.clone());
     }
     if !props.contains_key(vocab::RDF_TYPE) {
-        return Ok(None);
+        return None;
     }
-    Ok(Some(Entity {
+    Some(Entity {
         kind: Some(kind),
         id: id.to_owned(),
         iri: iri.into_string(),
         props: Arc::new(props),
         nested: Arc::new(nested),
-    }))
+    })
 }
 
 /// Loads many entities of one kind, skipping ids that do not exist.

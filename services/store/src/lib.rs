@@ -407,14 +407,37 @@ impl GraphStore {
     /// entity-graph cache when it holds them (see `cache.rs`: never older than the last commit
     /// finished before the call).
     pub fn entity_graph(&self, kind: coalition_events::Kind, id: &str) -> Result<Arc<[Quad]>, StoreError> {
+        Ok(self.cached_graph(&coalition_mapping::graph_iri(kind, id))?.quads)
+    }
+
+    /// What `decode` makes of the entity graph of `kind` and `id` ([`GraphStore::entity_graph`]),
+    /// kept beside the cached graph while it stays: decoded again only when the graph changed or
+    /// left the cache (or a view of another type was kept).
+    pub fn entity_view<T: std::any::Any + Send + Sync>(
+        &self,
+        kind: coalition_events::Kind,
+        id: &str,
+        decode: impl FnOnce(&[Quad]) -> T,
+    ) -> Result<Arc<T>, StoreError> {
         let graph = coalition_mapping::graph_iri(kind, id);
+        let cached = self.cached_graph(&graph)?;
+        if let Some(view) = cached.view.and_then(|v| v.downcast::<T>().ok()) {
+            return Ok(view);
+        }
+        let view = Arc::new(decode(&cached.quads));
+        self.cache.attach(graph.as_str(), &cached.quads, view.clone());
+        Ok(view)
+    }
+
+    /// `graph` from the cache, or read and cached.
+    fn cached_graph(&self, graph: &NamedNode) -> Result<cache::Cached, StoreError> {
         let start = match self.cache.get(graph.as_str()) {
-            Ok(quads) => return Ok(quads),
+            Ok(cached) => return Ok(cached),
             Err(start) => start,
         };
-        let quads: Arc<[Quad]> = self.graph(&graph)?.into();
+        let quads: Arc<[Quad]> = self.graph(graph)?.into();
         self.cache.fill(graph.as_str(), start, &quads);
-        Ok(quads)
+        Ok(cache::Cached { quads, view: None })
     }
 
     /// Entity graphs in the cache now.
