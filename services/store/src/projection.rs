@@ -1080,10 +1080,8 @@ pub(crate) fn outcome_lists_touched(
     // The old and new facts mostly measure the same: each is looked up once.
     for m in measured {
         out.insert(m.as_str().to_owned());
-        for part in tx.quads_for_pattern(Some(m.as_ref().into()), Some(nn(coal::PART_OF_CASE_STUDY)), None, None) {
-            if let Term::NamedNode(cs) = part?.object {
-                out.insert(cs.into_string());
-            }
+        for cs in named_objects(tx, Subject::Iri(m), coal::PART_OF_CASE_STUDY)? {
+            out.insert(cs.into_string());
         }
     }
     Ok(())
