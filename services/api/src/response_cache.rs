@@ -97,13 +97,14 @@ impl Key {
 /// Where an answer came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
-    /// Kept from an earlier computation, or computed for another caller and kept.
+    /// Kept from an earlier computation, ready when asked.
     Hit,
     /// Computed for this caller, and kept.
     Miss,
     /// Computed for this caller, not kept.
     Bypass,
-    /// Computed for another caller asking at the same time, not kept (a failure, say).
+    /// Computed for another caller asking at the same time, waited for (kept or not: a failure,
+    /// say, is shared and not kept).
     Shared,
 }
 
@@ -223,6 +224,9 @@ impl ResponseCache {
             // A newer state is already being served: this request read an older one.
             return (compute().await, Outcome::Bypass);
         };
+        if let Some((answer, true)) = slot.get() {
+            return (answer.response(), Outcome::Hit);
+        }
         let mut computed = false;
         let (answer, kept) = slot
             .get_or_init(|| async {
@@ -237,8 +241,7 @@ impl ResponseCache {
         let outcome = match (computed, kept) {
             (true, true) => Outcome::Miss,
             (true, false) => Outcome::Bypass,
-            (false, true) => Outcome::Hit,
-            (false, false) => Outcome::Shared,
+            (false, _) => Outcome::Shared,
         };
         (answer.response(), outcome)
     }
@@ -447,8 +450,9 @@ mod tests {
         let answers = futures::future::join_all((0..8).map(|_| ask(&cache, &world, "q"))).await;
         assert_eq!(world.runs.load(Ordering::SeqCst), 1, "{answers:?}");
         assert!(answers.iter().all(|(b, _)| b == "state 1"), "{answers:?}");
-        let misses = answers.iter().filter(|(_, o)| *o == Outcome::Miss).count();
-        assert_eq!((misses, answers.len() - misses), (1, 7), "{answers:?}");
+        let count = |outcome| answers.iter().filter(|(_, o)| *o == outcome).count();
+        assert_eq!((count(Outcome::Miss), count(Outcome::Shared)), (1, 7), "{answers:?}");
+        assert_eq!(ask(&cache, &world, "q").await.1, Outcome::Hit, "kept, and ready when asked again");
     }
 
     #[tokio::test]

@@ -84,6 +84,43 @@ pub struct QueryResult {
     /// Raw Oxigraph p50 divided by the uncached p50.
     pub uncached_speedup: f64,
     pub uncached_errors: usize,
+    /// The requests above by where their answer came from (`Coalition-Cache`): kept and ready,
+    /// waited for another request's evaluation, or evaluated for the request.
+    pub sources: Sources,
+    /// The server's own p99 for the same requests, from arrival to response (the upper bound of
+    /// its histogram bucket): what the latency above spends outside the handler is the rest.
+    pub server_p99_le_ms: f64,
+}
+
+/// Served requests split by where their answer came from: how many, their p99, and how many of the
+/// slowest 1 % (at or above the phase's p99) each accounts for.
+#[derive(Debug, Default, Serialize)]
+pub struct Sources {
+    pub kept: SourceShare,
+    pub waited: SourceShare,
+    pub evaluated: SourceShare,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct SourceShare {
+    pub requests: usize,
+    pub p99_ms: f64,
+    pub in_slowest_1pct: usize,
+}
+
+impl Sources {
+    /// The split of `latencies` (sorted by latency), whose p99 is `p99`.
+    fn of(latencies: &[(f64, Source)], p99: f64) -> Sources {
+        let share = |source: Source| {
+            let of: Vec<f64> = latencies.iter().filter(|(_, s)| *s == source).map(|(ms, _)| *ms).collect();
+            SourceShare {
+                requests: of.len(),
+                p99_ms: percentile(&of, 0.99),
+                in_slowest_1pct: of.iter().filter(|ms| **ms >= p99).count(),
+            }
+        };
+        Sources { kept: share(Source::Kept), waited: share(Source::Waited), evaluated: share(Source::Evaluated) }
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -252,13 +289,13 @@ fn memory_mib(pid: u32, field: &str) -> f64 {
 /// `min_duration`), then `check` on what each request returned, outside the timed part; returns
 /// the sorted latencies in ms of the requests that succeeded and passed their check, and the
 /// failures.
-fn concurrent_counting<T>(
+fn concurrent_counting<T, C: Send>(
     clients: usize,
     iterations: usize,
     min_duration: Duration,
     request: impl Fn() -> Result<T> + Send + Sync,
-    check: impl Fn(T) -> Result<()> + Send + Sync,
-) -> (Vec<f64>, Vec<String>) {
+    check: impl Fn(T) -> Result<C> + Send + Sync,
+) -> (Vec<(f64, C)>, Vec<String>) {
     let latencies = Mutex::new(Vec::with_capacity(clients * iterations));
     let errors = Mutex::new(Vec::new());
     let started = Instant::now();
@@ -272,7 +309,7 @@ fn concurrent_counting<T>(
                     let outcome = request();
                     let ms = t.elapsed().as_secs_f64() * 1000.0;
                     match outcome.and_then(&check) {
-                        Ok(()) => latencies.lock().expect("lock").push(ms),
+                        Ok(tag) => latencies.lock().expect("lock").push((ms, tag)),
                         Err(e) => errors.lock().expect("lock").push(e.to_string()),
                     }
                 }
@@ -280,7 +317,7 @@ fn concurrent_counting<T>(
         }
     });
     let mut l = latencies.into_inner().expect("lock");
-    l.sort_by(|a, b| a.total_cmp(b));
+    l.sort_by(|a, b| a.0.total_cmp(&b.0));
     (l, errors.into_inner().expect("lock"))
 }
 
@@ -290,7 +327,7 @@ fn concurrent(clients: usize, iterations: usize, f: impl Fn() -> Result<()> + Se
     if let Some(e) = errors.first() {
         bail!("{} request(s) failed, first: {e}", errors.len());
     }
-    Ok(latencies)
+    Ok(latencies.into_iter().map(|(ms, ())| ms).collect())
 }
 
 fn raw_oxigraph(nquads: &Path, dir: &Path) -> Result<oxigraph::store::Store> {
@@ -331,9 +368,10 @@ fn raw_query(store: &oxigraph::store::Store, query: &str) -> Result<Rows> {
     Ok(rows)
 }
 
-/// An answer as received over HTTP: status and body, not yet parsed.
+/// An answer as received over HTTP: status, where it came from and body, not yet parsed.
 struct Answer {
     status: u16,
+    cache: Option<String>,
     body: String,
 }
 
@@ -341,18 +379,17 @@ struct Answer {
 /// afresh) and reads its whole body: what a request's latency covers.
 fn send(server: &Server, q: &Question, text: &str, fresh: bool) -> Result<Answer> {
     let headers = Server::cache_headers(fresh);
-    let (status, body) = if q.is_graphql() {
-        server.graphql_text_with_headers(headers, text, variables())?
+    let reply = if q.is_graphql() {
+        server.graphql_reply(headers, text, variables())?
     } else {
-        let (status, _, body) = server.sparql_get_with_headers(headers, text, "application/sparql-results+json")?;
-        (status, body)
+        server.sparql_get_reply(headers, text, "application/sparql-results+json")?
     };
-    Ok(Answer { status, body })
+    Ok(Answer { status: reply.status, cache: reply.cache, body: reply.body })
 }
 
 /// Checks an answer without building it: HTTP 200, well-formed JSON, and SPARQL results or GraphQL
-/// data without errors.
-fn check(q: &Question, answer: &Answer) -> Result<()> {
+/// data without errors; returns where it came from.
+fn check(q: &Question, answer: &Answer) -> Result<Source> {
     #[derive(serde::Deserialize)]
     struct Envelope {
         results: Option<serde::de::IgnoredAny>,
@@ -365,7 +402,28 @@ fn check(q: &Question, answer: &Answer) -> Result<()> {
     let complete =
         if q.is_graphql() { envelope.data.is_some() && envelope.errors.is_none() } else { envelope.results.is_some() };
     anyhow::ensure!(complete, fail());
-    Ok(())
+    Ok(Source::of(answer.cache.as_deref()))
+}
+
+/// Where a served answer came from, as its `Coalition-Cache` header says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Source {
+    /// Kept, ready when asked (`hit`).
+    Kept,
+    /// Waited for another request's evaluation (`shared`).
+    Waited,
+    /// Evaluated for this request (`miss`, `bypass`, or no header).
+    Evaluated,
+}
+
+impl Source {
+    fn of(header: Option<&str>) -> Source {
+        match header {
+            Some("hit") => Source::Kept,
+            Some("shared") => Source::Waited,
+            _ => Source::Evaluated,
+        }
+    }
 }
 
 /// Sends one request for `q` and checks its answer; returns the SPARQL answer's rows (empty for
@@ -393,6 +451,36 @@ fn cache_outcomes(server: &Server) -> Result<[f64; 2]> {
     Ok(counts)
 }
 
+/// The server's own request latency histogram for `route` (`coalition_http_request_seconds`, from
+/// the request's arrival to its response, every status and method summed): cumulative counts by
+/// upper bound in seconds, ascending (the last is `+Inf`).
+fn server_seconds(server: &Server, route: &str) -> Result<Vec<(f64, f64)>> {
+    let (status, text) = server.get("/metrics")?;
+    anyhow::ensure!(status == 200, "/metrics: HTTP {status}");
+    let mut buckets: Vec<(f64, f64)> = Vec::new();
+    let route = format!("route=\"{route}\"");
+    for line in text.lines().filter(|l| l.starts_with("coalition_http_request_seconds_bucket{") && l.contains(&route)) {
+        let le = line.split("le=\"").nth(1).and_then(|r| r.split('"').next()).unwrap_or("");
+        let le: f64 = if le == "+Inf" { f64::INFINITY } else { le.parse()? };
+        let count: f64 = line.rsplit(' ').next().and_then(|v| v.parse().ok()).unwrap_or(0.0);
+        match buckets.iter_mut().find(|(b, _)| *b == le) {
+            Some((_, c)) => *c += count,
+            None => buckets.push((le, count)),
+        }
+    }
+    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    Ok(buckets)
+}
+
+/// The server-side p99 of the requests between two readings of [`server_seconds`], as the upper
+/// bound in ms of the bucket it falls in.
+fn server_p99_ms(before: &[(f64, f64)], after: &[(f64, f64)]) -> f64 {
+    let counted = |le: f64| before.iter().find(|(b, _)| *b == le).map_or(0.0, |(_, c)| *c);
+    let diff: Vec<(f64, f64)> = after.iter().map(|(le, c)| (*le, c - counted(*le))).collect();
+    let total = diff.last().map_or(0.0, |(_, c)| *c);
+    diff.iter().find(|(_, c)| *c >= 0.99 * total && total > 0.0).map_or(f64::NAN, |(le, _)| le * 1000.0)
+}
+
 /// One question's phase: latency percentiles, requests answered and refused, and the share the
 /// response cache answered.
 struct Phase {
@@ -401,6 +489,8 @@ struct Phase {
     requests: usize,
     errors: usize,
     hit_ratio: f64,
+    sources: Sources,
+    server_p99: f64,
 }
 
 /// How long a freshness probe may take before the run concludes that ingest cannot keep up.
@@ -631,6 +721,8 @@ fn one_size(args: &HotPathArgs, conversations: usize, repo: &Path) -> Result<Run
         // of what 16 clients get. First as served (the response cache on), then evaluated afresh.
         let mut measure = |fresh: bool| -> Result<Phase> {
             let before = cache_outcomes(&server)?;
+            let route = if q.is_graphql() { "/graphql" } else { "/sparql" };
+            let server_before = server_seconds(&server, route)?;
             let min_phase = Duration::from_millis(args.min_phase_ms);
             let ((latencies, errors), sent) = with_load(&server, &broker.bootstrap, args.load_rate, &template, || {
                 Ok(concurrent_counting(
@@ -642,6 +734,7 @@ fn one_size(args: &HotPathArgs, conversations: usize, repo: &Path) -> Result<Run
                 ))
             })?;
             let after = cache_outcomes(&server)?;
+            let server_p99 = server_p99_ms(&server_before, &server_seconds(&server, route)?);
             load_events += sent;
             if let Some(e) = errors.first() {
                 eprintln!(
@@ -653,12 +746,16 @@ fn one_size(args: &HotPathArgs, conversations: usize, repo: &Path) -> Result<Run
                 );
             }
             let (served, evaluated) = (after[0] - before[0], after[1] - before[1]);
+            let ms: Vec<f64> = latencies.iter().map(|(ms, _)| *ms).collect();
+            let p99 = percentile(&ms, 0.99);
             Ok(Phase {
-                p50: percentile(&latencies, 0.5),
-                p99: percentile(&latencies, 0.99),
+                p50: percentile(&ms, 0.5),
+                p99,
                 requests: latencies.len(),
                 errors: errors.len(),
                 hit_ratio: served / (served + evaluated).max(1.0),
+                sources: Sources::of(&latencies, p99),
+                server_p99,
             })
         };
         let (cached, uncached) = (measure(false)?, measure(true)?);
@@ -676,6 +773,8 @@ fn one_size(args: &HotPathArgs, conversations: usize, repo: &Path) -> Result<Run
             uncached_p99_ms: uncached.p99,
             uncached_speedup: r50 / uncached.p50,
             uncached_errors: uncached.errors,
+            sources: cached.sources,
+            server_p99_le_ms: cached.server_p99,
         });
     }
     let rss = server.pid().map(rss_mib).unwrap_or(f64::NAN);
@@ -829,6 +928,20 @@ fn print_run(r: &Run) {
             q.uncached_p99_ms,
             q.uncached_speedup,
             q.uncached_errors
+        );
+    }
+    println!("  served requests by where the answer came from: count / p99 ms / in the slowest 1 %");
+    println!("  {:<12} {:>22} {:>22} {:>22} {:>14}", "query", "kept", "waited", "evaluated", "server p99 ≤");
+    for q in &r.queries {
+        let share = |s: &SourceShare| format!("{} / {:.1} / {}", s.requests, s.p99_ms, s.in_slowest_1pct);
+        let s = &q.sources;
+        println!(
+            "  {:<12} {:>22} {:>22} {:>22} {:>11.1} ms",
+            q.name,
+            share(&s.kept),
+            share(&s.waited),
+            share(&s.evaluated),
+            q.server_p99_le_ms
         );
     }
 }

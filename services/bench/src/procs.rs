@@ -75,7 +75,7 @@ impl Moto {
         let proc = Proc::spawn(cmd, work.join("moto.log"))
             .with_context(|| format!("{bin} not found: pip install 'moto[server]'"))?;
         let endpoint = format!("http://127.0.0.1:{port}");
-        let agent = agent();
+        let agent = coalition_testkit::agent();
         wait_for("moto_server", Duration::from_secs(30), || agent.get(format!("{endpoint}/")).call().ok())?;
         let r = agent.put(format!("{endpoint}/{bucket}")).send_empty()?;
         if !r.status().is_success() {
@@ -190,13 +190,6 @@ pub fn coalition_bin() -> PathBuf {
     exe.parent().expect("target/<profile>").join("coalition")
 }
 
-pub fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(60)))
-        .build()
-        .into()
-}
 
 /// One `coalition serve` replica: a data dir and consumer group, restartable (after SIGKILL too).
 pub struct Coalition {
@@ -217,7 +210,7 @@ impl Coalition {
             group: group.to_owned(),
             brokers,
             base: String::new(),
-            agent: agent(),
+            agent: coalition_testkit::agent(),
             starts: 0,
         }
     }

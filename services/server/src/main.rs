@@ -226,6 +226,13 @@ async fn serve(args: ServeArgs, ingest: Option<tokio::runtime::Handle>) -> anyho
     for line in demo_tokens {
         println!("{line}");
     }
+    // Each response goes out as soon as it is written: without TCP_NODELAY, a response's last
+    // segment can wait for the client's delayed acknowledgement of the one before.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::warn!(error = %e, "could not set TCP_NODELAY on a connection");
+        }
+    });
     let server =
         axum::serve(listener, coalition_api::app(state)).with_graceful_shutdown(cancel.clone().cancelled_owned());
     let signalled = {

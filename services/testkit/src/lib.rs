@@ -186,6 +186,24 @@ impl Drop for Broker {
     }
 }
 
+/// An HTTP response as read by [`Server`]: status, the headers the tests look at, and the body.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub status: u16,
+    pub content_type: String,
+    /// Where the answer came from (`Coalition-Cache`: `hit`, `miss`, `bypass`, `shared`), when said.
+    pub cache: Option<String>,
+    pub body: String,
+}
+
+impl Reply {
+    fn read(mut r: ureq::http::Response<ureq::Body>) -> Result<Reply> {
+        let header = |name: &str| r.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let (content_type, cache) = (header("content-type").unwrap_or_default(), header("coalition-cache"));
+        Ok(Reply { status: r.status().as_u16(), content_type, cache, body: r.body_mut().read_to_string()? })
+    }
+}
+
 /// A running `coalition serve` process and an HTTP client for it.
 pub struct Server {
     child: Option<Child>,
@@ -198,10 +216,20 @@ pub struct Server {
 /// An HTTP client that keeps its connections to the server open between requests, as many as
 /// the callers sharing it use at once (ureq keeps three per host by default: sixteen concurrent
 /// callers would open a new connection for most requests).
-fn agent() -> ureq::Agent {
+///
+/// Each phase of a request is bounded, not the whole call: ureq resolves the host on every
+/// request, pooled connection or not, and under a whole-call (or resolve) timeout it does so on a
+/// thread spawned for the lookup — one thread per request, whose start is timed with the request.
+/// Without one, the server's address (an IP literal) is parsed in place.
+pub fn agent() -> ureq::Agent {
+    const PHASE: Option<Duration> = Some(Duration::from_secs(60));
     ureq::Agent::config_builder()
         .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(60)))
+        .timeout_connect(PHASE)
+        .timeout_send_request(PHASE)
+        .timeout_send_body(PHASE)
+        .timeout_recv_response(PHASE)
+        .timeout_recv_body(PHASE)
         .max_idle_connections(64)
         .max_idle_connections_per_host(64)
         .build()
@@ -358,14 +386,18 @@ impl Server {
         query: &str,
         accept: &str,
     ) -> Result<(u16, String, String)> {
+        let reply = self.sparql_get_reply(headers, query, accept)?;
+        Ok((reply.status, reply.content_type, reply.body))
+    }
+
+    /// [`Server::sparql_get_with_headers`], returning the whole [`Reply`].
+    pub fn sparql_get_reply(&self, headers: &[(&str, &str)], query: &str, accept: &str) -> Result<Reply> {
         let mut request =
             self.agent.get(format!("{}/sparql", self.base)).query("query", query).header("accept", accept);
         for (k, v) in headers {
             request = request.header(*k, *v);
         }
-        let mut r = request.call()?;
-        let ct = r.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
-        Ok((r.status().as_u16(), ct, r.body_mut().read_to_string()?))
+        Reply::read(request.call()?)
     }
 
     /// A SPARQL protocol GET asked as of a log position (`as-of`).
@@ -421,12 +453,17 @@ impl Server {
         query: &str,
         variables: Value,
     ) -> Result<(u16, String)> {
+        let reply = self.graphql_reply(headers, query, variables)?;
+        Ok((reply.status, reply.body))
+    }
+
+    /// [`Server::graphql_text_with_headers`], returning the whole [`Reply`].
+    pub fn graphql_reply(&self, headers: &[(&str, &str)], query: &str, variables: Value) -> Result<Reply> {
         let mut request = self.agent.post(format!("{}/graphql", self.base)).header("content-type", "application/json");
         for (k, v) in headers {
             request = request.header(*k, *v);
         }
-        let mut r = request.send_json(json!({ "query": query, "variables": variables }))?;
-        Ok((r.status().as_u16(), r.body_mut().read_to_string()?))
+        Reply::read(request.send_json(json!({ "query": query, "variables": variables }))?)
     }
 
     /// Waits until graph and index have applied the record behind `token` (the server's
