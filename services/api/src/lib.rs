@@ -80,6 +80,10 @@ pub struct ApiConfig {
     pub jwt: Option<Arc<jwt::JwtVerifier>>,
     /// Bytes of answers the response cache keeps for the current state of the data (0: none).
     pub response_cache_bytes: usize,
+    /// How long after its computation began an answer of the state before may be served to a
+    /// request without a consistency token or a log position, while the current one is computed
+    /// (zero: never; [`response_cache::Freshness::Recent`]).
+    pub response_cache_max_stale: Duration,
 }
 
 impl Default for ApiConfig {
@@ -103,6 +107,7 @@ impl Default for ApiConfig {
             graphql_batch_delay: Duration::from_micros(DEFAULT_GRAPHQL_BATCH_DELAY_US),
             jwt: None,
             response_cache_bytes: response_cache::DEFAULT_MAX_MIB * 1024 * 1024,
+            response_cache_max_stale: Duration::from_millis(response_cache::DEFAULT_MAX_STALE_MS),
         }
     }
 }
@@ -271,7 +276,10 @@ pub fn app(state: AppState) -> Router {
         .route("/metrics", get(metrics))
         .route("/", get(index))
         .layer(axum::Extension(schema))
-        .layer(axum::Extension(Arc::new(response_cache::ResponseCache::new(state.config.response_cache_bytes))))
+        .layer(axum::Extension(Arc::new(
+            response_cache::ResponseCache::new(state.config.response_cache_bytes)
+                .with_max_stale(state.config.response_cache_max_stale),
+        )))
         .layer(axum::Extension(Arc::new(sparql::Classified::new())))
         .layer(axum::Extension(sparql::QuerySlots::new(
             sparql::LaneLimit { permits: state.config.max_concurrent_projection_sparql, wait: sparql::PROJECTION_WAIT },
@@ -303,6 +311,9 @@ async fn graphql_handler(
         Err(e) => return graphql::refusal(e),
     };
     let key = reads.map(|reads| graphql_cache_key(&principal, reads, &request));
+    // A query asking as of a log position names the `asOf` argument in its text (a query that
+    // names it otherwise only loses the earlier state's answer).
+    let as_of = request.query.contains("asOf");
     let execute = || async move {
         let mut response = schema.execute(request.data(principal)).await;
         graphql::code_errors(&mut response.errors);
@@ -317,8 +328,8 @@ async fn graphql_handler(
     };
     match key {
         Some(key) => {
-            let fresh = response_cache::wants_fresh(&parts.headers);
-            let answer = cache.answer(key, fresh, || state.epoch(), execute).await;
+            let freshness = response_cache::Freshness::of(&parts.headers, as_of);
+            let answer = cache.answer(key, freshness, || state.epoch(), execute).await;
             state.cache_outcome("graphql", answer)
         }
         None => execute().await,

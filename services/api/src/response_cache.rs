@@ -17,21 +17,63 @@
 //! is computed wait for that computation and share its answer, whatever it is (a timeout too):
 //! one evaluation per question and state, however many ask. A request with `Cache-Control:
 //! no-cache` is computed afresh.
+//!
+//! Under ingest the state moves many times a second, and each move would make the next callers of
+//! every question wait for its evaluation. A request that accepts a [`Freshness::Recent`] answer —
+//! one without a consistency token or a log position (`as-of`) — is answered at once with the
+//! question's answer kept in the state before, while another caller computes the current one, if
+//! that answer's computation began within the cache's staleness bound ([`DEFAULT_MAX_STALE_MS`]).
+//! The first caller of each question in each state computes it; nobody waits behind them. A
+//! request that waited for its consistency token, or asks as of a position, gets the current
+//! state's answer, as before.
 
 use axum::body::{to_bytes, Bytes};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use std::collections::HashMap;
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 use tokio::sync::OnceCell;
 
-/// The response header saying where an answer came from ([`Outcome`]): `hit`, `miss`, `bypass`
-/// or `shared`.
+/// The response header saying where an answer came from ([`Outcome`]): `hit`, `miss`, `bypass`,
+/// `shared` or `stale`.
 pub const HEADER: &str = "coalition-cache";
 
 /// The default bound on kept answers, in MiB.
 pub const DEFAULT_MAX_MIB: usize = 64;
+
+/// The default staleness bound, in milliseconds: how long after its computation began an answer
+/// of the state before may still be served ([`Freshness::Recent`]).
+pub const DEFAULT_MAX_STALE_MS: u64 = 250;
+
+/// How recent an answer a request accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Freshness {
+    /// One computed for this request (`Cache-Control: no-cache` or `no-store`); nothing is kept.
+    Fresh,
+    /// One of the current state: kept since the last commit, or computed now.
+    Current,
+    /// Also the one kept in the state before, while another caller computes the current one, if
+    /// its computation began within the cache's staleness bound.
+    Recent,
+}
+
+impl Freshness {
+    /// What a request accepts: [`Freshness::Fresh`] with `Cache-Control: no-cache` or
+    /// `no-store`; [`Freshness::Current`] with a consistency token (it waited for its writes) or
+    /// when it asks `as_of` a log position; otherwise [`Freshness::Recent`].
+    pub fn of(headers: &HeaderMap, as_of: bool) -> Freshness {
+        if wants_fresh(headers) {
+            Freshness::Fresh
+        } else if as_of || headers.contains_key(crate::consistency::HEADER) {
+            Freshness::Current
+        } else {
+            Freshness::Recent
+        }
+    }
+}
 
 /// One state of what readers can see: the store's and the index's epochs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -106,6 +148,8 @@ pub enum Outcome {
     /// Computed for another caller asking at the same time, waited for (kept or not: a failure,
     /// say, is shared and not kept).
     Shared,
+    /// Kept in the state before, served while another caller computes the current one.
+    Stale,
 }
 
 impl Outcome {
@@ -115,6 +159,7 @@ impl Outcome {
             Outcome::Miss => "miss",
             Outcome::Bypass => "bypass",
             Outcome::Shared => "shared",
+            Outcome::Stale => "stale",
         }
     }
 }
@@ -150,13 +195,30 @@ impl Answer {
     }
 }
 
-/// The answer computed for one request, and whether it is kept.
-type Slot = Arc<OnceCell<(Arc<Answer>, bool)>>;
+/// A question's answer in one state: computed once, by the first caller to claim it.
+#[derive(Debug, Default)]
+struct SlotState {
+    computed: OnceCell<Computed>,
+    /// A caller has begun computing the answer, or waiting for it.
+    claimed: AtomicBool,
+}
 
-/// Answers kept for the current [`Epoch`], at most `max_bytes` of them.
+type Slot = Arc<SlotState>;
+
+/// An answer, whether it is kept, and when its computation began.
+#[derive(Debug, Clone)]
+struct Computed {
+    answer: Arc<Answer>,
+    kept: bool,
+    began: Instant,
+}
+
+/// Answers kept for the current [`Epoch`], and each question's answer kept in the state before
+/// (for [`Freshness::Recent`] callers); at most `max_bytes` of them together.
 #[derive(Debug)]
 pub struct ResponseCache {
     max_bytes: usize,
+    max_stale: Duration,
     inner: Mutex<Inner>,
 }
 
@@ -170,7 +232,34 @@ struct Inner {
 struct Part {
     epoch: Epoch,
     slots: HashMap<Key, Slot>,
+    /// Answers kept in the state before `epoch`, whose computation began within the staleness
+    /// bound when the state moved.
+    before: HashMap<Key, Computed>,
+    /// Bytes of the answers in `slots` and `before`.
     bytes: usize,
+}
+
+impl Part {
+    /// Moves to the state `epoch`: the answers kept in the state before become the ones a
+    /// [`Freshness::Recent`] caller may get, if their computation began within `max_stale`.
+    fn moved(&mut self, epoch: Epoch, max_stale: Duration) {
+        self.epoch = epoch;
+        self.before.clear();
+        for (key, slot) in self.slots.drain() {
+            match slot.computed.get() {
+                Some(c) if c.kept && c.began.elapsed() <= max_stale => {
+                    self.before.insert(key, c.clone());
+                }
+                _ => {}
+            }
+        }
+        self.bytes = self.before.values().map(|c| c.answer.body.len()).sum();
+    }
+
+    /// Forgets the answers of the state before, and their bytes.
+    fn forget_before(&mut self) {
+        self.bytes -= self.before.drain().map(|(_, c)| c.answer.body.len()).sum::<usize>();
+    }
 }
 
 impl Inner {
@@ -180,18 +269,27 @@ impl Inner {
 }
 
 impl ResponseCache {
-    /// A cache keeping at most `max_bytes` of answers (0 keeps none).
+    /// A cache keeping at most `max_bytes` of answers (0 keeps none), serving none of the state
+    /// before ([`ResponseCache::with_max_stale`]).
     pub fn new(max_bytes: usize) -> ResponseCache {
         ResponseCache {
             max_bytes,
+            max_stale: Duration::ZERO,
             inner: Mutex::new(Inner {
                 parts: std::array::from_fn(|_| Part {
                     epoch: Epoch { graph: 0, index: 0 },
                     slots: HashMap::new(),
+                    before: HashMap::new(),
                     bytes: 0,
                 }),
             }),
         }
+    }
+
+    /// The same cache, serving [`Freshness::Recent`] callers an answer of the state before whose
+    /// computation began at most `max_stale` ago (zero: never).
+    pub fn with_max_stale(self, max_stale: Duration) -> ResponseCache {
+        ResponseCache { max_stale, ..self }
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -201,12 +299,14 @@ impl ResponseCache {
 
     /// The answer to `key` in the state `epoch` reads (of which the answer depends on the part its
     /// [`Reads`] says): kept, or computed by `compute` — once for all callers asking at the same
-    /// time, who share it — and kept if it succeeded and that part still reads the same afterwards. `fresh` (the caller sent `Cache-Control: no-cache`)
-    /// computes without looking or keeping.
+    /// time, who share it — and kept if it succeeded and that part still reads the same
+    /// afterwards. A [`Freshness::Recent`] caller arriving while another computes it gets the
+    /// answer of the state before, if there is one within the staleness bound;
+    /// [`Freshness::Fresh`] computes without looking or keeping.
     pub async fn answer<C, F>(
         &self,
         key: Key,
-        fresh: bool,
+        freshness: Freshness,
         epoch: impl Fn() -> Epoch,
         compute: C,
     ) -> (Response, Outcome)
@@ -214,27 +314,33 @@ impl ResponseCache {
         C: FnOnce() -> F,
         F: Future<Output = Response>,
     {
-        if fresh || self.max_bytes == 0 {
+        if freshness == Freshness::Fresh || self.max_bytes == 0 {
             return (compute().await, Outcome::Bypass);
         }
         let reads = key.reads;
         let epoch = || reads.of(epoch());
         let started = epoch();
-        let Some(slot) = self.slot(&key, started) else {
+        let Some((slot, before)) = self.slot(&key, started, freshness == Freshness::Recent) else {
             // A newer state is already being served: this request read an older one.
             return (compute().await, Outcome::Bypass);
         };
-        if let Some((answer, true)) = slot.get() {
+        if let Some(Computed { answer, kept: true, .. }) = slot.computed.get() {
             return (answer.response(), Outcome::Hit);
         }
+        let claimed_before = slot.claimed.swap(true, Ordering::AcqRel);
+        if let (true, Some(before)) = (claimed_before, before) {
+            return (before.answer.response(), Outcome::Stale);
+        }
         let mut computed = false;
-        let (answer, kept) = slot
+        let Computed { answer, kept, .. } = slot
+            .computed
             .get_or_init(|| async {
                 computed = true;
+                let began = Instant::now();
                 let answer = Arc::new(Answer::of(compute().await).await);
                 let keepable = answer.keepable && answer.body.len() <= self.max_bytes && epoch() == started;
                 let kept = self.settled(&key, started, &slot, keepable.then_some(answer.body.len()));
-                (answer, kept)
+                Computed { answer, kept, began }
             })
             .await
             .clone();
@@ -246,26 +352,32 @@ impl ResponseCache {
         (answer.response(), outcome)
     }
 
-    /// The slot of `key` in the state `epoch`, dropping every answer of an older state; `None`
-    /// when the cache already serves a newer state than `epoch`.
-    fn slot(&self, key: &Key, epoch: Epoch) -> Option<Slot> {
+    /// The slot of `key` in the state `epoch`, moving to that state if it is newer (see
+    /// [`Part::moved`]), and with `recent`, the answer of the state before within the staleness
+    /// bound; `None` when the cache already serves a newer state than `epoch`.
+    fn slot(&self, key: &Key, epoch: Epoch, recent: bool) -> Option<(Slot, Option<Computed>)> {
         let mut inner = self.lock();
         let part = &mut inner.parts[key.reads.part()];
         if epoch.is_after(part.epoch) {
-            part.epoch = epoch;
-            part.slots.clear();
-            part.bytes = 0;
+            part.moved(epoch, self.max_stale);
         } else if epoch != part.epoch {
             return None;
         }
-        Some(part.slots.entry(key.clone()).or_default().clone())
+        let before = recent
+            .then(|| part.before.get(key).filter(|c| c.began.elapsed() <= self.max_stale).cloned())
+            .flatten();
+        Some((part.slots.entry(key.clone()).or_default().clone(), before))
     }
 
     /// Accounts for the answer computed into `slot` for `key` in the state `epoch` (`bytes`: its
     /// size, when it may be kept), and returns whether it is kept: the slot is forgotten when the
     /// answer may not be kept (so a later caller computes it again) or would pass the bound.
+    /// The answers of the state before go first when the bound is reached.
     fn settled(&self, key: &Key, epoch: Epoch, slot: &Slot, bytes: Option<usize>) -> bool {
         let mut inner = self.lock();
+        if bytes.is_some_and(|b| inner.bytes() + b > self.max_bytes) {
+            inner.parts.iter_mut().for_each(Part::forget_before);
+        }
         let total = inner.bytes();
         let part = &mut inner.parts[key.reads.part()];
         if part.epoch != epoch || !part.slots.get(key).is_some_and(|s| Arc::ptr_eq(s, slot)) {
@@ -287,7 +399,7 @@ impl ResponseCache {
     #[cfg(test)]
     fn usage(&self) -> (usize, usize) {
         let inner = self.lock();
-        let kept = inner.parts.iter().flat_map(|p| p.slots.values()).filter(|s| s.get().is_some_and(|(_, kept)| *kept));
+        let kept = inner.parts.iter().flat_map(|p| p.slots.values()).filter(|s| s.computed.get().is_some_and(|c| c.kept));
         (kept.count(), inner.bytes())
     }
 }
@@ -351,7 +463,7 @@ mod tests {
 
     async fn ask(cache: &ResponseCache, world: &World, key: &str) -> (String, Outcome) {
         let (response, outcome) = cache
-            .answer(Key::new("t", Reads::GraphAndIndex, &[key.as_bytes()]), false, || world.epoch(), || world.compute())
+            .answer(Key::new("t", Reads::GraphAndIndex, &[key.as_bytes()]), Freshness::Current, || world.epoch(), || world.compute())
             .await;
         (body(response).await, outcome)
     }
@@ -369,7 +481,7 @@ mod tests {
         assert_eq!(cache.usage(), (1, "state 2".len()), "the older state's answers are dropped");
         // Asked to, it computes afresh and keeps nothing new.
         let (response, outcome) = cache
-            .answer(Key::new("t", Reads::GraphAndIndex, &[b"q"]), true, || world.epoch(), || world.compute())
+            .answer(Key::new("t", Reads::GraphAndIndex, &[b"q"]), Freshness::Fresh, || world.epoch(), || world.compute())
             .await;
         assert_eq!((body(response).await, outcome), ("state 2".into(), Outcome::Bypass));
         assert_eq!(world.runs.load(Ordering::SeqCst), 4);
@@ -377,7 +489,7 @@ mod tests {
 
     async fn ask_reading(cache: &ResponseCache, world: &World, reads: Reads, key: &str) -> (String, Outcome) {
         let (response, outcome) =
-            cache.answer(Key::new("t", reads, &[key.as_bytes()]), false, || world.epoch(), || world.compute()).await;
+            cache.answer(Key::new("t", reads, &[key.as_bytes()]), Freshness::Current, || world.epoch(), || world.compute()).await;
         (body(response).await, outcome)
     }
 
@@ -399,7 +511,7 @@ mod tests {
         let across = |reads| {
             cache.answer(
                 Key::new("t", reads, &[b"x"]),
-                false,
+                Freshness::Current,
                 || world.epoch(),
                 || async {
                     let response = world.compute().await;
@@ -433,12 +545,12 @@ mod tests {
             world.graph.store(2, Ordering::SeqCst);
             response
         };
-        let (response, outcome) = cache.answer(key(), false, || world.epoch(), moving).await;
+        let (response, outcome) = cache.answer(key(), Freshness::Current, || world.epoch(), moving).await;
         assert_eq!((body(response).await, outcome), ("state 1".into(), Outcome::Bypass));
         assert_eq!(cache.usage(), (0, 0));
         assert_eq!(ask(&cache, &world, "q").await, ("state 2".into(), Outcome::Miss));
         // A request that read an older state than the one served neither reads nor resets it.
-        let (response, outcome) = cache.answer(key(), false, || Epoch { graph: 1, index: 0 }, || world.compute()).await;
+        let (response, outcome) = cache.answer(key(), Freshness::Current, || Epoch { graph: 1, index: 0 }, || world.compute()).await;
         assert_eq!(outcome, Outcome::Bypass);
         drop(response);
         assert_eq!(ask(&cache, &world, "q").await, ("state 2".into(), Outcome::Hit));
@@ -462,12 +574,12 @@ mod tests {
         let failing = || async { (StatusCode::SERVICE_UNAVAILABLE, "busy").into_response() };
         for _ in 0..2 {
             let (response, outcome) =
-                cache.answer(Key::new("t", Reads::GraphAndIndex, &[b"f"]), false, || world.epoch(), failing).await;
+                cache.answer(Key::new("t", Reads::GraphAndIndex, &[b"f"]), Freshness::Current, || world.epoch(), failing).await;
             assert_eq!((response.status(), outcome), (StatusCode::SERVICE_UNAVAILABLE, Outcome::Bypass));
         }
         let marked = || async { not_kept("with errors".into_response()) };
         let (response, outcome) =
-            cache.answer(Key::new("t", Reads::GraphAndIndex, &[b"m"]), false, || world.epoch(), marked).await;
+            cache.answer(Key::new("t", Reads::GraphAndIndex, &[b"m"]), Freshness::Current, || world.epoch(), marked).await;
         assert_eq!((body(response).await, outcome), ("with errors".into(), Outcome::Bypass));
         assert_eq!(ask(&cache, &world, "a").await.1, Outcome::Miss);
         // The first answer fills the bound: the second is answered, not kept.
@@ -486,7 +598,7 @@ mod tests {
             (StatusCode::SERVICE_UNAVAILABLE, [(header::RETRY_AFTER, "1")], "busy").into_response()
         };
         let ask_failing =
-            || cache.answer(Key::new("t", Reads::GraphAndIndex, &[b"f"]), false, || world.epoch(), failing);
+            || cache.answer(Key::new("t", Reads::GraphAndIndex, &[b"f"]), Freshness::Current, || world.epoch(), failing);
         let answers = futures::future::join_all((0..4).map(|_| ask_failing())).await;
         assert_eq!(world.runs.load(Ordering::SeqCst), 1);
         let outcomes: Vec<Outcome> = answers.iter().map(|(_, o)| *o).collect();
@@ -498,6 +610,81 @@ mod tests {
         }
         assert_eq!(ask_failing().await.1, Outcome::Bypass, "a failure is not kept");
         assert_eq!(world.runs.load(Ordering::SeqCst), 2);
+    }
+
+    /// Asks for `key` as a caller accepting `freshness`.
+    async fn ask_as(cache: &ResponseCache, world: &World, freshness: Freshness, key: &str) -> (String, Outcome) {
+        let (response, outcome) = cache
+            .answer(Key::new("t", Reads::GraphAndIndex, &[key.as_bytes()]), freshness, || world.epoch(), || world.compute())
+            .await;
+        (body(response).await, outcome)
+    }
+
+    #[tokio::test]
+    async fn recent_callers_get_the_state_before_while_one_caller_computes_the_current() {
+        let cache = ResponseCache::new(1 << 20).with_max_stale(Duration::from_secs(60));
+        let world = World::new();
+        assert_eq!(ask_as(&cache, &world, Freshness::Recent, "q").await, ("state 1".into(), Outcome::Miss));
+        world.graph.store(2, Ordering::SeqCst);
+        // The first caller of the new state computes it (yielding once, so the others arrive
+        // meanwhile); recent callers get the answer of the state before, at once; a caller that
+        // waited for its consistency token waits for the current answer.
+        let (first, recent, current) = tokio::join!(
+            ask_as(&cache, &world, Freshness::Recent, "q"),
+            ask_as(&cache, &world, Freshness::Recent, "q"),
+            ask_as(&cache, &world, Freshness::Current, "q"),
+        );
+        assert_eq!(first, ("state 2".into(), Outcome::Miss));
+        assert_eq!(recent, ("state 1".into(), Outcome::Stale));
+        assert_eq!(current, ("state 2".into(), Outcome::Shared));
+        assert_eq!(world.runs.load(Ordering::SeqCst), 2);
+        // Once the current answer is kept, nobody gets the state before.
+        assert_eq!(ask_as(&cache, &world, Freshness::Recent, "q").await, ("state 2".into(), Outcome::Hit));
+        // A question never answered before has no earlier answer: its callers share one evaluation.
+        world.graph.store(3, Ordering::SeqCst);
+        let (a, b) =
+            tokio::join!(ask_as(&cache, &world, Freshness::Recent, "new"), ask_as(&cache, &world, Freshness::Recent, "new"));
+        assert_eq!((a.1, b.1), (Outcome::Miss, Outcome::Shared));
+        assert_eq!((a.0.as_str(), b.0.as_str()), ("state 3", "state 3"));
+    }
+
+    #[tokio::test]
+    async fn an_answer_of_the_state_before_is_not_served_past_the_bound() {
+        for (bound, expected) in [(Duration::ZERO, Outcome::Shared), (Duration::from_millis(20), Outcome::Shared)] {
+            let (cache, world) = (ResponseCache::new(1 << 20).with_max_stale(bound), World::new());
+            assert_eq!(ask_as(&cache, &world, Freshness::Recent, "q").await.1, Outcome::Miss);
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            world.graph.store(2, Ordering::SeqCst);
+            let (first, second) =
+                tokio::join!(ask_as(&cache, &world, Freshness::Recent, "q"), ask_as(&cache, &world, Freshness::Recent, "q"));
+            assert_eq!(first, ("state 2".into(), Outcome::Miss), "bound {bound:?}");
+            assert_eq!(second, ("state 2".into(), expected), "bound {bound:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn answers_of_the_state_before_count_in_the_bound_and_go_first() {
+        let world = World::new();
+        let cache = ResponseCache::new(2 * "state 1".len()).with_max_stale(Duration::from_secs(60));
+        assert_eq!(ask_as(&cache, &world, Freshness::Recent, "a").await.1, Outcome::Miss);
+        assert_eq!(ask_as(&cache, &world, Freshness::Recent, "b").await.1, Outcome::Miss);
+        world.graph.store(2, Ordering::SeqCst);
+        // Both earlier answers are still held (and counted) in the new state, until a new answer
+        // needs their room.
+        assert_eq!(ask_as(&cache, &world, Freshness::Recent, "c").await.1, Outcome::Miss);
+        assert_eq!(cache.usage(), (1, "state 2".len()));
+        let (first, second) =
+            tokio::join!(ask_as(&cache, &world, Freshness::Recent, "a"), ask_as(&cache, &world, Freshness::Recent, "a"));
+        assert_eq!((first.1, second.1), (Outcome::Miss, Outcome::Shared), "the state before was forgotten");
+    }
+
+    #[test]
+    fn what_a_request_accepts() {
+        let with = |name: &'static str, v: &str| HeaderMap::from_iter([(header::HeaderName::from_static(name), HeaderValue::from_str(v).unwrap())]);
+        assert_eq!(Freshness::of(&HeaderMap::new(), false), Freshness::Recent);
+        assert_eq!(Freshness::of(&HeaderMap::new(), true), Freshness::Current);
+        assert_eq!(Freshness::of(&with("coalition-consistency", "t@0:1"), false), Freshness::Current);
+        assert_eq!(Freshness::of(&with("cache-control", "no-cache"), false), Freshness::Fresh);
     }
 
     #[test]

@@ -85,7 +85,8 @@ pub struct QueryResult {
     pub uncached_speedup: f64,
     pub uncached_errors: usize,
     /// The requests above by where their answer came from (`Coalition-Cache`): kept and ready,
-    /// waited for another request's evaluation, or evaluated for the request.
+    /// kept in the state before (while another request evaluated the current one), waited for
+    /// another request's evaluation, or evaluated for the request.
     pub sources: Sources,
     /// The server's own p99 for the same requests, from arrival to response (the upper bound of
     /// its histogram bucket): what the latency above spends outside the handler is the rest.
@@ -97,6 +98,7 @@ pub struct QueryResult {
 #[derive(Debug, Default, Serialize)]
 pub struct Sources {
     pub kept: SourceShare,
+    pub before: SourceShare,
     pub waited: SourceShare,
     pub evaluated: SourceShare,
 }
@@ -119,7 +121,12 @@ impl Sources {
                 in_slowest_1pct: of.iter().filter(|ms| **ms >= p99).count(),
             }
         };
-        Sources { kept: share(Source::Kept), waited: share(Source::Waited), evaluated: share(Source::Evaluated) }
+        Sources {
+            kept: share(Source::Kept),
+            before: share(Source::Before),
+            waited: share(Source::Waited),
+            evaluated: share(Source::Evaluated),
+        }
     }
 }
 
@@ -410,6 +417,9 @@ fn check(q: &Question, answer: &Answer) -> Result<Source> {
 enum Source {
     /// Kept, ready when asked (`hit`).
     Kept,
+    /// Kept in the state before the last commit, while another request evaluated the current
+    /// state's (`stale`).
+    Before,
     /// Waited for another request's evaluation (`shared`).
     Waited,
     /// Evaluated for this request (`miss`, `bypass`, or no header).
@@ -420,6 +430,7 @@ impl Source {
     fn of(header: Option<&str>) -> Source {
         match header {
             Some("hit") => Source::Kept,
+            Some("stale") => Source::Before,
             Some("shared") => Source::Waited,
             _ => Source::Evaluated,
         }
@@ -437,15 +448,15 @@ fn ask(server: &Server, q: &Question, text: &str, fresh: bool) -> Result<Rows> {
     http_rows(&answer.body)
 }
 
-/// The server's response-cache counters, both endpoints summed: answers served from it (`hit`
-/// and `shared`), then evaluated for their request (`miss` and `bypass`).
+/// The server's response-cache counters, both endpoints summed: answers served from it (`hit`,
+/// `shared` and `stale`), then evaluated for their request (`miss` and `bypass`).
 fn cache_outcomes(server: &Server) -> Result<[f64; 2]> {
     let (status, text) = server.get("/metrics")?;
     anyhow::ensure!(status == 200, "/metrics: HTTP {status}");
     let mut counts = [0.0; 2];
     for line in text.lines().filter(|l| l.starts_with("coalition_response_cache_total{")) {
         let value: f64 = line.rsplit(' ').next().and_then(|v| v.parse().ok()).unwrap_or(0.0);
-        let served = line.contains("outcome=\"hit\"") || line.contains("outcome=\"shared\"");
+        let served = ["hit", "shared", "stale"].iter().any(|o| line.contains(&format!("outcome=\"{o}\"")));
         counts[usize::from(!served)] += value;
     }
     Ok(counts)
@@ -931,14 +942,18 @@ fn print_run(r: &Run) {
         );
     }
     println!("  served requests by where the answer came from: count / p99 ms / in the slowest 1 %");
-    println!("  {:<12} {:>22} {:>22} {:>22} {:>14}", "query", "kept", "waited", "evaluated", "server p99 ≤");
+    println!(
+        "  {:<12} {:>22} {:>20} {:>22} {:>22} {:>14}",
+        "query", "kept", "state before", "waited", "evaluated", "server p99 ≤"
+    );
     for q in &r.queries {
         let share = |s: &SourceShare| format!("{} / {:.1} / {}", s.requests, s.p99_ms, s.in_slowest_1pct);
         let s = &q.sources;
         println!(
-            "  {:<12} {:>22} {:>22} {:>22} {:>11.1} ms",
+            "  {:<12} {:>22} {:>20} {:>22} {:>22} {:>11.1} ms",
             q.name,
             share(&s.kept),
+            share(&s.before),
             share(&s.waited),
             share(&s.evaluated),
             q.server_p99_le_ms

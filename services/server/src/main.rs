@@ -204,6 +204,7 @@ async fn serve(args: ServeArgs, ingest: Option<tokio::runtime::Handle>) -> anyho
             rate_limit: coalition_api::ratelimit::RateLimit::per_token(args.graphql_rate_limit),
             graphql_batch_delay: Duration::from_micros(args.graphql_batch_delay_us),
             response_cache_bytes: args.response_cache_mib.saturating_mul(1024 * 1024),
+            response_cache_max_stale: Duration::from_millis(args.response_cache_stale_ms),
             introspection: args.graphql_introspection,
             jwt,
             ..ApiConfig::default()
