@@ -10,7 +10,9 @@
 //! queries are admitted in two lanes ([`sparql::Lane`]), so that reads of the evidence projections
 //! do not wait for the slots that slow general queries hold. Answers to GraphQL queries and SPARQL
 //! may be served from the [`response_cache`]; such an answer reflects the data as of the last
-//! commit before the request — never older than what evaluating the request would have seen.
+//! commit before the request, or — for a request without a consistency token or a log position,
+//! while another caller computes the current answer — as of the commit before that, computed at
+//! most the staleness bound ago.
 //! [`app`] returns a `Router` that can be tested without a socket.
 
 pub mod auth;
