@@ -21,8 +21,9 @@
 //! Under ingest the state moves many times a second, and each move would make the next callers of
 //! every question wait for its evaluation. A request that accepts a [`Freshness::Recent`] answer —
 //! one without a consistency token or a log position (`as-of`) — is answered at once with the
-//! question's answer kept in the state before, while another caller computes the current one, if
-//! that answer's computation began within the cache's staleness bound ([`DEFAULT_MAX_STALE_MS`]).
+//! question's latest answer from the state before (kept in it, or computed across the commit that
+//! ended it), while another caller computes the current one, if that answer's computation began
+//! within the cache's staleness bound ([`DEFAULT_MAX_STALE_MS`]).
 //! The first caller of each question in each state computes it; nobody waits behind them. A
 //! request that waited for its consistency token, or asks as of a position, gets the current
 //! state's answer, as before.
@@ -338,8 +339,18 @@ impl ResponseCache {
                 computed = true;
                 let began = Instant::now();
                 let answer = Arc::new(Answer::of(compute().await).await);
-                let keepable = answer.keepable && answer.body.len() <= self.max_bytes && epoch() == started;
-                let kept = self.settled(&key, started, &slot, keepable.then_some(answer.body.len()));
+                let keepable = answer.keepable && answer.body.len() <= self.max_bytes;
+                let now = epoch();
+                let kept = if !keepable {
+                    self.settled(&key, started, &slot, None)
+                } else if now == started {
+                    self.settled(&key, started, &slot, Some(answer.body.len()))
+                } else {
+                    // Computed across a commit: not the current state's answer, but the latest
+                    // one begun before it.
+                    self.offer_before(&key, now, Computed { answer: answer.clone(), kept: true, began });
+                    false
+                };
                 Computed { answer, kept, began }
             })
             .await
@@ -393,6 +404,31 @@ impl ResponseCache {
                 false
             }
         }
+    }
+
+    /// Keeps `computed`, a success whose computation began in an earlier state than `now` and
+    /// ended in `now`, as `key`'s answer of the state before `now` — unless the cache already
+    /// serves a later state, holds a more recent one, or has no room for it.
+    fn offer_before(&self, key: &Key, now: Epoch, computed: Computed) {
+        let mut inner = self.lock();
+        let total = inner.bytes();
+        let part = &mut inner.parts[key.reads.part()];
+        if now.is_after(part.epoch) {
+            part.moved(now, self.max_stale);
+        } else if now != part.epoch {
+            return;
+        }
+        let replaced = match part.before.get(key) {
+            Some(held) if held.began >= computed.began => return,
+            Some(held) => held.answer.body.len(),
+            None => 0,
+        };
+        let bytes = computed.answer.body.len();
+        if computed.began.elapsed() > self.max_stale || total - replaced + bytes > self.max_bytes {
+            return;
+        }
+        part.bytes = part.bytes - replaced + bytes;
+        part.before.insert(key.clone(), computed);
     }
 
     /// Answers kept now, and their bytes.
@@ -646,6 +682,32 @@ mod tests {
             tokio::join!(ask_as(&cache, &world, Freshness::Recent, "new"), ask_as(&cache, &world, Freshness::Recent, "new"));
         assert_eq!((a.1, b.1), (Outcome::Miss, Outcome::Shared));
         assert_eq!((a.0.as_str(), b.0.as_str()), ("state 3", "state 3"));
+    }
+
+    #[tokio::test]
+    async fn an_answer_computed_across_a_commit_is_the_state_before_for_the_next() {
+        let cache = ResponseCache::new(1 << 20).with_max_stale(Duration::from_secs(60));
+        let world = World::new();
+        let key = || Key::new("t", Reads::GraphAndIndex, &[b"q"]);
+        let moving = || async {
+            let response = world.compute().await;
+            world.graph.store(2, Ordering::SeqCst);
+            response
+        };
+        let (response, outcome) = cache.answer(key(), Freshness::Recent, || world.epoch(), moving).await;
+        assert_eq!((body(response).await, outcome), ("state 1".into(), Outcome::Bypass), "not kept as the current answer");
+        let (first, recent, current) = tokio::join!(
+            ask_as(&cache, &world, Freshness::Recent, "q"),
+            ask_as(&cache, &world, Freshness::Recent, "q"),
+            ask_as(&cache, &world, Freshness::Current, "q"),
+        );
+        assert_eq!(first, ("state 2".into(), Outcome::Miss));
+        assert_eq!(recent, ("state 1".into(), Outcome::Stale));
+        assert_eq!(current, ("state 2".into(), Outcome::Shared));
+        // An answer begun before the last state but one is not offered: the cache serves a later one.
+        let (response, outcome) = cache.answer(key(), Freshness::Recent, || Epoch { graph: 1, index: 0 }, || world.compute()).await;
+        assert_eq!((body(response).await, outcome), ("state 2".into(), Outcome::Bypass));
+        assert_eq!(ask_as(&cache, &world, Freshness::Recent, "q").await, ("state 2".into(), Outcome::Hit));
     }
 
     #[tokio::test]
