@@ -11,8 +11,8 @@
 //! do not wait for the slots that slow general queries hold. Answers to GraphQL queries and SPARQL
 //! may be served from the [`response_cache`]; such an answer reflects the data as of the last
 //! commit before the request, or — for a request without a consistency token or a log position,
-//! while another caller computes the current answer — as of the commit before that, computed at
-//! most the staleness bound ago.
+//! while another caller computes the current answer — no older than the commit before that, its
+//! computation begun at most the staleness bound ago.
 //! [`app`] returns a `Router` that can be tested without a socket.
 
 pub mod auth;

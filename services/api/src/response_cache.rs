@@ -374,9 +374,8 @@ impl ResponseCache {
         } else if epoch != part.epoch {
             return None;
         }
-        let before = recent
-            .then(|| part.before.get(key).filter(|c| c.began.elapsed() <= self.max_stale).cloned())
-            .flatten();
+        let before =
+            recent.then(|| part.before.get(key).filter(|c| c.began.elapsed() <= self.max_stale).cloned()).flatten();
         Some((part.slots.entry(key.clone()).or_default().clone(), before))
     }
 
@@ -435,7 +434,8 @@ impl ResponseCache {
     #[cfg(test)]
     fn usage(&self) -> (usize, usize) {
         let inner = self.lock();
-        let kept = inner.parts.iter().flat_map(|p| p.slots.values()).filter(|s| s.computed.get().is_some_and(|c| c.kept));
+        let kept =
+            inner.parts.iter().flat_map(|p| p.slots.values()).filter(|s| s.computed.get().is_some_and(|c| c.kept));
         (kept.count(), inner.bytes())
     }
 }
@@ -499,7 +499,12 @@ mod tests {
 
     async fn ask(cache: &ResponseCache, world: &World, key: &str) -> (String, Outcome) {
         let (response, outcome) = cache
-            .answer(Key::new("t", Reads::GraphAndIndex, &[key.as_bytes()]), Freshness::Current, || world.epoch(), || world.compute())
+            .answer(
+                Key::new("t", Reads::GraphAndIndex, &[key.as_bytes()]),
+                Freshness::Current,
+                || world.epoch(),
+                || world.compute(),
+            )
             .await;
         (body(response).await, outcome)
     }
@@ -517,15 +522,21 @@ mod tests {
         assert_eq!(cache.usage(), (1, "state 2".len()), "the older state's answers are dropped");
         // Asked to, it computes afresh and keeps nothing new.
         let (response, outcome) = cache
-            .answer(Key::new("t", Reads::GraphAndIndex, &[b"q"]), Freshness::Fresh, || world.epoch(), || world.compute())
+            .answer(
+                Key::new("t", Reads::GraphAndIndex, &[b"q"]),
+                Freshness::Fresh,
+                || world.epoch(),
+                || world.compute(),
+            )
             .await;
         assert_eq!((body(response).await, outcome), ("state 2".into(), Outcome::Bypass));
         assert_eq!(world.runs.load(Ordering::SeqCst), 4);
     }
 
     async fn ask_reading(cache: &ResponseCache, world: &World, reads: Reads, key: &str) -> (String, Outcome) {
-        let (response, outcome) =
-            cache.answer(Key::new("t", reads, &[key.as_bytes()]), Freshness::Current, || world.epoch(), || world.compute()).await;
+        let (response, outcome) = cache
+            .answer(Key::new("t", reads, &[key.as_bytes()]), Freshness::Current, || world.epoch(), || world.compute())
+            .await;
         (body(response).await, outcome)
     }
 
@@ -586,7 +597,8 @@ mod tests {
         assert_eq!(cache.usage(), (0, 0));
         assert_eq!(ask(&cache, &world, "q").await, ("state 2".into(), Outcome::Miss));
         // A request that read an older state than the one served neither reads nor resets it.
-        let (response, outcome) = cache.answer(key(), Freshness::Current, || Epoch { graph: 1, index: 0 }, || world.compute()).await;
+        let (response, outcome) =
+            cache.answer(key(), Freshness::Current, || Epoch { graph: 1, index: 0 }, || world.compute()).await;
         assert_eq!(outcome, Outcome::Bypass);
         drop(response);
         assert_eq!(ask(&cache, &world, "q").await, ("state 2".into(), Outcome::Hit));
@@ -609,13 +621,15 @@ mod tests {
         let cache = ResponseCache::new("state 1".len() + 3);
         let failing = || async { (StatusCode::SERVICE_UNAVAILABLE, "busy").into_response() };
         for _ in 0..2 {
-            let (response, outcome) =
-                cache.answer(Key::new("t", Reads::GraphAndIndex, &[b"f"]), Freshness::Current, || world.epoch(), failing).await;
+            let (response, outcome) = cache
+                .answer(Key::new("t", Reads::GraphAndIndex, &[b"f"]), Freshness::Current, || world.epoch(), failing)
+                .await;
             assert_eq!((response.status(), outcome), (StatusCode::SERVICE_UNAVAILABLE, Outcome::Bypass));
         }
         let marked = || async { not_kept("with errors".into_response()) };
-        let (response, outcome) =
-            cache.answer(Key::new("t", Reads::GraphAndIndex, &[b"m"]), Freshness::Current, || world.epoch(), marked).await;
+        let (response, outcome) = cache
+            .answer(Key::new("t", Reads::GraphAndIndex, &[b"m"]), Freshness::Current, || world.epoch(), marked)
+            .await;
         assert_eq!((body(response).await, outcome), ("with errors".into(), Outcome::Bypass));
         assert_eq!(ask(&cache, &world, "a").await.1, Outcome::Miss);
         // The first answer fills the bound: the second is answered, not kept.
@@ -633,8 +647,9 @@ mod tests {
             tokio::task::yield_now().await;
             (StatusCode::SERVICE_UNAVAILABLE, [(header::RETRY_AFTER, "1")], "busy").into_response()
         };
-        let ask_failing =
-            || cache.answer(Key::new("t", Reads::GraphAndIndex, &[b"f"]), Freshness::Current, || world.epoch(), failing);
+        let ask_failing = || {
+            cache.answer(Key::new("t", Reads::GraphAndIndex, &[b"f"]), Freshness::Current, || world.epoch(), failing)
+        };
         let answers = futures::future::join_all((0..4).map(|_| ask_failing())).await;
         assert_eq!(world.runs.load(Ordering::SeqCst), 1);
         let outcomes: Vec<Outcome> = answers.iter().map(|(_, o)| *o).collect();
@@ -651,7 +666,12 @@ mod tests {
     /// Asks for `key` as a caller accepting `freshness`.
     async fn ask_as(cache: &ResponseCache, world: &World, freshness: Freshness, key: &str) -> (String, Outcome) {
         let (response, outcome) = cache
-            .answer(Key::new("t", Reads::GraphAndIndex, &[key.as_bytes()]), freshness, || world.epoch(), || world.compute())
+            .answer(
+                Key::new("t", Reads::GraphAndIndex, &[key.as_bytes()]),
+                freshness,
+                || world.epoch(),
+                || world.compute(),
+            )
             .await;
         (body(response).await, outcome)
     }
@@ -678,8 +698,10 @@ mod tests {
         assert_eq!(ask_as(&cache, &world, Freshness::Recent, "q").await, ("state 2".into(), Outcome::Hit));
         // A question never answered before has no earlier answer: its callers share one evaluation.
         world.graph.store(3, Ordering::SeqCst);
-        let (a, b) =
-            tokio::join!(ask_as(&cache, &world, Freshness::Recent, "new"), ask_as(&cache, &world, Freshness::Recent, "new"));
+        let (a, b) = tokio::join!(
+            ask_as(&cache, &world, Freshness::Recent, "new"),
+            ask_as(&cache, &world, Freshness::Recent, "new")
+        );
         assert_eq!((a.1, b.1), (Outcome::Miss, Outcome::Shared));
         assert_eq!((a.0.as_str(), b.0.as_str()), ("state 3", "state 3"));
     }
@@ -695,7 +717,11 @@ mod tests {
             response
         };
         let (response, outcome) = cache.answer(key(), Freshness::Recent, || world.epoch(), moving).await;
-        assert_eq!((body(response).await, outcome), ("state 1".into(), Outcome::Bypass), "not kept as the current answer");
+        assert_eq!(
+            (body(response).await, outcome),
+            ("state 1".into(), Outcome::Bypass),
+            "not kept as the current answer"
+        );
         let (first, recent, current) = tokio::join!(
             ask_as(&cache, &world, Freshness::Recent, "q"),
             ask_as(&cache, &world, Freshness::Recent, "q"),
@@ -705,7 +731,8 @@ mod tests {
         assert_eq!(recent, ("state 1".into(), Outcome::Stale));
         assert_eq!(current, ("state 2".into(), Outcome::Shared));
         // An answer begun before the last state but one is not offered: the cache serves a later one.
-        let (response, outcome) = cache.answer(key(), Freshness::Recent, || Epoch { graph: 1, index: 0 }, || world.compute()).await;
+        let (response, outcome) =
+            cache.answer(key(), Freshness::Recent, || Epoch { graph: 1, index: 0 }, || world.compute()).await;
         assert_eq!((body(response).await, outcome), ("state 2".into(), Outcome::Bypass));
         assert_eq!(ask_as(&cache, &world, Freshness::Recent, "q").await, ("state 2".into(), Outcome::Hit));
     }
@@ -717,8 +744,10 @@ mod tests {
             assert_eq!(ask_as(&cache, &world, Freshness::Recent, "q").await.1, Outcome::Miss);
             tokio::time::sleep(Duration::from_millis(30)).await;
             world.graph.store(2, Ordering::SeqCst);
-            let (first, second) =
-                tokio::join!(ask_as(&cache, &world, Freshness::Recent, "q"), ask_as(&cache, &world, Freshness::Recent, "q"));
+            let (first, second) = tokio::join!(
+                ask_as(&cache, &world, Freshness::Recent, "q"),
+                ask_as(&cache, &world, Freshness::Recent, "q")
+            );
             assert_eq!(first, ("state 2".into(), Outcome::Miss), "bound {bound:?}");
             assert_eq!(second, ("state 2".into(), expected), "bound {bound:?}");
         }
@@ -735,14 +764,18 @@ mod tests {
         // needs their room.
         assert_eq!(ask_as(&cache, &world, Freshness::Recent, "c").await.1, Outcome::Miss);
         assert_eq!(cache.usage(), (1, "state 2".len()));
-        let (first, second) =
-            tokio::join!(ask_as(&cache, &world, Freshness::Recent, "a"), ask_as(&cache, &world, Freshness::Recent, "a"));
+        let (first, second) = tokio::join!(
+            ask_as(&cache, &world, Freshness::Recent, "a"),
+            ask_as(&cache, &world, Freshness::Recent, "a")
+        );
         assert_eq!((first.1, second.1), (Outcome::Miss, Outcome::Shared), "the state before was forgotten");
     }
 
     #[test]
     fn what_a_request_accepts() {
-        let with = |name: &'static str, v: &str| HeaderMap::from_iter([(header::HeaderName::from_static(name), HeaderValue::from_str(v).unwrap())]);
+        let with = |name: &'static str, v: &str| {
+            HeaderMap::from_iter([(header::HeaderName::from_static(name), HeaderValue::from_str(v).unwrap())])
+        };
         assert_eq!(Freshness::of(&HeaderMap::new(), false), Freshness::Recent);
         assert_eq!(Freshness::of(&HeaderMap::new(), true), Freshness::Current);
         assert_eq!(Freshness::of(&with("coalition-consistency", "t@0:1"), false), Freshness::Current);

@@ -451,29 +451,34 @@ fn ask(server: &Server, q: &Question, text: &str, fresh: bool) -> Result<Rows> {
 /// The server's response-cache counters, both endpoints summed: answers served from it (`hit`,
 /// `shared` and `stale`), then evaluated for their request (`miss` and `bypass`).
 fn cache_outcomes(server: &Server) -> Result<[f64; 2]> {
-    let (status, text) = server.get("/metrics")?;
-    anyhow::ensure!(status == 200, "/metrics: HTTP {status}");
     let mut counts = [0.0; 2];
-    for line in text.lines().filter(|l| l.starts_with("coalition_response_cache_total{")) {
-        let value: f64 = line.rsplit(' ').next().and_then(|v| v.parse().ok()).unwrap_or(0.0);
+    for (line, value) in samples(server, "coalition_response_cache_total{")? {
         let served = ["hit", "shared", "stale"].iter().any(|o| line.contains(&format!("outcome=\"{o}\"")));
         counts[usize::from(!served)] += value;
     }
     Ok(counts)
 }
 
+/// The lines of the server's `/metrics` that start with `prefix`, each with its value.
+fn samples(server: &Server, prefix: &str) -> Result<Vec<(String, f64)>> {
+    let (status, text) = server.get("/metrics")?;
+    anyhow::ensure!(status == 200, "/metrics: HTTP {status}");
+    let value = |line: &str| line.rsplit(' ').next().and_then(|v| v.parse().ok()).unwrap_or(0.0);
+    Ok(text.lines().filter(|l| l.starts_with(prefix)).map(|l| (l.to_owned(), value(l))).collect())
+}
+
 /// The server's own request latency histogram for `route` (`coalition_http_request_seconds`, from
 /// the request's arrival to its response, every status and method summed): cumulative counts by
 /// upper bound in seconds, ascending (the last is `+Inf`).
 fn server_seconds(server: &Server, route: &str) -> Result<Vec<(f64, f64)>> {
-    let (status, text) = server.get("/metrics")?;
-    anyhow::ensure!(status == 200, "/metrics: HTTP {status}");
     let mut buckets: Vec<(f64, f64)> = Vec::new();
     let route = format!("route=\"{route}\"");
-    for line in text.lines().filter(|l| l.starts_with("coalition_http_request_seconds_bucket{") && l.contains(&route)) {
+    for (line, count) in samples(server, "coalition_http_request_seconds_bucket{")? {
+        if !line.contains(&route) {
+            continue;
+        }
         let le = line.split("le=\"").nth(1).and_then(|r| r.split('"').next()).unwrap_or("");
         let le: f64 = if le == "+Inf" { f64::INFINITY } else { le.parse()? };
-        let count: f64 = line.rsplit(' ').next().and_then(|v| v.parse().ok()).unwrap_or(0.0);
         match buckets.iter_mut().find(|(b, _)| *b == le) {
             Some((_, c)) => *c += count,
             None => buckets.push((le, count)),

@@ -190,7 +190,6 @@ pub fn coalition_bin() -> PathBuf {
     exe.parent().expect("target/<profile>").join("coalition")
 }
 
-
 /// One `coalition serve` replica: a data dir and consumer group, restartable (after SIGKILL too).
 pub struct Coalition {
     proc: Option<Proc>,

@@ -191,7 +191,8 @@ impl Drop for Broker {
 pub struct Reply {
     pub status: u16,
     pub content_type: String,
-    /// Where the answer came from (`Coalition-Cache`: `hit`, `miss`, `bypass`, `shared`), when said.
+    /// Where the answer came from (`Coalition-Cache`: `hit`, `miss`, `bypass`, `shared`, `stale`),
+    /// when said.
     pub cache: Option<String>,
     pub body: String,
 }
@@ -402,27 +403,25 @@ impl Server {
 
     /// A SPARQL protocol GET asked as of a log position (`as-of`).
     pub fn sparql_get_as_of(&self, query: &str, as_of: &str) -> Result<(u16, String, String)> {
-        let mut r = self
+        let request = self
             .agent
             .get(format!("{}/sparql", self.base))
             .query("query", query)
             .query("as-of", as_of)
-            .header("accept", "application/sparql-results+json")
-            .call()?;
-        let ct = r.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
-        Ok((r.status().as_u16(), ct, r.body_mut().read_to_string()?))
+            .header("accept", "application/sparql-results+json");
+        let reply = Reply::read(request.call()?)?;
+        Ok((reply.status, reply.content_type, reply.body))
     }
 
     /// A SPARQL protocol POST with the given content type and body.
     pub fn sparql_post(&self, content_type: &str, body: &str, accept: &str) -> Result<(u16, String, String)> {
-        let mut r = self
+        let request = self
             .agent
             .post(format!("{}/sparql", self.base))
             .header("content-type", content_type)
-            .header("accept", accept)
-            .send(body)?;
-        let ct = r.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
-        Ok((r.status().as_u16(), ct, r.body_mut().read_to_string()?))
+            .header("accept", accept);
+        let reply = Reply::read(request.send(body)?)?;
+        Ok((reply.status, reply.content_type, reply.body))
     }
 
     /// SELECT results as JSON bindings.
