@@ -11,8 +11,8 @@
 //! do not wait for the slots that slow general queries hold. Answers to GraphQL queries and SPARQL
 //! may be served from the [`response_cache`]; such an answer reflects the data as of the last
 //! commit before the request, or — for a request without a consistency token or a log position,
-//! while another caller computes the current answer — no older than the commit before that, its
-//! computation begun at most the staleness bound ago.
+//! while the question is being computed — as of an earlier state, its computation begun at most
+//! the staleness bound (250 ms) ago.
 //! [`app`] returns a `Router` that can be tested without a socket.
 
 pub mod auth;
@@ -82,9 +82,9 @@ pub struct ApiConfig {
     pub jwt: Option<Arc<jwt::JwtVerifier>>,
     /// Bytes of answers the response cache keeps for the current state of the data (0: none).
     pub response_cache_bytes: usize,
-    /// How long after its computation began an answer of the state before may be served to a
-    /// request without a consistency token or a log position, while the current one is computed
-    /// (zero: never; [`response_cache::Freshness::Recent`]).
+    /// How long after its computation began an answer of an earlier state may be served to a
+    /// request without a consistency token or a log position, while the question is being
+    /// computed (zero: never; [`response_cache::Freshness::Recent`]).
     pub response_cache_max_stale: Duration,
 }
 

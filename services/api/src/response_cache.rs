@@ -21,12 +21,11 @@
 //! Under ingest the state moves many times a second, and each move would make the next callers of
 //! every question wait for its evaluation. A request that accepts a [`Freshness::Recent`] answer —
 //! one without a consistency token or a log position (`as-of`) — is answered at once with the
-//! question's latest answer from the state before (kept in it, or computed across the commit that
-//! ended it), while another caller computes the current one, if that answer's computation began
-//! within the cache's staleness bound ([`DEFAULT_MAX_STALE_MS`]).
-//! The first caller of each question in each state computes it; nobody waits behind them. A
-//! request that waited for its consistency token, or asks as of a position, gets the current
-//! state's answer, as before.
+//! question's latest answer from an earlier state (kept in it, or computed across a commit) while
+//! the question is being computed, if that answer's computation began within the cache's
+//! staleness bound ([`DEFAULT_MAX_STALE_MS`]); such requests start no second computation of a
+//! question already being computed for any state. A request that waited for its consistency
+//! token, or asks as of a position, gets the current state's answer, as before.
 
 use axum::body::{to_bytes, Bytes};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -46,7 +45,7 @@ pub const HEADER: &str = "coalition-cache";
 pub const DEFAULT_MAX_MIB: usize = 64;
 
 /// The default staleness bound, in milliseconds: how long after its computation began an answer
-/// of the state before may still be served ([`Freshness::Recent`]).
+/// of an earlier state may still be served ([`Freshness::Recent`]).
 pub const DEFAULT_MAX_STALE_MS: u64 = 250;
 
 /// How recent an answer a request accepts.
@@ -56,8 +55,8 @@ pub enum Freshness {
     Fresh,
     /// One of the current state: kept since the last commit, or computed now.
     Current,
-    /// Also the one kept in the state before, while another caller computes the current one, if
-    /// its computation began within the cache's staleness bound.
+    /// Also the latest one of an earlier state while the question is being computed, if its
+    /// computation began within the cache's staleness bound.
     Recent,
 }
 
@@ -149,7 +148,7 @@ pub enum Outcome {
     /// Computed for another caller asking at the same time, waited for (kept or not: a failure,
     /// say, is shared and not kept).
     Shared,
-    /// Kept in the state before, served while another caller computes the current one.
+    /// Kept in an earlier state, served while the question is being computed.
     Stale,
 }
 
@@ -214,7 +213,7 @@ struct Computed {
     began: Instant,
 }
 
-/// Answers kept for the current [`Epoch`], and each question's answer kept in the state before
+/// Answers kept for the current [`Epoch`], and each question's latest answer of an earlier state
 /// (for [`Freshness::Recent`] callers); at most `max_bytes` of them together.
 #[derive(Debug)]
 pub struct ResponseCache {
@@ -233,19 +232,22 @@ struct Inner {
 struct Part {
     epoch: Epoch,
     slots: HashMap<Key, Slot>,
-    /// Answers kept in the state before `epoch`, whose computation began within the staleness
+    /// Answers of states before `epoch`, the latest of each question, whose computation began within the staleness
     /// bound when the state moved.
     before: HashMap<Key, Computed>,
     /// Bytes of the answers in `slots` and `before`.
     bytes: usize,
+    /// Questions being computed now, in any state, and by how many callers.
+    running: HashMap<Key, usize>,
 }
 
 impl Part {
     /// Moves to the state `epoch`: the answers kept in the state before become the ones a
-    /// [`Freshness::Recent`] caller may get, if their computation began within `max_stale`.
+    /// [`Freshness::Recent`] caller may get, beside the earlier ones of questions not answered
+    /// since, as long as their computation began within `max_stale`.
     fn moved(&mut self, epoch: Epoch, max_stale: Duration) {
         self.epoch = epoch;
-        self.before.clear();
+        self.before.retain(|_, c| c.began.elapsed() <= max_stale);
         for (key, slot) in self.slots.drain() {
             match slot.computed.get() {
                 Some(c) if c.kept && c.began.elapsed() <= max_stale => {
@@ -257,7 +259,7 @@ impl Part {
         self.bytes = self.before.values().map(|c| c.answer.body.len()).sum();
     }
 
-    /// Forgets the answers of the state before, and their bytes.
+    /// Forgets the answers of earlier states, and their bytes.
     fn forget_before(&mut self) {
         self.bytes -= self.before.drain().map(|(_, c)| c.answer.body.len()).sum::<usize>();
     }
@@ -282,12 +284,13 @@ impl ResponseCache {
                     slots: HashMap::new(),
                     before: HashMap::new(),
                     bytes: 0,
+                    running: HashMap::new(),
                 }),
             }),
         }
     }
 
-    /// The same cache, serving [`Freshness::Recent`] callers an answer of the state before whose
+    /// The same cache, serving [`Freshness::Recent`] callers an answer of an earlier state whose
     /// computation began at most `max_stale` ago (zero: never).
     pub fn with_max_stale(self, max_stale: Duration) -> ResponseCache {
         ResponseCache { max_stale, ..self }
@@ -301,9 +304,9 @@ impl ResponseCache {
     /// The answer to `key` in the state `epoch` reads (of which the answer depends on the part its
     /// [`Reads`] says): kept, or computed by `compute` — once for all callers asking at the same
     /// time, who share it — and kept if it succeeded and that part still reads the same
-    /// afterwards. A [`Freshness::Recent`] caller arriving while another computes it gets the
-    /// answer of the state before, if there is one within the staleness bound;
-    /// [`Freshness::Fresh`] computes without looking or keeping.
+    /// afterwards. A [`Freshness::Recent`] caller arriving while the question is being computed,
+    /// for any state, gets its latest answer of an earlier state if there is one within the
+    /// staleness bound; [`Freshness::Fresh`] computes without looking or keeping.
     pub async fn answer<C, F>(
         &self,
         key: Key,
@@ -321,22 +324,28 @@ impl ResponseCache {
         let reads = key.reads;
         let epoch = || reads.of(epoch());
         let started = epoch();
-        let Some((slot, before)) = self.slot(&key, started, freshness == Freshness::Recent) else {
+        let Some((slot, before, running)) = self.slot(&key, started, freshness == Freshness::Recent) else {
             // A newer state is already being served: this request read an older one.
             return (compute().await, Outcome::Bypass);
         };
         if let Some(Computed { answer, kept: true, .. }) = slot.computed.get() {
             return (answer.response(), Outcome::Hit);
         }
-        let claimed_before = slot.claimed.swap(true, Ordering::AcqRel);
-        if let (true, Some(before)) = (claimed_before, before) {
-            return (before.answer.response(), Outcome::Stale);
+        // With an earlier answer to give, a question is computed once at a time: while it is
+        // computed for any state, its callers get that answer and do not start another.
+        if let Some(before) = before {
+            if running || slot.claimed.swap(true, Ordering::AcqRel) {
+                return (before.answer.response(), Outcome::Stale);
+            }
+        } else {
+            slot.claimed.store(true, Ordering::Release);
         }
         let mut computed = false;
         let Computed { answer, kept, .. } = slot
             .computed
             .get_or_init(|| async {
                 computed = true;
+                let _running = Running::start(self, &key);
                 let began = Instant::now();
                 let answer = Arc::new(Answer::of(compute().await).await);
                 let keepable = answer.keepable && answer.body.len() <= self.max_bytes;
@@ -364,9 +373,10 @@ impl ResponseCache {
     }
 
     /// The slot of `key` in the state `epoch`, moving to that state if it is newer (see
-    /// [`Part::moved`]), and with `recent`, the answer of the state before within the staleness
-    /// bound; `None` when the cache already serves a newer state than `epoch`.
-    fn slot(&self, key: &Key, epoch: Epoch, recent: bool) -> Option<(Slot, Option<Computed>)> {
+    /// [`Part::moved`]); with `recent`, the answer of an earlier state within the staleness
+    /// bound; and whether `key` is being computed now, in any state. `None` when the cache
+    /// already serves a newer state than `epoch`.
+    fn slot(&self, key: &Key, epoch: Epoch, recent: bool) -> Option<(Slot, Option<Computed>, bool)> {
         let mut inner = self.lock();
         let part = &mut inner.parts[key.reads.part()];
         if epoch.is_after(part.epoch) {
@@ -376,13 +386,14 @@ impl ResponseCache {
         }
         let before =
             recent.then(|| part.before.get(key).filter(|c| c.began.elapsed() <= self.max_stale).cloned()).flatten();
-        Some((part.slots.entry(key.clone()).or_default().clone(), before))
+        let running = part.running.contains_key(key);
+        Some((part.slots.entry(key.clone()).or_default().clone(), before, running))
     }
 
     /// Accounts for the answer computed into `slot` for `key` in the state `epoch` (`bytes`: its
     /// size, when it may be kept), and returns whether it is kept: the slot is forgotten when the
     /// answer may not be kept (so a later caller computes it again) or would pass the bound.
-    /// The answers of the state before go first when the bound is reached.
+    /// The answers of earlier states go first when the bound is reached.
     fn settled(&self, key: &Key, epoch: Epoch, slot: &Slot, bytes: Option<usize>) -> bool {
         let mut inner = self.lock();
         if bytes.is_some_and(|b| inner.bytes() + b > self.max_bytes) {
@@ -406,7 +417,7 @@ impl ResponseCache {
     }
 
     /// Keeps `computed`, a success whose computation began in an earlier state than `now` and
-    /// ended in `now`, as `key`'s answer of the state before `now` — unless the cache already
+    /// ended in `now`, as `key`'s latest answer of a state before `now` — unless the cache already
     /// serves a later state, holds a more recent one, or has no room for it.
     fn offer_before(&self, key: &Key, now: Epoch, computed: Computed) {
         let mut inner = self.lock();
@@ -437,6 +448,33 @@ impl ResponseCache {
         let kept =
             inner.parts.iter().flat_map(|p| p.slots.values()).filter(|s| s.computed.get().is_some_and(|c| c.kept));
         (kept.count(), inner.bytes())
+    }
+}
+
+/// A computation of a question, counted in its part's `running` from its start until it ends or
+/// is dropped.
+struct Running<'a> {
+    cache: &'a ResponseCache,
+    key: &'a Key,
+}
+
+impl<'a> Running<'a> {
+    fn start(cache: &'a ResponseCache, key: &'a Key) -> Running<'a> {
+        *cache.lock().parts[key.reads.part()].running.entry(key.clone()).or_default() += 1;
+        Running { cache, key }
+    }
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        let mut inner = self.cache.lock();
+        let running = &mut inner.parts[self.key.reads.part()].running;
+        if let Some(n) = running.get_mut(self.key) {
+            *n -= 1;
+            if *n == 0 {
+                running.remove(self.key);
+            }
+        }
     }
 }
 
@@ -735,6 +773,46 @@ mod tests {
             cache.answer(key(), Freshness::Recent, || Epoch { graph: 1, index: 0 }, || world.compute()).await;
         assert_eq!((body(response).await, outcome), ("state 2".into(), Outcome::Bypass));
         assert_eq!(ask_as(&cache, &world, Freshness::Recent, "q").await, ("state 2".into(), Outcome::Hit));
+    }
+
+    #[tokio::test]
+    async fn a_question_is_computed_once_at_a_time_for_callers_with_an_earlier_answer() {
+        let cache = ResponseCache::new(1 << 20).with_max_stale(Duration::from_secs(60));
+        let world = World::new();
+        assert_eq!(ask_as(&cache, &world, Freshness::Recent, "q").await.1, Outcome::Miss);
+        world.graph.store(2, Ordering::SeqCst);
+        let (gate, opened) = tokio::sync::oneshot::channel::<()>();
+        let slow = async {
+            cache
+                .answer(
+                    Key::new("t", Reads::GraphAndIndex, &[b"q"]),
+                    Freshness::Recent,
+                    || world.epoch(),
+                    || async {
+                        world.runs.fetch_add(1, Ordering::SeqCst);
+                        let _ = opened.await;
+                        "slow".into_response()
+                    },
+                )
+                .await
+        };
+        let later = async {
+            tokio::task::yield_now().await;
+            // Two commits while the state 2 answer is computed: a caller in state 4 gets the
+            // earlier answer and starts nothing; a caller with a consistency token computes.
+            world.graph.store(4, Ordering::SeqCst);
+            let recent = ask_as(&cache, &world, Freshness::Recent, "q").await;
+            let runs = world.runs.load(Ordering::SeqCst);
+            let current = ask_as(&cache, &world, Freshness::Current, "q").await;
+            let _ = gate.send(());
+            (recent, runs, current)
+        };
+        let ((response, outcome), (recent, runs_then, current)) = tokio::join!(slow, later);
+        assert_eq!(recent, ("state 1".into(), Outcome::Stale));
+        assert_eq!(runs_then, 2, "no second computation for the recent caller");
+        assert_eq!(current, ("state 4".into(), Outcome::Miss));
+        assert_eq!((body(response).await, outcome), ("slow".into(), Outcome::Bypass));
+        assert_eq!(ask_as(&cache, &world, Freshness::Recent, "q").await, ("state 4".into(), Outcome::Hit));
     }
 
     #[tokio::test]
