@@ -536,10 +536,15 @@ mod tests {
     }
 
     async fn ask(cache: &ResponseCache, world: &World, key: &str) -> (String, Outcome) {
+        ask_as(cache, world, Freshness::Current, key).await
+    }
+
+    /// Asks for `key` as a caller accepting `freshness`.
+    async fn ask_as(cache: &ResponseCache, world: &World, freshness: Freshness, key: &str) -> (String, Outcome) {
         let (response, outcome) = cache
             .answer(
                 Key::new("t", Reads::GraphAndIndex, &[key.as_bytes()]),
-                Freshness::Current,
+                freshness,
                 || world.epoch(),
                 || world.compute(),
             )
@@ -701,17 +706,18 @@ mod tests {
         assert_eq!(world.runs.load(Ordering::SeqCst), 2);
     }
 
-    /// Asks for `key` as a caller accepting `freshness`.
-    async fn ask_as(cache: &ResponseCache, world: &World, freshness: Freshness, key: &str) -> (String, Outcome) {
-        let (response, outcome) = cache
-            .answer(
-                Key::new("t", Reads::GraphAndIndex, &[key.as_bytes()]),
-                freshness,
-                || world.epoch(),
-                || world.compute(),
-            )
-            .await;
-        (body(response).await, outcome)
+    /// Three callers of "q" at once in state 2, with state 1's answer held: the first computes it
+    /// (yielding once, so the others arrive meanwhile); a recent caller gets state 1's answer at
+    /// once; a caller that waited for its consistency token waits for the current answer.
+    async fn three_callers_in_state_2(cache: &ResponseCache, world: &World) {
+        let (first, recent, current) = tokio::join!(
+            ask_as(cache, world, Freshness::Recent, "q"),
+            ask_as(cache, world, Freshness::Recent, "q"),
+            ask_as(cache, world, Freshness::Current, "q"),
+        );
+        assert_eq!(first, ("state 2".into(), Outcome::Miss));
+        assert_eq!(recent, ("state 1".into(), Outcome::Stale));
+        assert_eq!(current, ("state 2".into(), Outcome::Shared));
     }
 
     #[tokio::test]
@@ -720,17 +726,7 @@ mod tests {
         let world = World::new();
         assert_eq!(ask_as(&cache, &world, Freshness::Recent, "q").await, ("state 1".into(), Outcome::Miss));
         world.graph.store(2, Ordering::SeqCst);
-        // The first caller of the new state computes it (yielding once, so the others arrive
-        // meanwhile); recent callers get the answer of the state before, at once; a caller that
-        // waited for its consistency token waits for the current answer.
-        let (first, recent, current) = tokio::join!(
-            ask_as(&cache, &world, Freshness::Recent, "q"),
-            ask_as(&cache, &world, Freshness::Recent, "q"),
-            ask_as(&cache, &world, Freshness::Current, "q"),
-        );
-        assert_eq!(first, ("state 2".into(), Outcome::Miss));
-        assert_eq!(recent, ("state 1".into(), Outcome::Stale));
-        assert_eq!(current, ("state 2".into(), Outcome::Shared));
+        three_callers_in_state_2(&cache, &world).await;
         assert_eq!(world.runs.load(Ordering::SeqCst), 2);
         // Once the current answer is kept, nobody gets the state before.
         assert_eq!(ask_as(&cache, &world, Freshness::Recent, "q").await, ("state 2".into(), Outcome::Hit));
@@ -760,14 +756,7 @@ mod tests {
             ("state 1".into(), Outcome::Bypass),
             "not kept as the current answer"
         );
-        let (first, recent, current) = tokio::join!(
-            ask_as(&cache, &world, Freshness::Recent, "q"),
-            ask_as(&cache, &world, Freshness::Recent, "q"),
-            ask_as(&cache, &world, Freshness::Current, "q"),
-        );
-        assert_eq!(first, ("state 2".into(), Outcome::Miss));
-        assert_eq!(recent, ("state 1".into(), Outcome::Stale));
-        assert_eq!(current, ("state 2".into(), Outcome::Shared));
+        three_callers_in_state_2(&cache, &world).await;
         // An answer begun before the last state but one is not offered: the cache serves a later one.
         let (response, outcome) =
             cache.answer(key(), Freshness::Recent, || Epoch { graph: 1, index: 0 }, || world.compute()).await;
