@@ -213,6 +213,13 @@ struct Computed {
     began: Instant,
 }
 
+impl Computed {
+    /// Whether its computation began at most `max_stale` ago.
+    fn within(&self, max_stale: Duration) -> bool {
+        self.began.elapsed() <= max_stale
+    }
+}
+
 /// Answers kept for the current [`Epoch`], and each question's latest answer of an earlier state
 /// (for [`Freshness::Recent`] callers); at most `max_bytes` of them together.
 #[derive(Debug)]
@@ -242,15 +249,24 @@ struct Part {
 }
 
 impl Part {
+    /// Makes the part serve the state `epoch` if it is newer ([`Part::moved`]); `false` when the
+    /// part already serves a newer state.
+    fn at(&mut self, epoch: Epoch, max_stale: Duration) -> bool {
+        if epoch.is_after(self.epoch) {
+            self.moved(epoch, max_stale);
+        }
+        epoch == self.epoch
+    }
+
     /// Moves to the state `epoch`: the answers kept in the state before become the ones a
     /// [`Freshness::Recent`] caller may get, beside the earlier ones of questions not answered
     /// since, as long as their computation began within `max_stale`.
     fn moved(&mut self, epoch: Epoch, max_stale: Duration) {
         self.epoch = epoch;
-        self.before.retain(|_, c| c.began.elapsed() <= max_stale);
+        self.before.retain(|_, c| c.within(max_stale));
         for (key, slot) in self.slots.drain() {
             match slot.computed.get() {
-                Some(c) if c.kept && c.began.elapsed() <= max_stale => {
+                Some(c) if c.kept && c.within(max_stale) => {
                     self.before.insert(key, c.clone());
                 }
                 _ => {}
@@ -297,7 +313,7 @@ impl ResponseCache {
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
-        // Every step under the lock is one map operation: a poisoned lock is still consistent.
+        // No step under the lock leaves the maps half-changed: a poisoned lock is still consistent.
         self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
@@ -379,13 +395,10 @@ impl ResponseCache {
     fn slot(&self, key: &Key, epoch: Epoch, recent: bool) -> Option<(Slot, Option<Computed>, bool)> {
         let mut inner = self.lock();
         let part = &mut inner.parts[key.reads.part()];
-        if epoch.is_after(part.epoch) {
-            part.moved(epoch, self.max_stale);
-        } else if epoch != part.epoch {
+        if !part.at(epoch, self.max_stale) {
             return None;
         }
-        let before =
-            recent.then(|| part.before.get(key).filter(|c| c.began.elapsed() <= self.max_stale).cloned()).flatten();
+        let before = recent.then(|| part.before.get(key).filter(|c| c.within(self.max_stale)).cloned()).flatten();
         let running = part.running.contains_key(key);
         Some((part.slots.entry(key.clone()).or_default().clone(), before, running))
     }
@@ -423,9 +436,7 @@ impl ResponseCache {
         let mut inner = self.lock();
         let total = inner.bytes();
         let part = &mut inner.parts[key.reads.part()];
-        if now.is_after(part.epoch) {
-            part.moved(now, self.max_stale);
-        } else if now != part.epoch {
+        if !part.at(now, self.max_stale) {
             return;
         }
         let replaced = match part.before.get(key) {
@@ -434,7 +445,7 @@ impl ResponseCache {
             None => 0,
         };
         let bytes = computed.answer.body.len();
-        if computed.began.elapsed() > self.max_stale || total - replaced + bytes > self.max_bytes {
+        if !computed.within(self.max_stale) || total - replaced + bytes > self.max_bytes {
             return;
         }
         part.bytes = part.bytes - replaced + bytes;
