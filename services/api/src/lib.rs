@@ -330,8 +330,8 @@ async fn graphql_handler(
     };
     match key {
         Some(key) => {
-            let freshness = response_cache::Freshness::of(&parts.headers, as_of);
-            let answer = cache.answer(key, freshness, || state.epoch(), execute).await;
+            let accepts = response_cache::Accepts::of(&parts.headers, as_of);
+            let answer = cache.answer(key, accepts, || state.epoch(), execute).await;
             state.cache_outcome("graphql", answer)
         }
         None => execute().await,

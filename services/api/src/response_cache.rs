@@ -22,15 +22,30 @@
 //! every question wait for its evaluation. A request that accepts a [`Freshness::Recent`] answer —
 //! one without a consistency token or a log position (`as-of`) — is answered at once with the
 //! question's latest answer from an earlier state (kept in it, or computed across a commit) while
-//! the question is being computed, if that answer's computation began within the cache's
-//! staleness bound ([`DEFAULT_MAX_STALE_MS`]); such requests start no second computation of a
-//! question already being computed for any state. A request that waited for its consistency
-//! token, or asks as of a position, gets the current state's answer, as before.
+//! the question is being computed, if the state that answer was computed from was last seen
+//! current within the cache's staleness bound ([`DEFAULT_MAX_STALE_MS`]); such requests start no
+//! second computation of a question already being computed for any state. A request that waited
+//! for its consistency token, or asks as of a position, gets the current state's answer, as
+//! before.
+//!
+//! How old such an answer is: a state is *seen current* when a request reads the epochs and finds
+//! it (the time taken just before reading them, so the state was current at least until then).
+//! An answer kept in a state was that state's answer until the state was last seen; an answer
+//! computed across a commit read that state or later ones, each current at least until the
+//! state it began in was last seen (or until it began, if later). Staleness counts from there:
+//! nothing in an answer served `stale` was superseded more than the bound before it is served. A
+//! state nobody asked about for a while counts from the last request that saw it, so its answers
+//! age out sooner, never later.
+//!
+//! Answers are kept gzip-compressed too, when that is smaller (a case-study page of ~116 KB
+//! becomes ~10 KB): a request accepting `gzip` (`Accept-Encoding`) gets those bytes, compressed
+//! once per computed answer instead of once per request; fewer bytes to hand from the server to
+//! a client sharing its cores. Both count in the bound.
 
 use axum::body::{to_bytes, Bytes};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -44,8 +59,8 @@ pub const HEADER: &str = "coalition-cache";
 /// The default bound on kept answers, in MiB.
 pub const DEFAULT_MAX_MIB: usize = 64;
 
-/// The default staleness bound, in milliseconds: how long after its computation began an answer
-/// of an earlier state may still be served ([`Freshness::Recent`]).
+/// The default staleness bound, in milliseconds: how long after its state was last seen current
+/// an answer of an earlier state may still be served ([`Freshness::Recent`]).
 pub const DEFAULT_MAX_STALE_MS: u64 = 250;
 
 /// How recent an answer a request accepts.
@@ -56,9 +71,48 @@ pub enum Freshness {
     /// One of the current state: kept since the last commit, or computed now.
     Current,
     /// Also the latest one of an earlier state while the question is being computed, if its
-    /// computation began within the cache's staleness bound.
+    /// state was seen current within the cache's staleness bound.
     Recent,
 }
+
+/// What a request accepts: how recent an answer, and whether gzip-compressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Accepts {
+    pub freshness: Freshness,
+    pub gzip: bool,
+}
+
+impl Accepts {
+    /// [`Freshness::of`] the request, and whether its `Accept-Encoding` takes gzip.
+    pub fn of(headers: &HeaderMap, as_of: bool) -> Accepts {
+        Accepts { freshness: Freshness::of(headers, as_of), gzip: accepts_gzip(headers) }
+    }
+}
+
+impl From<Freshness> for Accepts {
+    /// Uncompressed answers of that freshness.
+    fn from(freshness: Freshness) -> Accepts {
+        Accepts { freshness, gzip: false }
+    }
+}
+
+/// Whether `Accept-Encoding` lists `gzip` (or `*`) with a weight above zero (RFC 9110 §12.5.3).
+pub fn accepts_gzip(headers: &HeaderMap) -> bool {
+    headers.get_all(header::ACCEPT_ENCODING).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(',')).any(
+        |coding| {
+            let mut params = coding.split(';').map(str::trim);
+            let name = params.next().unwrap_or_default();
+            let weight = params
+                .filter_map(|p| p.strip_prefix("q=").or_else(|| p.strip_prefix("Q=")))
+                .find_map(|q| q.parse::<f32>().ok())
+                .unwrap_or(1.0);
+            (name.eq_ignore_ascii_case("gzip") || name == "*") && weight > 0.0
+        },
+    )
+}
+
+/// Answers shorter than this are kept uncompressed only (their bytes are a packet or two).
+const GZIP_MIN_BYTES: usize = 1024;
 
 impl Freshness {
     /// What a request accepts: [`Freshness::Fresh`] with `Cache-Control: no-cache` or
@@ -170,6 +224,8 @@ struct Answer {
     status: StatusCode,
     headers: HeaderMap,
     body: Bytes,
+    /// The body gzip-compressed, for a success that may be kept and is smaller so.
+    gzip: Option<Bytes>,
     /// A success that may be kept (not marked [`not_kept`]).
     keepable: bool,
 }
@@ -177,22 +233,56 @@ struct Answer {
 impl Answer {
     async fn of(response: Response) -> Answer {
         let keepable = response.status() == StatusCode::OK && response.extensions().get::<NotKept>().is_none();
-        let (parts, body) = response.into_parts();
+        let (mut parts, body) = response.into_parts();
+        // The length is the served body's, set when it is served.
+        parts.headers.remove(header::CONTENT_LENGTH);
         match to_bytes(body, usize::MAX).await {
-            Ok(body) => Answer { status: parts.status, headers: parts.headers, body, keepable },
+            Ok(body) => {
+                let gzip = keepable.then(|| gzip(&body)).flatten();
+                Answer { status: parts.status, headers: parts.headers, body, gzip, keepable }
+            }
             Err(e) => {
                 let (parts, body) = crate::errors::ApiError::internal(e).into_response().into_parts();
                 let body = to_bytes(body, usize::MAX).await.unwrap_or_default();
-                Answer { status: parts.status, headers: parts.headers, body, keepable: false }
+                Answer { status: parts.status, headers: parts.headers, body, gzip: None, keepable: false }
             }
         }
     }
 
-    fn response(&self) -> Response {
-        let mut response = (self.status, self.body.clone()).into_response();
-        *response.headers_mut() = self.headers.clone();
+    /// The answer as a response, gzip-compressed if the caller takes it and it is kept so.
+    fn response(&self, gzip: bool) -> Response {
+        let body = match (&self.gzip, gzip) {
+            (Some(compressed), true) => compressed.clone(),
+            _ => self.body.clone(),
+        };
+        let mut response = (self.status, body).into_response();
+        let mut headers = self.headers.clone();
+        if self.gzip.is_some() {
+            headers.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
+            if gzip {
+                headers.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+            }
+        }
+        response.headers_mut().extend(headers);
         response
     }
+
+    /// Bytes kept for it: the body, and its compressed form.
+    fn bytes(&self) -> usize {
+        self.body.len() + self.gzip.as_ref().map_or(0, Bytes::len)
+    }
+}
+
+/// `body` gzip-compressed at the fastest level, if it is long enough to gain and gains.
+fn gzip(body: &[u8]) -> Option<Bytes> {
+    use std::io::Write as _;
+    if body.len() < GZIP_MIN_BYTES {
+        return None;
+    }
+    let mut encoder = flate2::write::GzEncoder::new(Vec::with_capacity(body.len() / 4), flate2::Compression::fast());
+    encoder.write_all(body).ok()?;
+    let compressed = encoder.finish().ok()?;
+    (compressed.len() < body.len()).then(|| Bytes::from(compressed))
 }
 
 /// A question's answer in one state: computed once, by the first caller to claim it.
@@ -205,18 +295,25 @@ struct SlotState {
 
 type Slot = Arc<SlotState>;
 
-/// An answer, whether it is kept, and when its computation began.
+/// An answer, whether it is kept, and until when what it says was seen current: from when its
+/// computation began, later once the state it began in is left and known to have lasted.
 #[derive(Debug, Clone)]
 struct Computed {
     answer: Arc<Answer>,
     kept: bool,
-    began: Instant,
+    current: Instant,
 }
 
 impl Computed {
-    /// Whether its computation began at most `max_stale` ago.
+    /// Whether it was seen current at most `max_stale` ago.
     fn within(&self, max_stale: Duration) -> bool {
-        self.began.elapsed() <= max_stale
+        self.current.elapsed() <= max_stale
+    }
+
+    /// The same answer, seen current until `seen` if that is later.
+    fn seen_until(self, seen: Option<Instant>) -> Computed {
+        let current = seen.map_or(self.current, |seen| seen.max(self.current));
+        Computed { current, ..self }
     }
 }
 
@@ -239,14 +336,19 @@ struct Inner {
 struct Part {
     epoch: Epoch,
     slots: HashMap<Key, Slot>,
-    /// Answers of states before `epoch`, the latest of each question, whose computation began within the staleness
-    /// bound when the state moved.
+    /// Answers of states before `epoch`, the latest of each question, seen current within the
+    /// staleness bound when the state moved.
     before: HashMap<Key, Computed>,
     /// Bytes of the answers in `slots` and `before`.
     bytes: usize,
     /// Questions being computed now, in any state, and by how many callers.
     running: HashMap<Key, usize>,
+    /// When each of the last states was last seen current, the newest (`epoch`) last.
+    seen: VecDeque<(Epoch, Instant)>,
 }
+
+/// States whose last sighting is remembered: enough for an answer computed across a few commits.
+const SEEN_STATES: usize = 16;
 
 impl Part {
     /// Makes the part serve the state `epoch` if it is newer ([`Part::moved`]); `false` when the
@@ -258,26 +360,51 @@ impl Part {
         epoch == self.epoch
     }
 
+    /// Makes the part serve `epoch` as [`Part::at`], and notes that state as seen current at
+    /// `seen` (taken before `epoch` was read).
+    fn saw(&mut self, epoch: Epoch, seen: Instant, max_stale: Duration) -> bool {
+        if !self.at(epoch, max_stale) {
+            return false;
+        }
+        match self.seen.back_mut() {
+            Some((e, at)) if *e == epoch => *at = (*at).max(seen),
+            _ => self.seen.push_back((epoch, seen)),
+        }
+        if self.seen.len() > SEEN_STATES {
+            self.seen.pop_front();
+        }
+        true
+    }
+
+    /// When the state `epoch` was last seen current, if it is remembered.
+    fn last_seen(&self, epoch: Epoch) -> Option<Instant> {
+        self.seen.iter().rev().find(|(e, _)| *e == epoch).map(|(_, at)| *at)
+    }
+
     /// Moves to the state `epoch`: the answers kept in the state before become the ones a
     /// [`Freshness::Recent`] caller may get, beside the earlier ones of questions not answered
-    /// since, as long as their computation began within `max_stale`.
+    /// since, as long as they were seen current within `max_stale`.
     fn moved(&mut self, epoch: Epoch, max_stale: Duration) {
+        let left = self.last_seen(self.epoch);
         self.epoch = epoch;
         self.before.retain(|_, c| c.within(max_stale));
         for (key, slot) in self.slots.drain() {
             match slot.computed.get() {
-                Some(c) if c.kept && c.within(max_stale) => {
-                    self.before.insert(key, c.clone());
+                Some(c) if c.kept => {
+                    let c = c.clone().seen_until(left);
+                    if c.within(max_stale) {
+                        self.before.insert(key, c);
+                    }
                 }
                 _ => {}
             }
         }
-        self.bytes = self.before.values().map(|c| c.answer.body.len()).sum();
+        self.bytes = self.before.values().map(|c| c.answer.bytes()).sum();
     }
 
     /// Forgets the answers of earlier states, and their bytes.
     fn forget_before(&mut self) {
-        self.bytes -= self.before.drain().map(|(_, c)| c.answer.body.len()).sum::<usize>();
+        self.bytes -= self.before.drain().map(|(_, c)| c.answer.bytes()).sum::<usize>();
     }
 }
 
@@ -301,13 +428,14 @@ impl ResponseCache {
                     before: HashMap::new(),
                     bytes: 0,
                     running: HashMap::new(),
+                    seen: VecDeque::with_capacity(SEEN_STATES + 1),
                 }),
             }),
         }
     }
 
-    /// The same cache, serving [`Freshness::Recent`] callers an answer of an earlier state whose
-    /// computation began at most `max_stale` ago (zero: never).
+    /// The same cache, serving [`Freshness::Recent`] callers an answer of an earlier state seen
+    /// current at most `max_stale` ago (zero: never).
     pub fn with_max_stale(self, max_stale: Duration) -> ResponseCache {
         ResponseCache { max_stale, ..self }
     }
@@ -322,11 +450,12 @@ impl ResponseCache {
     /// time, who share it — and kept if it succeeded and that part still reads the same
     /// afterwards. A [`Freshness::Recent`] caller arriving while the question is being computed,
     /// for any state, gets its latest answer of an earlier state if there is one within the
-    /// staleness bound; [`Freshness::Fresh`] computes without looking or keeping.
+    /// staleness bound; [`Freshness::Fresh`] computes without looking or keeping. Answers that
+    /// went through the cache are served gzip-compressed to callers that accept it.
     pub async fn answer<C, F>(
         &self,
         key: Key,
-        freshness: Freshness,
+        accepts: Accepts,
         epoch: impl Fn() -> Epoch,
         compute: C,
     ) -> (Response, Outcome)
@@ -334,24 +463,26 @@ impl ResponseCache {
         C: FnOnce() -> F,
         F: Future<Output = Response>,
     {
+        let Accepts { freshness, gzip } = accepts;
         if freshness == Freshness::Fresh || self.max_bytes == 0 {
             return (compute().await, Outcome::Bypass);
         }
         let reads = key.reads;
         let epoch = || reads.of(epoch());
+        let seen = Instant::now();
         let started = epoch();
-        let Some((slot, before, running)) = self.slot(&key, started, freshness == Freshness::Recent) else {
+        let Some((slot, before, running)) = self.slot(&key, started, seen, freshness == Freshness::Recent) else {
             // A newer state is already being served: this request read an older one.
             return (compute().await, Outcome::Bypass);
         };
         if let Some(Computed { answer, kept: true, .. }) = slot.computed.get() {
-            return (answer.response(), Outcome::Hit);
+            return (answer.response(gzip), Outcome::Hit);
         }
         // With an earlier answer to give, a question is computed once at a time: while it is
         // computed for any state, its callers get that answer and do not start another.
         if let Some(before) = before {
             if running || slot.claimed.swap(true, Ordering::AcqRel) {
-                return (before.answer.response(), Outcome::Stale);
+                return (before.answer.response(gzip), Outcome::Stale);
             }
         } else {
             slot.claimed.store(true, Ordering::Release);
@@ -364,19 +495,20 @@ impl ResponseCache {
                 let _running = Running::start(self, &key);
                 let began = Instant::now();
                 let answer = Arc::new(Answer::of(compute().await).await);
-                let keepable = answer.keepable && answer.body.len() <= self.max_bytes;
+                let keepable = answer.keepable && answer.bytes() <= self.max_bytes;
                 let now = epoch();
+                let computed = Computed { answer: answer.clone(), kept: true, current: began };
                 let kept = if !keepable {
                     self.settled(&key, started, &slot, None)
                 } else if now == started {
-                    self.settled(&key, started, &slot, Some(answer.body.len()))
+                    self.settled(&key, started, &slot, Some(answer.bytes()))
                 } else {
                     // Computed across a commit: not the current state's answer, but the latest
                     // one begun before it.
-                    self.offer_before(&key, now, Computed { answer: answer.clone(), kept: true, began });
+                    self.offer_before(&key, started, now, computed.clone());
                     false
                 };
-                Computed { answer, kept, began }
+                Computed { kept, ..computed }
             })
             .await
             .clone();
@@ -385,17 +517,17 @@ impl ResponseCache {
             (true, false) => Outcome::Bypass,
             (false, _) => Outcome::Shared,
         };
-        (answer.response(), outcome)
+        (answer.response(gzip), outcome)
     }
 
-    /// The slot of `key` in the state `epoch`, moving to that state if it is newer (see
-    /// [`Part::moved`]); with `recent`, the answer of an earlier state within the staleness
-    /// bound; and whether `key` is being computed now, in any state. `None` when the cache
-    /// already serves a newer state than `epoch`.
-    fn slot(&self, key: &Key, epoch: Epoch, recent: bool) -> Option<(Slot, Option<Computed>, bool)> {
+    /// The slot of `key` in the state `epoch` (read after `seen`), moving to that state if it is
+    /// newer (see [`Part::moved`]); with `recent`, the answer of an earlier state within the
+    /// staleness bound; and whether `key` is being computed now, in any state. `None` when the
+    /// cache already serves a newer state than `epoch`.
+    fn slot(&self, key: &Key, epoch: Epoch, seen: Instant, recent: bool) -> Option<(Slot, Option<Computed>, bool)> {
         let mut inner = self.lock();
         let part = &mut inner.parts[key.reads.part()];
-        if !part.at(epoch, self.max_stale) {
+        if !part.saw(epoch, seen, self.max_stale) {
             return None;
         }
         let before = recent.then(|| part.before.get(key).filter(|c| c.within(self.max_stale)).cloned()).flatten();
@@ -429,22 +561,23 @@ impl ResponseCache {
         }
     }
 
-    /// Keeps `computed`, a success whose computation began in an earlier state than `now` and
-    /// ended in `now`, as `key`'s latest answer of a state before `now` — unless the cache already
-    /// serves a later state, holds a more recent one, or has no room for it.
-    fn offer_before(&self, key: &Key, now: Epoch, computed: Computed) {
+    /// Keeps `computed`, a success whose computation began in the state `started` and ended in
+    /// a later one, `now`, as `key`'s latest answer of a state before `now` — unless the cache
+    /// already serves a later state, holds a more recent one, or has no room for it.
+    fn offer_before(&self, key: &Key, started: Epoch, now: Epoch, computed: Computed) {
         let mut inner = self.lock();
         let total = inner.bytes();
         let part = &mut inner.parts[key.reads.part()];
+        let computed = computed.seen_until(part.last_seen(started));
         if !part.at(now, self.max_stale) {
             return;
         }
         let replaced = match part.before.get(key) {
-            Some(held) if held.began >= computed.began => return,
-            Some(held) => held.answer.body.len(),
+            Some(held) if held.current >= computed.current => return,
+            Some(held) => held.answer.bytes(),
             None => 0,
         };
-        let bytes = computed.answer.body.len();
+        let bytes = computed.answer.bytes();
         if !computed.within(self.max_stale) || total - replaced + bytes > self.max_bytes {
             return;
         }
@@ -555,7 +688,7 @@ mod tests {
         let (response, outcome) = cache
             .answer(
                 Key::new("t", Reads::GraphAndIndex, &[key.as_bytes()]),
-                freshness,
+                freshness.into(),
                 || world.epoch(),
                 || world.compute(),
             )
@@ -578,7 +711,7 @@ mod tests {
         let (response, outcome) = cache
             .answer(
                 Key::new("t", Reads::GraphAndIndex, &[b"q"]),
-                Freshness::Fresh,
+                Freshness::Fresh.into(),
                 || world.epoch(),
                 || world.compute(),
             )
@@ -589,7 +722,7 @@ mod tests {
 
     async fn ask_reading(cache: &ResponseCache, world: &World, reads: Reads, key: &str) -> (String, Outcome) {
         let (response, outcome) = cache
-            .answer(Key::new("t", reads, &[key.as_bytes()]), Freshness::Current, || world.epoch(), || world.compute())
+            .answer(Key::new("t", reads, &[key.as_bytes()]), Freshness::Current.into(), || world.epoch(), || world.compute())
             .await;
         (body(response).await, outcome)
     }
@@ -612,7 +745,7 @@ mod tests {
         let across = |reads| {
             cache.answer(
                 Key::new("t", reads, &[b"x"]),
-                Freshness::Current,
+                Freshness::Current.into(),
                 || world.epoch(),
                 || async {
                     let response = world.compute().await;
@@ -646,13 +779,13 @@ mod tests {
             world.graph.store(2, Ordering::SeqCst);
             response
         };
-        let (response, outcome) = cache.answer(key(), Freshness::Current, || world.epoch(), moving).await;
+        let (response, outcome) = cache.answer(key(), Freshness::Current.into(), || world.epoch(), moving).await;
         assert_eq!((body(response).await, outcome), ("state 1".into(), Outcome::Bypass));
         assert_eq!(cache.usage(), (0, 0));
         assert_eq!(ask(&cache, &world, "q").await, ("state 2".into(), Outcome::Miss));
         // A request that read an older state than the one served neither reads nor resets it.
         let (response, outcome) =
-            cache.answer(key(), Freshness::Current, || Epoch { graph: 1, index: 0 }, || world.compute()).await;
+            cache.answer(key(), Freshness::Current.into(), || Epoch { graph: 1, index: 0 }, || world.compute()).await;
         assert_eq!(outcome, Outcome::Bypass);
         drop(response);
         assert_eq!(ask(&cache, &world, "q").await, ("state 2".into(), Outcome::Hit));
@@ -676,13 +809,13 @@ mod tests {
         let failing = || async { (StatusCode::SERVICE_UNAVAILABLE, "busy").into_response() };
         for _ in 0..2 {
             let (response, outcome) = cache
-                .answer(Key::new("t", Reads::GraphAndIndex, &[b"f"]), Freshness::Current, || world.epoch(), failing)
+                .answer(Key::new("t", Reads::GraphAndIndex, &[b"f"]), Freshness::Current.into(), || world.epoch(), failing)
                 .await;
             assert_eq!((response.status(), outcome), (StatusCode::SERVICE_UNAVAILABLE, Outcome::Bypass));
         }
         let marked = || async { not_kept("with errors".into_response()) };
         let (response, outcome) = cache
-            .answer(Key::new("t", Reads::GraphAndIndex, &[b"m"]), Freshness::Current, || world.epoch(), marked)
+            .answer(Key::new("t", Reads::GraphAndIndex, &[b"m"]), Freshness::Current.into(), || world.epoch(), marked)
             .await;
         assert_eq!((body(response).await, outcome), ("with errors".into(), Outcome::Bypass));
         assert_eq!(ask(&cache, &world, "a").await.1, Outcome::Miss);
@@ -702,7 +835,7 @@ mod tests {
             (StatusCode::SERVICE_UNAVAILABLE, [(header::RETRY_AFTER, "1")], "busy").into_response()
         };
         let ask_failing = || {
-            cache.answer(Key::new("t", Reads::GraphAndIndex, &[b"f"]), Freshness::Current, || world.epoch(), failing)
+            cache.answer(Key::new("t", Reads::GraphAndIndex, &[b"f"]), Freshness::Current.into(), || world.epoch(), failing)
         };
         let answers = futures::future::join_all((0..4).map(|_| ask_failing())).await;
         assert_eq!(world.runs.load(Ordering::SeqCst), 1);
@@ -761,7 +894,7 @@ mod tests {
             world.graph.store(2, Ordering::SeqCst);
             response
         };
-        let (response, outcome) = cache.answer(key(), Freshness::Recent, || world.epoch(), moving).await;
+        let (response, outcome) = cache.answer(key(), Freshness::Recent.into(), || world.epoch(), moving).await;
         assert_eq!(
             (body(response).await, outcome),
             ("state 1".into(), Outcome::Bypass),
@@ -770,7 +903,7 @@ mod tests {
         three_callers_in_state_2(&cache, &world).await;
         // An answer begun before the last state but one is not offered: the cache serves a later one.
         let (response, outcome) =
-            cache.answer(key(), Freshness::Recent, || Epoch { graph: 1, index: 0 }, || world.compute()).await;
+            cache.answer(key(), Freshness::Recent.into(), || Epoch { graph: 1, index: 0 }, || world.compute()).await;
         assert_eq!((body(response).await, outcome), ("state 2".into(), Outcome::Bypass));
         assert_eq!(ask_as(&cache, &world, Freshness::Recent, "q").await, ("state 2".into(), Outcome::Hit));
     }
@@ -786,7 +919,7 @@ mod tests {
             cache
                 .answer(
                     Key::new("t", Reads::GraphAndIndex, &[b"q"]),
-                    Freshness::Recent,
+                    Freshness::Recent.into(),
                     || world.epoch(),
                     || async {
                         world.runs.fetch_add(1, Ordering::SeqCst);
@@ -832,6 +965,86 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn staleness_counts_from_when_the_state_was_last_seen_current() {
+        let bound = Duration::from_millis(200);
+        let (cache, world) = (ResponseCache::new(1 << 20).with_max_stale(bound), World::new());
+        assert_eq!(ask_as(&cache, &world, Freshness::Recent, "q").await.1, Outcome::Miss);
+        // State 1 lasts longer than the bound, and a request sees it current just before it ends.
+        tokio::time::sleep(bound + Duration::from_millis(50)).await;
+        assert_eq!(ask_as(&cache, &world, Freshness::Recent, "other").await.1, Outcome::Miss);
+        world.graph.store(2, Ordering::SeqCst);
+        let (first, second) = tokio::join!(
+            ask_as(&cache, &world, Freshness::Recent, "q"),
+            ask_as(&cache, &world, Freshness::Recent, "q")
+        );
+        assert_eq!(first, ("state 2".into(), Outcome::Miss));
+        assert_eq!(second, ("state 1".into(), Outcome::Stale), "state 1 was seen current within the bound");
+        // An answer computed across a commit is current until its state was last seen: here,
+        // state 2 is seen current after the computation began, then left.
+        let (gate, opened) = tokio::sync::oneshot::channel::<()>();
+        world.graph.store(3, Ordering::SeqCst);
+        let slow = cache.answer(
+            Key::new("t", Reads::GraphAndIndex, &[b"q"]),
+            Freshness::Recent.into(),
+            || world.epoch(),
+            || async {
+                let _ = opened.await;
+                world.graph.store(4, Ordering::SeqCst);
+                "slow".into_response()
+            },
+        );
+        let later = async {
+            tokio::time::sleep(bound + Duration::from_millis(50)).await;
+            // State 3 seen current, past the bound after the slow computation began.
+            assert_eq!(ask_as(&cache, &world, Freshness::Recent, "other").await.1, Outcome::Miss);
+            let _ = gate.send(());
+        };
+        let ((response, outcome), ()) = tokio::join!(slow, later);
+        assert_eq!((body(response).await, outcome), ("slow".into(), Outcome::Bypass));
+        let (first, second) = tokio::join!(
+            ask_as(&cache, &world, Freshness::Recent, "q"),
+            ask_as(&cache, &world, Freshness::Recent, "q")
+        );
+        assert_eq!(first, ("state 4".into(), Outcome::Miss));
+        assert_eq!(second, ("slow".into(), Outcome::Stale), "its state was seen current within the bound");
+    }
+
+    /// An answer of `len` bytes of JSON-like text, asked for by a caller taking gzip or not.
+    async fn ask_long(cache: &ResponseCache, world: &World, len: usize, gzip: bool) -> Response {
+        let accepts = Accepts { freshness: Freshness::Current, gzip };
+        let text = "{\"value\":1.0}".repeat(len / 13 + 1)[..len].to_owned();
+        let compute = || async move {
+            world.runs.fetch_add(1, Ordering::SeqCst);
+            ([(header::CONTENT_TYPE, "application/json")], text).into_response()
+        };
+        cache.answer(Key::new("t", Reads::Graph, &[len.to_string().as_bytes()]), accepts, || world.epoch(), compute).await.0
+    }
+
+    #[tokio::test]
+    async fn answers_are_kept_compressed_too_and_served_so_to_callers_that_take_gzip() {
+        use std::io::Read as _;
+        let (cache, world) = (ResponseCache::new(1 << 20), World::new());
+        let plain = ask_long(&cache, &world, 20_000, false).await;
+        assert!(!plain.headers().contains_key(header::CONTENT_ENCODING));
+        assert_eq!(plain.headers()[header::VARY], "accept-encoding");
+        let text = body(plain).await;
+        let compressed = ask_long(&cache, &world, 20_000, true).await;
+        assert_eq!(world.runs.load(Ordering::SeqCst), 1, "compressed once, from the kept answer");
+        assert_eq!(compressed.headers()[header::CONTENT_ENCODING], "gzip");
+        assert_eq!(compressed.headers()[header::CONTENT_TYPE], "application/json");
+        let bytes = to_bytes(compressed.into_body(), usize::MAX).await.unwrap();
+        let mut decoded = String::new();
+        flate2::read::GzDecoder::new(&bytes[..]).read_to_string(&mut decoded).unwrap();
+        assert_eq!(decoded, text);
+        assert_eq!(cache.usage(), (1, text.len() + bytes.len()), "both forms count in the bound");
+        // A short answer is kept as it is.
+        let short = ask_long(&cache, &world, 100, true).await;
+        assert!(!short.headers().contains_key(header::CONTENT_ENCODING));
+        assert!(!short.headers().contains_key(header::VARY));
+        assert_eq!(body(short).await.len(), 100);
+    }
+
+    #[tokio::test]
     async fn answers_of_the_state_before_count_in_the_bound_and_go_first() {
         let world = World::new();
         let cache = ResponseCache::new(2 * "state 1".len()).with_max_stale(Duration::from_secs(60));
@@ -858,6 +1071,18 @@ mod tests {
         assert_eq!(Freshness::of(&HeaderMap::new(), true), Freshness::Current);
         assert_eq!(Freshness::of(&with("coalition-consistency", "t@0:1"), false), Freshness::Current);
         assert_eq!(Freshness::of(&with("cache-control", "no-cache"), false), Freshness::Fresh);
+
+        for (value, gzip) in [
+            ("gzip, deflate, br", true),
+            ("br;q=1.0, GZIP;q=0.5", true),
+            ("*", true),
+            ("gzip;q=0", false),
+            ("deflate, br", false),
+            ("identity", false),
+        ] {
+            assert_eq!(Accepts::of(&with("accept-encoding", value), false).gzip, gzip, "{value}");
+        }
+        assert!(!Accepts::of(&HeaderMap::new(), false).gzip);
     }
 
     #[test]

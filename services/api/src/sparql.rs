@@ -12,7 +12,7 @@
 use crate::auth::Principal;
 use crate::errors::{ApiError, ErrorKind};
 use crate::query_shape::{for_each_child, for_each_expression, for_each_operand};
-use crate::response_cache::{Freshness, Key, Reads, ResponseCache};
+use crate::response_cache::{Accepts, Key, Reads, ResponseCache};
 use crate::{ApiMetrics, AppState};
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -159,8 +159,8 @@ async fn respond(
     let as_of = params.as_of.as_deref().unwrap_or_default();
     let reads = classified.reads(query, state.config.max_query_bytes);
     let key = Key::new("sparql", reads, &[query.as_bytes(), as_of.as_bytes(), accept]);
-    let freshness = Freshness::of(headers, !as_of.is_empty());
-    let answer = cache.answer(key, freshness, || state.epoch(), || evaluate(state.clone(), params)).await;
+    let accepts = Accepts::of(headers, !as_of.is_empty());
+    let answer = cache.answer(key, accepts, || state.epoch(), || evaluate(state.clone(), params)).await;
     state.cache_outcome("sparql", answer)
 }
 
