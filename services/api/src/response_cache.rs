@@ -722,7 +722,12 @@ mod tests {
 
     async fn ask_reading(cache: &ResponseCache, world: &World, reads: Reads, key: &str) -> (String, Outcome) {
         let (response, outcome) = cache
-            .answer(Key::new("t", reads, &[key.as_bytes()]), Freshness::Current.into(), || world.epoch(), || world.compute())
+            .answer(
+                Key::new("t", reads, &[key.as_bytes()]),
+                Freshness::Current.into(),
+                || world.epoch(),
+                || world.compute(),
+            )
             .await;
         (body(response).await, outcome)
     }
@@ -809,7 +814,12 @@ mod tests {
         let failing = || async { (StatusCode::SERVICE_UNAVAILABLE, "busy").into_response() };
         for _ in 0..2 {
             let (response, outcome) = cache
-                .answer(Key::new("t", Reads::GraphAndIndex, &[b"f"]), Freshness::Current.into(), || world.epoch(), failing)
+                .answer(
+                    Key::new("t", Reads::GraphAndIndex, &[b"f"]),
+                    Freshness::Current.into(),
+                    || world.epoch(),
+                    failing,
+                )
                 .await;
             assert_eq!((response.status(), outcome), (StatusCode::SERVICE_UNAVAILABLE, Outcome::Bypass));
         }
@@ -835,7 +845,12 @@ mod tests {
             (StatusCode::SERVICE_UNAVAILABLE, [(header::RETRY_AFTER, "1")], "busy").into_response()
         };
         let ask_failing = || {
-            cache.answer(Key::new("t", Reads::GraphAndIndex, &[b"f"]), Freshness::Current.into(), || world.epoch(), failing)
+            cache.answer(
+                Key::new("t", Reads::GraphAndIndex, &[b"f"]),
+                Freshness::Current.into(),
+                || world.epoch(),
+                failing,
+            )
         };
         let answers = futures::future::join_all((0..4).map(|_| ask_failing())).await;
         assert_eq!(world.runs.load(Ordering::SeqCst), 1);
@@ -1017,7 +1032,10 @@ mod tests {
             world.runs.fetch_add(1, Ordering::SeqCst);
             ([(header::CONTENT_TYPE, "application/json")], text).into_response()
         };
-        cache.answer(Key::new("t", Reads::Graph, &[len.to_string().as_bytes()]), accepts, || world.epoch(), compute).await.0
+        cache
+            .answer(Key::new("t", Reads::Graph, &[len.to_string().as_bytes()]), accepts, || world.epoch(), compute)
+            .await
+            .0
     }
 
     #[tokio::test]
