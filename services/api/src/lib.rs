@@ -82,8 +82,8 @@ pub struct ApiConfig {
     pub jwt: Option<Arc<jwt::JwtVerifier>>,
     /// Bytes of answers the response cache keeps for the current state of the data (0: none).
     pub response_cache_bytes: usize,
-    /// How long after its computation began an answer of an earlier state may be served to a
-    /// request without a consistency token or a log position, while the question is being
+    /// How long after its state was last seen current an answer of an earlier state may be served
+    /// to a request without a consistency token or a log position, while the question is being
     /// computed (zero: never; [`response_cache::Freshness::Recent`]).
     pub response_cache_max_stale: Duration,
 }
@@ -308,14 +308,11 @@ async fn graphql_handler(
         Ok(r) => r,
         Err(e) => return graphql::refusal(e),
     };
-    let reads = match graphql::authorize_request(&principal, state.config.public_reads, &mut request) {
-        Ok(reads) => reads,
+    let keepable = match graphql::authorize_request(&principal, state.config.public_reads, &mut request) {
+        Ok(keepable) => keepable,
         Err(e) => return graphql::refusal(e),
     };
-    let key = reads.map(|reads| graphql_cache_key(&principal, reads, &request));
-    // A query asking as of a log position names the `asOf` argument in its text (a query that
-    // names it otherwise only loses the earlier state's answer).
-    let as_of = request.query.contains("asOf");
+    let key = keepable.map(|k| (graphql_cache_key(&principal, k.reads, &request), k.as_of));
     let execute = || async move {
         let mut response = schema.execute(request.data(principal)).await;
         graphql::code_errors(&mut response.errors);
@@ -329,7 +326,7 @@ async fn graphql_handler(
         }
     };
     match key {
-        Some(key) => {
+        Some((key, as_of)) => {
             let accepts = response_cache::Accepts::of(&parts.headers, as_of);
             let answer = cache.answer(key, accepts, || state.epoch(), execute).await;
             state.cache_outcome("graphql", answer)

@@ -67,10 +67,12 @@ fn graphql_requests_are_authorised_before_validation() {
     assert_eq!(check(&Principal::Anonymous, false, "not graphql {", None), Some(ErrorKind::Unauthenticated));
     assert_eq!(check(&Principal::Anonymous, true, "not graphql {", None), None);
     // Which answers the response cache may keep: queries of the data only, and what they read.
-    let reads = |query: &str| {
+    let kept = |query: &str| {
         crate::graphql::authorize_request(&token(Role::Admin), true, &mut async_graphql::Request::new(query)).unwrap()
     };
-    let keepable = |query: &str| reads(query).is_some();
+    let reads = |query: &str| kept(query).map(|k| k.reads);
+    let keepable = |query: &str| kept(query).is_some();
+    let as_of = |query: &str| kept(query).map(|k| k.as_of);
     use crate::response_cache::Reads;
     assert_eq!(reads(read), Some(Reads::Graph));
     assert_eq!(reads("{ search(query: \"trust\") { totalCount } }"), Some(Reads::GraphAndIndex));
@@ -88,6 +90,15 @@ fn graphql_requests_are_authorised_before_validation() {
     assert!(keepable(&shallow));
     assert!(!keepable(submit));
     assert!(!keepable("not graphql {"));
+    // A query asking as of a log position says so, however it is written; naming `asOf`
+    // elsewhere (a string, an alias) does not.
+    assert_eq!(as_of(read), Some(false));
+    assert_eq!(as_of("{ node(id: \"activity/a\", asOf: \"t@0:1\") { id } }"), Some(true));
+    assert_eq!(
+        as_of("query Q($p: String) { ...F } fragment F on QueryRoot { n: node(id: \"x\", asOf: $p) { id } }"),
+        Some(true)
+    );
+    assert_eq!(as_of("{ asOf: recommendations { totalCount } search(query: \"asOf\") { totalCount } }"), Some(false));
 }
 
 /// The router as clients see it, without a socket or a broker: refusals happen before anything

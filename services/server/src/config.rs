@@ -163,9 +163,9 @@ pub struct ServeArgs {
     /// with `Cache-Control: no-cache` is always computed afresh); 0 = keep none.
     #[arg(long, env = "COALITION_RESPONSE_CACHE_MIB", default_value_t = coalition_api::response_cache::DEFAULT_MAX_MIB)]
     pub response_cache_mib: usize,
-    /// Milliseconds after its computation began that a question's answer of an earlier state may
-    /// still be served to a request without a consistency token or `as-of`, while the question is
-    /// being computed (`Coalition-Cache: stale`); 0 = never.
+    /// Milliseconds after its state was last seen current that a question's answer of an earlier
+    /// state may still be served to a request without a consistency token or `as-of`, while the
+    /// question is being computed (`Coalition-Cache: stale`); 0 = never.
     #[arg(long, env = "COALITION_RESPONSE_CACHE_STALE_MS", default_value_t = coalition_api::response_cache::DEFAULT_MAX_STALE_MS)]
     pub response_cache_stale_ms: u64,
     /// Answer GraphQL introspection queries (GraphiQL's schema explorer needs them).

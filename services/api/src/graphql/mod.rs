@@ -674,16 +674,28 @@ const LIVE_FIELDS: [&str; 2] = ["freshness", "rebuildStatus"];
 /// alone, so a query selecting none of these is kept across the index's commits.
 const INDEX_FIELDS: [&str; 1] = ["search"];
 
+/// The argument of query fields that read the data as of a log position (`node`).
+const AS_OF: &str = "asOf";
+
+/// A query whose answer may be kept: what it reads, and whether it asks as of a log position (an
+/// answer of an earlier state is never one such a query accepts).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Keepable {
+    pub reads: Reads,
+    pub as_of: bool,
+}
+
 /// Authorises a GraphQL request as a whole, before validation: anonymous reads when reads are
 /// closed, and mutations by a caller whose role cannot run them, are refused here. A request that
 /// does not parse is left to the schema, which reports the syntax error. When the request is a
 /// query whose answer follows from the stored data and its own text alone, so may be kept in the
-/// response cache ([`crate::response_cache`]), returns what that answer reads.
+/// response cache ([`crate::response_cache`]), returns what that answer reads and whether it asks
+/// as of a log position.
 pub(crate) fn authorize_request(
     principal: &Principal,
     public_reads: bool,
     request: &mut async_graphql::Request,
-) -> Result<Option<Reads>, ApiError> {
+) -> Result<Option<Keepable>, ApiError> {
     use async_graphql::parser::types::{DocumentOperations, OperationType};
     // Before anything parses it: the parser recurses once per level of nesting.
     crate::nesting::check(&request.query, crate::nesting::Language::GraphQl, crate::nesting::MAX_NESTING)?;
@@ -704,20 +716,22 @@ pub(crate) fn authorize_request(
     };
     let mut fields = Vec::new();
     let complete = root_fields(&operation.node.selection_set.node, doc, 0, &mut fields);
+    let names: Vec<&str> = fields.iter().map(|f| f.name.node.as_str()).collect();
     if operation.node.ty != OperationType::Mutation {
         principal.authorize_read(public_reads)?;
         let keepable =
-            operation.node.ty == OperationType::Query && complete && !fields.iter().any(|f| LIVE_FIELDS.contains(f));
-        let reads = if fields.iter().any(|f| INDEX_FIELDS.contains(f)) { Reads::GraphAndIndex } else { Reads::Graph };
-        return Ok(keepable.then_some(reads));
+            operation.node.ty == OperationType::Query && complete && !names.iter().any(|f| LIVE_FIELDS.contains(f));
+        let reads = if names.iter().any(|f| INDEX_FIELDS.contains(f)) { Reads::GraphAndIndex } else { Reads::Graph };
+        let as_of = fields.iter().any(|f| f.arguments.iter().any(|(name, _)| name.node == AS_OF));
+        return Ok(keepable.then_some(Keepable { reads, as_of }));
     }
-    if matches!(principal, Principal::Anonymous) && fields.iter().any(|f| *f != "__typename") {
+    if matches!(principal, Principal::Anonymous) && names.iter().any(|f| *f != "__typename") {
         return Err(ApiError::new(
             ErrorKind::Unauthenticated,
             "mutations need a bearer token (Authorization: Bearer <token>)",
         ));
     }
-    for field in fields {
+    for field in names {
         if let Some(gate) = mutation_gate(field) {
             gate(principal)?;
         }
@@ -725,13 +739,13 @@ pub(crate) fn authorize_request(
     Ok(None)
 }
 
-/// The names of the fields an operation selects at its root, through fragments nested at most
-/// eight deep; returns whether every selection was reached (false: some lie deeper).
+/// The fields an operation selects at its root, through fragments nested at most eight deep;
+/// returns whether every selection was reached (false: some lie deeper).
 fn root_fields<'a>(
     set: &'a async_graphql::parser::types::SelectionSet,
     doc: &'a async_graphql::parser::types::ExecutableDocument,
     depth: usize,
-    out: &mut Vec<&'a str>,
+    out: &mut Vec<&'a async_graphql::parser::types::Field>,
 ) -> bool {
     use async_graphql::parser::types::Selection;
     if depth > 8 {
@@ -741,7 +755,7 @@ fn root_fields<'a>(
     for item in &set.items {
         complete &= match &item.node {
             Selection::Field(f) => {
-                out.push(f.node.name.node.as_str());
+                out.push(&f.node);
                 true
             }
             Selection::InlineFragment(f) => root_fields(&f.node.selection_set.node, doc, depth + 1, out),
