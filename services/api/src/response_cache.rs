@@ -263,7 +263,7 @@ impl Answer {
                 headers.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
             }
         }
-        response.headers_mut().extend(headers);
+        *response.headers_mut() = headers;
         response
     }
 
