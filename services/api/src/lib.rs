@@ -11,8 +11,8 @@
 //! do not wait for the slots that slow general queries hold. Answers to GraphQL queries and SPARQL
 //! may be served from the [`response_cache`]; such an answer reflects the data as of the last
 //! commit before the request, or — for a request without a consistency token or a log position,
-//! while the question is being computed — as of an earlier state, its computation begun at most
-//! the staleness bound (250 ms) ago.
+//! while the question is being computed — as of an earlier state, last seen current at most the
+//! staleness bound (250 ms) ago.
 //! [`app`] returns a `Router` that can be tested without a socket.
 
 pub mod auth;

@@ -89,6 +89,7 @@ impl Accepts {
     }
 }
 
+#[cfg(test)]
 impl From<Freshness> for Accepts {
     /// Uncompressed answers of that freshness.
     fn from(freshness: Freshness) -> Accepts {
@@ -97,18 +98,21 @@ impl From<Freshness> for Accepts {
 }
 
 /// Whether `Accept-Encoding` lists `gzip` (or `*`) with a weight above zero (RFC 9110 §12.5.3).
-pub fn accepts_gzip(headers: &HeaderMap) -> bool {
-    headers.get_all(header::ACCEPT_ENCODING).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(',')).any(
-        |coding| {
-            let mut params = coding.split(';').map(str::trim);
-            let name = params.next().unwrap_or_default();
-            let weight = params
-                .filter_map(|p| p.strip_prefix("q=").or_else(|| p.strip_prefix("Q=")))
-                .find_map(|q| q.parse::<f32>().ok())
-                .unwrap_or(1.0);
-            (name.eq_ignore_ascii_case("gzip") || name == "*") && weight > 0.0
-        },
-    )
+fn accepts_gzip(headers: &HeaderMap) -> bool {
+    list_items(headers, header::ACCEPT_ENCODING).any(|coding| {
+        let mut params = coding.split(';').map(str::trim);
+        let name = params.next().unwrap_or_default();
+        let weight = params
+            .filter_map(|p| p.strip_prefix("q=").or_else(|| p.strip_prefix("Q=")))
+            .find_map(|q| q.parse::<f32>().ok())
+            .unwrap_or(1.0);
+        (name.eq_ignore_ascii_case("gzip") || name == "*") && weight > 0.0
+    })
+}
+
+/// The items of a comma-separated list header (every occurrence of `name`), trimmed.
+fn list_items(headers: &HeaderMap, name: header::HeaderName) -> impl Iterator<Item = &str> {
+    headers.get_all(name).into_iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(',')).map(str::trim)
 }
 
 /// Answers shorter than this are kept uncompressed only (their bytes are a packet or two).
@@ -624,11 +628,8 @@ impl Drop for Running<'_> {
 
 /// Whether the caller asked for a fresh answer (`Cache-Control: no-cache` or `no-store`).
 pub fn wants_fresh(headers: &HeaderMap) -> bool {
-    headers
-        .get_all(header::CACHE_CONTROL)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .any(|v| v.split(',').map(|d| d.trim().to_ascii_lowercase()).any(|d| d == "no-cache" || d == "no-store"))
+    list_items(headers, header::CACHE_CONTROL)
+        .any(|d| d.eq_ignore_ascii_case("no-cache") || d.eq_ignore_ascii_case("no-store"))
 }
 
 /// Marks `response` with where it came from.

@@ -716,16 +716,16 @@ pub(crate) fn authorize_request(
     };
     let mut fields = Vec::new();
     let complete = root_fields(&operation.node.selection_set.node, doc, 0, &mut fields);
-    let names: Vec<&str> = fields.iter().map(|f| f.name.node.as_str()).collect();
+    let mut names = fields.iter().map(|f| f.name.node.as_str());
     if operation.node.ty != OperationType::Mutation {
         principal.authorize_read(public_reads)?;
         let keepable =
-            operation.node.ty == OperationType::Query && complete && !names.iter().any(|f| LIVE_FIELDS.contains(f));
-        let reads = if names.iter().any(|f| INDEX_FIELDS.contains(f)) { Reads::GraphAndIndex } else { Reads::Graph };
+            operation.node.ty == OperationType::Query && complete && !names.clone().any(|f| LIVE_FIELDS.contains(&f));
+        let reads = if names.any(|f| INDEX_FIELDS.contains(&f)) { Reads::GraphAndIndex } else { Reads::Graph };
         let as_of = fields.iter().any(|f| f.arguments.iter().any(|(name, _)| name.node == AS_OF));
         return Ok(keepable.then_some(Keepable { reads, as_of }));
     }
-    if matches!(principal, Principal::Anonymous) && names.iter().any(|f| *f != "__typename") {
+    if matches!(principal, Principal::Anonymous) && names.clone().any(|f| f != "__typename") {
         return Err(ApiError::new(
             ErrorKind::Unauthenticated,
             "mutations need a bearer token (Authorization: Bearer <token>)",
